@@ -1,0 +1,102 @@
+//! The `serve` command's lifecycle: bind, load models in the background (the server answers
+//! liveness meanwhile and readiness once every model is warm), serve, and on SIGTERM/SIGINT stop
+//! accepting, drain what was accepted and exit.
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::http;
+use crate::serve::Registry;
+
+/// Runs the server until a shutdown signal, then drains. Errors are one line for the terminal.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.server.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    let (registry, loaded) = Registry::start(&config.models);
+    let registry = Arc::new(registry);
+    let app = http::router(registry.clone(), config.server.max_body_bytes);
+    let (stop, mut stopped) = watch::channel(false);
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
+    tracing::info!(event = "server_started", listen = %local, models = config.models.len(),
+        "listening; models are loading");
+
+    let mut signal = std::pin::pin!(shutdown_signal());
+    let signalled_early = tokio::select! {
+        outcome = loaded => match outcome {
+            Ok(Ok(())) => {
+                tracing::info!(event = "models_ready", listen = %local,
+                    "every model is loaded and warmed up");
+                false
+            }
+            Ok(Err(failure)) => bail!(failure),
+            Err(_) => bail!("model loading ended without a result"),
+        },
+        name = &mut signal => {
+            tracing::info!(event = "shutdown_started", signal = name, "stopping before models were ready");
+            true
+        }
+    };
+    if !signalled_early {
+        let name = signal.await;
+        tracing::info!(
+            event = "shutdown_started",
+            signal = name,
+            drain_timeout_s = config.server.drain_timeout.as_secs_f64(),
+            "no longer accepting connections; finishing accepted requests"
+        );
+    }
+    registry.begin_shutdown();
+    let _ = stop.send(true);
+    match tokio::time::timeout(config.server.drain_timeout, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => {
+            tracing::error!(event = "error_occurred", error_type = "server", message = %e)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(event = "error_occurred", error_type = "server", message = %e)
+        }
+        Err(_) => {
+            tracing::warn!(
+                event = "drain_timeout",
+                "requests still open after the drain timeout were abandoned"
+            );
+            return Ok(());
+        }
+    }
+    // The server and its connections are gone, so this is the last handle: dropping it closes the
+    // queues, and each worker thread exits once its queue is empty.
+    if let Ok(registry) = Arc::try_unwrap(registry) {
+        tokio::task::spawn_blocking(move || registry.join()).await?;
+    }
+    tracing::info!(event = "shutdown_complete");
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        () = terminate => "SIGTERM",
+    }
+}

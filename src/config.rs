@@ -1,0 +1,356 @@
+//! The YAML schemas torchwatch reads. Parsing rejects unknown keys and wrong types with the file,
+//! line and column; `validate` then checks what types cannot say (unique names, sane sizes).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::tensor::DataType;
+
+/// The `torchwatch.yaml` file given to `torchwatch serve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP server settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Log destinations and level.
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    /// The models to serve; at least one.
+    pub models: Vec<ModelConfig>,
+}
+
+/// `server:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the KServe V2 API listens on.
+    pub listen: SocketAddr,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// After SIGTERM/SIGINT, how long queued and in-flight requests may take to finish.
+    #[serde(deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 64 << 20,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `logging:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Also append JSON log lines to this file (stdout always gets them).
+    pub file: Option<PathBuf>,
+    /// Minimum level, or a tracing `EnvFilter` directive such as `info,torchwatch=debug`.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            file: None,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// One entry of `models:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Name in URLs (`/v2/models/{name}`).
+    pub name: String,
+    /// TorchScript file; relative paths are relative to the config file.
+    pub path: PathBuf,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (the first GPU when there is one).
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// LibTorch intra-op threads for this model's forward passes.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Inputs in the order the model's `forward` takes them.
+    pub inputs: Vec<TensorConfig>,
+    /// Outputs in the order the model returns them (a tensor, or a tuple of tensors).
+    pub outputs: Vec<TensorConfig>,
+    /// Dynamic batching.
+    #[serde(default)]
+    pub batching: BatchingConfig,
+    /// Inference result cache.
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+fn default_device() -> String {
+    "cpu".to_owned()
+}
+
+fn default_threads() -> usize {
+    1
+}
+
+/// An input or output as the metadata endpoint reports it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorConfig {
+    /// Tensor name in requests and responses.
+    pub name: String,
+    /// Element type.
+    pub datatype: DataType,
+    /// Dimensions, `-1` where any size is accepted (always the first one when batching).
+    pub shape: Vec<i64>,
+}
+
+/// `batching:` of a model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchingConfig {
+    /// Join concurrent requests into one forward pass.
+    pub enabled: bool,
+    /// Most rows (along dimension 0) in one forward pass.
+    pub max_batch_size: usize,
+    /// Longest wait for more requests after the first of a batch arrived.
+    #[serde(deserialize_with = "duration")]
+    pub max_queue_delay: Duration,
+    /// Requests that may wait; more get 503 with `Retry-After`.
+    pub queue_capacity: usize,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        BatchingConfig {
+            enabled: true,
+            max_batch_size: 32,
+            max_queue_delay: Duration::from_millis(2),
+            queue_capacity: 1024,
+        }
+    }
+}
+
+/// `cache:` of a model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Answer repeated identical requests from memory.
+    pub enabled: bool,
+    /// Most cached results.
+    pub capacity: u64,
+    /// How long a result stays valid.
+    #[serde(deserialize_with = "duration")]
+    pub ttl: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: false,
+            capacity: 10_000,
+            ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A config file that could not be used; the message names the file and where in it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Reads, parses and validates a config file. Relative model paths become relative to it.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for model in &mut config.models {
+            if model.path.is_relative() {
+                model.path = base.join(&model.path);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates YAML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError(yaml_error(origin, &e)))?;
+        config
+            .validate()
+            .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.models.is_empty() {
+            return Err("models: at least one model is needed".to_owned());
+        }
+        for (i, model) in self.models.iter().enumerate() {
+            let at = format!("models[{i}] ({})", model.name);
+            if model.name.is_empty() || model.name.contains(['/', '?', '#', ' ']) {
+                return Err(format!(
+                    "models[{i}].name: '{}' must be non-empty and free of '/', '?', '#' and spaces",
+                    model.name
+                ));
+            }
+            if self.models[..i].iter().any(|m| m.name == model.name) {
+                return Err(format!("{at}.name: another model has the same name"));
+            }
+            parse_device(&model.device).map_err(|e| format!("{at}.device: {e}"))?;
+            if model.threads == 0 {
+                return Err(format!("{at}.threads: must be at least 1"));
+            }
+            if model.inputs.is_empty() || model.outputs.is_empty() {
+                return Err(format!("{at}: declare at least one input and one output"));
+            }
+            for (kind, specs) in [("inputs", &model.inputs), ("outputs", &model.outputs)] {
+                for (j, spec) in specs.iter().enumerate() {
+                    if specs[..j].iter().any(|s| s.name == spec.name) {
+                        return Err(format!(
+                            "{at}.{kind}[{j}].name: '{}' appears twice",
+                            spec.name
+                        ));
+                    }
+                    if spec.shape.iter().any(|&d| d < -1) {
+                        return Err(format!("{at}.{kind}[{j}].shape: dimensions are -1 or >= 0"));
+                    }
+                    if model.batching.enabled && spec.shape.first() != Some(&-1) {
+                        return Err(format!(
+                            "{at}.{kind}[{j}].shape: with batching enabled the first dimension \
+                             is the batch and must be -1"
+                        ));
+                    }
+                }
+            }
+            let batching = &model.batching;
+            if batching.max_batch_size == 0 || batching.queue_capacity == 0 {
+                return Err(format!(
+                    "{at}.batching: max_batch_size and queue_capacity must be at least 1"
+                ));
+            }
+            if model.cache.enabled && model.cache.capacity == 0 {
+                return Err(format!("{at}.cache.capacity: must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a model runs, as written in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// The CPU.
+    Cpu,
+    /// CUDA device N.
+    Cuda(usize),
+    /// The first CUDA device when one is usable, else the CPU.
+    Auto,
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N` or `auto`.
+pub fn parse_device(text: &str) -> Result<DeviceSpec, String> {
+    match text {
+        "cpu" => Ok(DeviceSpec::Cpu),
+        "auto" => Ok(DeviceSpec::Auto),
+        "cuda" => Ok(DeviceSpec::Cuda(0)),
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(DeviceSpec::Cuda)
+            .ok_or_else(|| format!("'{other}' is not one of cpu, cuda, cuda:N, auto")),
+    }
+}
+
+/// `file:line:column: message`, the form editors and terminals make clickable, followed by
+/// serde-saphyr's snippet of the offending lines.
+fn yaml_error(origin: &str, error: &serde_saphyr::Error) -> String {
+    let rendered = error.to_string();
+    let detail = rendered.strip_prefix("error: ").unwrap_or(&rendered);
+    match error.location() {
+        Some(at) => {
+            let prefix = format!("line {} column {}: ", at.line(), at.column());
+            let detail = detail.strip_prefix(&prefix).unwrap_or(detail);
+            format!("{origin}:{}:{}: {detail}", at.line(), at.column())
+        }
+        None => format!("{origin}: {detail}"),
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "'{text}' is not a duration like 2ms, 1.5s or 5m: {e}"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "models:
+  - name: mlp
+    path: mlp.pt
+    inputs: [{name: input__0, datatype: FP32, shape: [-1, 784]}]
+    outputs: [{name: output__0, datatype: FP32, shape: [-1, 10]}]
+";
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let config = Config::parse(MINIMAL, "t.yaml").unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:8080".parse().unwrap());
+        let model = &config.models[0];
+        assert_eq!(model.device, "cpu");
+        assert!(model.batching.enabled);
+        assert_eq!(model.batching.max_queue_delay, Duration::from_millis(2));
+        assert!(!model.cache.enabled);
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_line_and_column() {
+        let text = MINIMAL.replace("    path: mlp.pt\n", "    path: mlp.pt\n    devise: cpu\n");
+        let err = Config::parse(&text, "t.yaml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("t.yaml:4:5: unknown field `devise`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_is_reported_with_line_and_column() {
+        let text = format!("{MINIMAL}    threads: many\n");
+        let err = Config::parse(&text, "t.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("t.yaml:6:14: "), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_value() {
+        let text = format!("{MINIMAL}    batching: {{max_queue_delay: soon}}\n");
+        let err = Config::parse(&text, "t.yaml").unwrap_err().to_string();
+        assert!(err.contains("'soon' is not a duration"), "{err}");
+    }
+
+    #[test]
+    fn batching_requires_a_variable_batch_dimension() {
+        let text = MINIMAL.replace("[-1, 784]", "[1, 784]");
+        let err = Config::parse(&text, "t.yaml").unwrap_err().to_string();
+        assert!(err.contains("models[0] (mlp).inputs[0].shape"), "{err}");
+    }
+
+    #[test]
+    fn devices_parse() {
+        assert_eq!(parse_device("cuda:1"), Ok(DeviceSpec::Cuda(1)));
+        assert_eq!(parse_device("auto"), Ok(DeviceSpec::Auto));
+        assert!(parse_device("gpu").unwrap_err().contains("'gpu'"));
+    }
+}

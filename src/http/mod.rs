@@ -1,0 +1,399 @@
+//! The HTTP front end: KServe V2 REST routes, thin handlers over [`crate::serve`], request ids and
+//! request/response logging. Every error is a JSON `{"error": "..."}` with a 4xx/5xx status.
+
+mod protocol;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, HttpBody};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::serve::{InferError, ModelService, Registry, Source};
+
+pub use protocol::{EncodedResponse, ResponseOutput, decode_request, encode_response};
+
+/// The only model version torchwatch serves; the protocol requires one.
+const MODEL_VERSION: &str = "1";
+/// Platform name Triton uses for TorchScript models.
+const PLATFORM: &str = "pytorch_torchscript";
+const REQUEST_ID: &str = "x-request-id";
+
+/// The request id of the request being handled: the client's `x-request-id` or a generated one.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// What every handler can reach.
+#[derive(Clone)]
+struct AppState {
+    registry: Arc<Registry>,
+    max_body_bytes: usize,
+}
+
+/// Builds the router over the served models; bodies above `max_body_bytes` get 413.
+pub fn router(registry: Arc<Registry>, max_body_bytes: usize) -> Router {
+    let model_routes = Router::new()
+        .route("/", get(model_metadata))
+        .route("/ready", get(model_ready))
+        .route("/config", get(model_config))
+        .route("/infer", post(infer));
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .nest("/v2/models/{name}", model_routes.clone())
+        .nest("/v2/models/{name}/versions/{version}", model_routes)
+        .fallback(not_found)
+        .layer(middleware::from_fn(observe))
+        .with_state(AppState {
+            registry,
+            max_body_bytes,
+        })
+}
+
+/// An error answer: status, a short machine-readable kind for the logs, and the message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+/// What [`observe`] logs as `error_occurred`; handlers leave it in the response's extensions.
+#[derive(Debug, Clone)]
+struct ErrorRecord {
+    kind: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn unknown_model(name: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!("unknown model '{name}'"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response.extensions_mut().insert(ErrorRecord {
+            kind: self.kind,
+            message: self.message,
+        });
+        response
+    }
+}
+
+impl From<InferError> for ApiError {
+    fn from(error: InferError) -> ApiError {
+        let (status, kind) = match &error {
+            InferError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
+            InferError::Model(_) => (StatusCode::BAD_REQUEST, "model_error"),
+            InferError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
+            InferError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "model_not_ready"),
+        };
+        ApiError::new(status, kind, error.to_string())
+    }
+}
+
+/// Assigns the request id, logs `request_received`, `response_sent` and `error_occurred`, and
+/// echoes the id in the response.
+async fn observe(mut request: Request, next: Next) -> Response {
+    let id: Arc<str> = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map_or_else(|| uuid::Uuid::new_v4().to_string().into(), Arc::from);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    tracing::info!(event = "request_received", request_id = %id, method = %method, path = %path);
+    let started = Instant::now();
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if let Some(error) = response.extensions().get::<ErrorRecord>() {
+        let context = format!("{method} {path}");
+        if status.is_server_error() {
+            tracing::error!(event = "error_occurred", request_id = %id, status = status.as_u16(),
+                error_type = error.kind, message = %error.message, context = %context);
+        } else {
+            tracing::warn!(event = "error_occurred", request_id = %id, status = status.as_u16(),
+                error_type = error.kind, message = %error.message, context = %context);
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    tracing::info!(
+        event = "response_sent",
+        request_id = %id,
+        status = status.as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1e3,
+        bytes = response.body().size_hint().exact(),
+    );
+    response
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, limit);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is larger than server.max_body_bytes ({limit} bytes)"),
+        )),
+        Err(error) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("cannot read the request body: {error}"),
+        )),
+    }
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {} {}", request.method(), request.uri().path()),
+    )
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({ "live": true }))
+}
+
+async fn ready(State(AppState { registry, .. }): State<AppState>) -> (StatusCode, Json<Value>) {
+    let ready = registry.all_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready })))
+}
+
+async fn server_metadata() -> Json<Value> {
+    Json(json!({
+        "name": "torchwatch",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data", "model_configuration"],
+    }))
+}
+
+/// `/v2/models/{name}` and `/v2/models/{name}/versions/{version}`.
+#[derive(Deserialize)]
+struct ModelPath {
+    name: String,
+    version: Option<String>,
+}
+
+fn find(registry: &Registry, path: &ModelPath) -> Result<Arc<ModelService>, ApiError> {
+    let service = registry
+        .get(&path.name)
+        .ok_or_else(|| ApiError::unknown_model(&path.name))?;
+    match path.version.as_deref() {
+        None | Some(MODEL_VERSION) => Ok(service.clone()),
+        Some(other) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!(
+                "model '{}' has no version '{other}'; it serves version {MODEL_VERSION}",
+                path.name
+            ),
+        )),
+    }
+}
+
+async fn model_metadata(
+    State(AppState { registry, .. }): State<AppState>,
+    Path(path): Path<ModelPath>,
+) -> Result<Json<Value>, ApiError> {
+    let service = find(&registry, &path)?;
+    let config = service.config();
+    let tensors = |specs: &[crate::config::TensorConfig]| -> Vec<Value> {
+        specs
+            .iter()
+            .map(|s| json!({ "name": s.name, "datatype": s.datatype.name(), "shape": s.shape }))
+            .collect()
+    };
+    Ok(Json(json!({
+        "name": config.name,
+        "versions": [MODEL_VERSION],
+        "platform": PLATFORM,
+        "inputs": tensors(&config.inputs),
+        "outputs": tensors(&config.outputs),
+    })))
+}
+
+async fn model_ready(
+    State(AppState { registry, .. }): State<AppState>,
+    Path(path): Path<ModelPath>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let service = find(&registry, &path)?;
+    let ready = service.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((status, Json(json!({ "name": path.name, "ready": ready }))))
+}
+
+/// Triton's model configuration, which Triton's tools (perf_analyzer) read before they start.
+async fn model_config(
+    State(AppState { registry, .. }): State<AppState>,
+    Path(path): Path<ModelPath>,
+) -> Result<Json<Value>, ApiError> {
+    let service = find(&registry, &path)?;
+    let config = service.config();
+    let batching = config.batching.enabled;
+    // Triton's dims leave out the batch dimension when max_batch_size > 0.
+    let tensors = |specs: &[crate::config::TensorConfig]| -> Vec<Value> {
+        specs
+            .iter()
+            .map(|s| {
+                let dims = if batching { &s.shape[1..] } else { &s.shape[..] };
+                json!({ "name": s.name, "data_type": s.datatype.triton_config_name(), "dims": dims })
+            })
+            .collect()
+    };
+    let mut body = json!({
+        "name": config.name,
+        "platform": PLATFORM,
+        "backend": "pytorch",
+        "max_batch_size": if batching { config.batching.max_batch_size } else { 0 },
+        "input": tensors(&config.inputs),
+        "output": tensors(&config.outputs),
+    });
+    if batching {
+        body["dynamic_batching"] = json!({
+            "max_queue_delay_microseconds": config.batching.max_queue_delay.as_micros() as u64,
+        });
+    }
+    Ok(Json(body))
+}
+
+async fn infer(
+    State(state): State<AppState>,
+    Path(path): Path<ModelPath>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let service = find(&state.registry, &path)?;
+    // Announced before the body is read, so the batcher can wait for this request.
+    let arrival = service.arrival();
+    let body = read_body(body, state.max_body_bytes).await?;
+    let header_length = headers
+        .get(protocol::HEADER_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "Inference-Header-Content-Length must be a non-negative integer",
+                    )
+                })
+        })
+        .transpose()?;
+    let request = decode_request(&body, header_length)
+        .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message))?;
+    let config = service.config();
+    // Check requested outputs before spending a forward pass on them.
+    let selected: Vec<(usize, bool)> = match &request.outputs {
+        None => (0..config.outputs.len())
+            .map(|i| (i, request.binary_output))
+            .collect(),
+        Some(requested) => requested
+            .iter()
+            .map(|r| {
+                let index = config
+                    .outputs
+                    .iter()
+                    .position(|o| o.name == r.name)
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_output",
+                            format!("unknown output '{}' of model '{}'", r.name, config.name),
+                        )
+                    })?;
+                Ok((index, r.binary.unwrap_or(request.binary_output)))
+            })
+            .collect::<Result<_, ApiError>>()?,
+    };
+    let inference = service.infer(request.inputs, arrival).await?;
+    if let Source::Model {
+        batch_size,
+        queue_time,
+        forward_time,
+    } = inference.source
+    {
+        tracing::info!(
+            event = "model_inference",
+            request_id = %request_id,
+            model = %config.name,
+            batch_size,
+            queue_ms = queue_time.as_secs_f64() * 1e3,
+            forward_ms = forward_time.as_secs_f64() * 1e3,
+        );
+    }
+    let outputs: Vec<ResponseOutput<'_>> = selected
+        .iter()
+        .map(|&(index, binary)| ResponseOutput {
+            name: &config.outputs[index].name,
+            tensor: &inference.outputs[index],
+            binary,
+        })
+        .collect();
+    let encoded = encode_response(&config.name, MODEL_VERSION, request.id.as_deref(), &outputs);
+    let mut response = Response::new(Body::from(encoded.body));
+    let headers = response.headers_mut();
+    match encoded.header_length {
+        Some(length) => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            headers.insert(protocol::HEADER_LENGTH, HeaderValue::from(length));
+        }
+        None => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+    }
+    Ok(response)
+}

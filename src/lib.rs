@@ -1,0 +1,14 @@
+//! torchwatch: serves TorchScript models over the KServe V2 protocol and watches them.
+//!
+//! Data flows one way: [`http`] → [`serve`] (batcher, cache) → [`model`] (LibTorch). [`config`]
+//! owns the YAML schemas, [`logs`] the JSON log lines, [`app`] the `serve` lifecycle and
+//! [`profile`] the latency profiler. The binary (`main.rs`) is only the command line.
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod logs;
+pub mod model;
+pub mod profile;
+pub mod serve;
+pub mod tensor;

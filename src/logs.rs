@@ -1,0 +1,253 @@
+//! Structured logs: one JSON object per line (`timestamp`, `level`, `event`, `request_id` where a
+//! request is involved, and the event's fields), to stdout and optionally to a file; and the
+//! `logs search` command that filters such files.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use serde_json::Value;
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
+
+/// Keeps the background log writers flushing; drop it last, at exit.
+pub struct LogGuards {
+    _writers: Vec<WorkerGuard>,
+}
+
+/// Installs the JSON subscriber. `level` is a level or an `EnvFilter` directive.
+pub fn init(level: &str, file: Option<&Path>) -> anyhow::Result<LogGuards> {
+    let filter = EnvFilter::try_new(level)
+        .with_context(|| format!("logging.level: '{level}' is not a level or filter directive"))?;
+    // Writes go through a background thread so a slow terminal never stalls a request; lossy is
+    // off because dropping log lines is worse than back-pressure.
+    let (stdout, stdout_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_target(false)
+        .with_env_filter(filter);
+    let mut guards = vec![stdout_guard];
+    match file {
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create log directory {}", dir.display()))?;
+            }
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open log file {}", path.display()))?;
+            let (file, file_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .lossy(false)
+                .finish(file);
+            guards.push(file_guard);
+            builder.with_writer(stdout.and(file)).init();
+        }
+        None => builder.with_writer(stdout).init(),
+    }
+    Ok(LogGuards { _writers: guards })
+}
+
+/// The filters of `torchwatch logs search`.
+#[derive(Debug, Default)]
+pub struct Filter {
+    /// Only this event.
+    pub event: Option<String>,
+    /// Only this level or more severe (`error` > `warn` > `info` > `debug` > `trace`).
+    pub level: Option<String>,
+    /// Only lines at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only lines at or before this time.
+    pub until: Option<SystemTime>,
+    /// Top-level fields that must equal these values (compared as text).
+    pub fields: BTreeMap<String, String>,
+}
+
+fn severity(level: &str) -> Option<u8> {
+    match level.to_ascii_lowercase().as_str() {
+        "trace" => Some(0),
+        "debug" => Some(1),
+        "info" => Some(2),
+        "warn" | "warning" => Some(3),
+        "error" => Some(4),
+        _ => None,
+    }
+}
+
+/// Parses a `--since`/`--until` value: an RFC 3339 time (`2026-11-25T10:00:00Z`) or a duration
+/// before `now` (`15m`, `2h`).
+pub fn parse_time(text: &str, now: SystemTime) -> Result<SystemTime, String> {
+    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
+        return Ok(time);
+    }
+    humantime::parse_duration(text)
+        .map(|ago| now.checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH))
+        .map_err(|_| {
+            format!(
+                "'{text}' is neither an RFC 3339 time (2026-11-25T10:00:00Z) nor a duration (15m)"
+            )
+        })
+}
+
+/// Parses `key=value` arguments.
+pub fn parse_field(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .filter(|(key, _)| !key.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("'{text}' is not key=value"))
+}
+
+impl Filter {
+    /// Checks the level name now, so a typo is an error rather than an empty result.
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.level {
+            Some(level) if severity(level).is_none() => Err(format!(
+                "--level '{level}' is not one of trace, debug, info, warn, error"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// True when a parsed log line passes every filter.
+    pub fn matches(&self, line: &Value) -> bool {
+        let text = |key: &str| line.get(key).map(value_text);
+        if let Some(event) = &self.event {
+            if text("event").as_deref() != Some(event) {
+                return false;
+            }
+        }
+        if let Some(minimum) = self.level.as_deref().and_then(severity) {
+            let level = text("level").as_deref().and_then(severity);
+            if level.is_none_or(|l| l < minimum) {
+                return false;
+            }
+        }
+        if self.since.is_some() || self.until.is_some() {
+            let Some(time) = text("timestamp").and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
+            else {
+                return false;
+            };
+            if self.since.is_some_and(|since| time < since)
+                || self.until.is_some_and(|until| time > until)
+            {
+                return false;
+            }
+        }
+        self.fields
+            .iter()
+            .all(|(key, want)| text(key).as_deref() == Some(want.as_str()))
+    }
+}
+
+fn value_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints the lines of `reader` that match; lines that are not JSON objects are skipped.
+/// Returns how many matched.
+pub fn search(reader: impl BufRead, filter: &Filter, out: &mut impl Write) -> anyhow::Result<u64> {
+    let mut matched = 0;
+    for line in reader.lines() {
+        let line = line.context("cannot read the log")?;
+        let Ok(parsed) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if parsed.is_object() && filter.matches(&parsed) {
+            writeln!(out, "{line}")?;
+            matched += 1;
+        }
+    }
+    Ok(matched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const LOG: &str = r#"{"timestamp":"2026-11-25T10:00:00.000001Z","level":"INFO","event":"request_received","request_id":"a"}
+not json
+{"timestamp":"2026-11-25T10:00:01Z","level":"WARN","event":"error_occurred","request_id":"a","status":400}
+{"timestamp":"2026-11-25T10:05:00Z","level":"INFO","event":"response_sent","request_id":"b","status":200}
+"#;
+
+    fn run(filter: Filter) -> Vec<String> {
+        let mut out = Vec::new();
+        search(LOG.as_bytes(), &filter, &mut out).unwrap();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn filters_by_event_level_time_and_fields() {
+        let by_event = run(Filter {
+            event: Some("response_sent".into()),
+            ..Filter::default()
+        });
+        assert_eq!(by_event.len(), 1);
+        assert!(by_event[0].contains(r#""request_id":"b""#));
+
+        let warnings = run(Filter {
+            level: Some("warn".into()),
+            ..Filter::default()
+        });
+        assert_eq!(warnings.len(), 1);
+
+        let now = SystemTime::now();
+        let window = run(Filter {
+            since: Some(parse_time("2026-11-25T10:00:00.5Z", now).unwrap()),
+            until: Some(parse_time("2026-11-25T10:01:00Z", now).unwrap()),
+            ..Filter::default()
+        });
+        assert_eq!(window.len(), 1);
+        assert!(window[0].contains("error_occurred"));
+
+        let fields = BTreeMap::from([
+            ("request_id".into(), "a".into()),
+            ("status".into(), "400".into()),
+        ]);
+        assert_eq!(
+            run(Filter {
+                fields,
+                ..Filter::default()
+            })
+            .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn relative_times_count_back_from_now() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(3600);
+        assert_eq!(
+            parse_time("15m", now).unwrap(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(2700)
+        );
+        assert!(parse_time("yesterday", now).is_err());
+    }
+
+    #[test]
+    fn unknown_level_is_an_error() {
+        let filter = Filter {
+            level: Some("loud".into()),
+            ..Filter::default()
+        };
+        assert!(filter.validate().unwrap_err().contains("'loud'"));
+    }
+}

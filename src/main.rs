@@ -1,0 +1,221 @@
+//! The `torchwatch` command line.
+
+use std::io::BufReader;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use torchwatch::config::{Config, parse_device};
+use torchwatch::{app, logs, model, profile};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Serve a TorchScript model over the KServe V2 protocol and watch it"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the models of a config file over the KServe V2 REST protocol.
+    Serve {
+        /// Config file.
+        #[arg(long, short, default_value = "torchwatch.yaml")]
+        config: PathBuf,
+        /// Listen address, overriding server.listen.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Also write JSON logs to this file, overriding logging.file.
+        #[arg(long)]
+        log_file: Option<PathBuf>,
+        /// Log level or filter directive, overriding logging.level.
+        #[arg(long)]
+        log_level: Option<String>,
+        /// How long to finish accepted requests after SIGTERM, overriding server.drain_timeout.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        drain_timeout: Option<Duration>,
+    },
+    /// Measure a model's forward latency on random inputs.
+    Profile {
+        /// TorchScript file.
+        model: PathBuf,
+        /// Shape of one sample without the batch dimension, e.g. 784 or 3,64,64.
+        #[arg(long, value_delimiter = ',', required = true)]
+        input_shape: Vec<i64>,
+        /// Batch sizes to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        batch_sizes: Vec<i64>,
+        /// Timed forward passes per batch size.
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+        /// Untimed forward passes before timing.
+        #[arg(long, default_value_t = 20)]
+        warmup: usize,
+        /// LibTorch intra-op threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// cpu, cuda, cuda:N or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work with torchwatch's JSON log files.
+    Logs {
+        #[command(subcommand)]
+        command: LogsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogsCommand {
+    /// Print the log lines that match every filter; exit status 1 when none does.
+    Search {
+        /// Log file, or - for standard input.
+        file: PathBuf,
+        /// Only this event (request_received, response_sent, model_inference, error_occurred...).
+        #[arg(long)]
+        event: Option<String>,
+        /// Only this level or more severe: trace, debug, info, warn, error.
+        #[arg(long)]
+        level: Option<String>,
+        /// Only lines at or after this RFC 3339 time, or this long ago (15m).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only lines at or before this RFC 3339 time, or this long ago.
+        #[arg(long)]
+        until: Option<String>,
+        /// Fields that must match exactly, e.g. request_id=abc status=400.
+        #[arg(value_parser = logs::parse_field)]
+        fields: Vec<(String, String)>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("torchwatch: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            log_file,
+            log_level,
+            drain_timeout,
+        } => {
+            let mut config = Config::load(&config)?;
+            if let Some(listen) = listen {
+                config.server.listen = listen;
+            }
+            if let Some(timeout) = drain_timeout {
+                config.server.drain_timeout = timeout;
+            }
+            if log_file.is_some() {
+                config.logging.file = log_file;
+            }
+            if let Some(level) = log_level {
+                config.logging.level = level;
+            }
+            let _logs = logs::init(&config.logging.level, config.logging.file.as_deref())?;
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(app::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Profile {
+            model: path,
+            input_shape,
+            batch_sizes,
+            iterations,
+            warmup,
+            threads,
+            device,
+            json,
+        } => {
+            anyhow::ensure!(iterations > 0, "--iterations must be at least 1");
+            anyhow::ensure!(threads > 0, "--threads must be at least 1");
+            anyhow::ensure!(
+                batch_sizes.iter().chain(&input_shape).all(|&d| d > 0),
+                "--batch-sizes and --input-shape take positive sizes"
+            );
+            let spec = parse_device(&device).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
+            let device = model::resolve_device(spec)?;
+            let plan = profile::Plan {
+                input_shape,
+                batch_sizes,
+                iterations,
+                warmup,
+                threads,
+            };
+            let results = profile::run(&path, device, &plan)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                println!(
+                    "{} on {}, {} thread(s), {} timed passes per batch size",
+                    path.display(),
+                    model::device_name(device),
+                    threads,
+                    iterations
+                );
+                print!("{}", profile::table(&results));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logs {
+            command:
+                LogsCommand::Search {
+                    file,
+                    event,
+                    level,
+                    since,
+                    until,
+                    fields,
+                },
+        } => {
+            let now = SystemTime::now();
+            let time = |flag: &str, value: Option<String>| {
+                value
+                    .map(|v| logs::parse_time(&v, now).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+                    .transpose()
+            };
+            let filter = logs::Filter {
+                event,
+                level,
+                since: time("--since", since)?,
+                until: time("--until", until)?,
+                fields: fields.into_iter().collect(),
+            };
+            filter.validate().map_err(anyhow::Error::msg)?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let matched = if file.as_os_str() == "-" {
+                logs::search(std::io::stdin().lock(), &filter, &mut out)?
+            } else {
+                let reader = std::fs::File::open(&file)
+                    .with_context(|| format!("cannot open {}", file.display()))?;
+                logs::search(BufReader::new(reader), &filter, &mut out)?
+            };
+            Ok(if matched > 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}

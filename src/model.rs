@@ -1,0 +1,208 @@
+//! LibTorch through tch: loading a TorchScript module on a device and running forward passes on
+//! host tensors. Every call that input can reach uses tch's fallible `f_*` API, so a malformed
+//! request becomes an error message rather than a panic.
+
+use std::path::Path;
+
+use tch::{CModule, Device, IValue, Kind, Tensor};
+
+use crate::config::DeviceSpec;
+use crate::tensor::{DataType, HostTensor};
+
+/// A model could not be loaded or could not run an input.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The file is missing, unreadable or not TorchScript.
+    #[error("cannot load TorchScript model {path}: {reason}")]
+    Load {
+        /// The model file.
+        path: String,
+        /// LibTorch's first line of explanation.
+        reason: String,
+    },
+    /// The configured device does not exist here.
+    #[error("{0}")]
+    Device(String),
+    /// LibTorch rejected the input (wrong rank, feature size, dtype...).
+    #[error("{0}")]
+    Forward(String),
+}
+
+/// A loaded TorchScript module bound to a device.
+pub struct Model {
+    module: CModule,
+    device: Device,
+}
+
+/// The CUDA build of LibTorch only registers its backend when `libtorch.so` is linked (the `cuda`
+/// feature); report which one this binary is for `torchwatch profile` and logs.
+pub fn cuda_available() -> bool {
+    tch::Cuda::is_available()
+}
+
+/// Resolves a configured device to a LibTorch device that exists on this host.
+pub fn resolve_device(spec: DeviceSpec) -> Result<Device, ModelError> {
+    match spec {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Auto => Ok(Device::cuda_if_available()),
+        DeviceSpec::Cuda(index) => {
+            let count = if cuda_available() {
+                tch::Cuda::device_count()
+            } else {
+                0
+            };
+            if (index as i64) < count {
+                Ok(Device::Cuda(index))
+            } else if count == 0 {
+                Err(ModelError::Device(format!(
+                    "cuda:{index} requested but no CUDA device is usable (no GPU, no driver, or a \
+                     binary built without the `cuda` feature); use device: cpu or auto"
+                )))
+            } else {
+                Err(ModelError::Device(format!(
+                    "cuda:{index} requested but only {count} CUDA device(s) exist"
+                )))
+            }
+        }
+    }
+}
+
+/// Human name of a device, as in configs.
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".to_owned(),
+    }
+}
+
+/// Sets LibTorch's intra-op thread count for forward passes started from the calling thread.
+pub fn set_threads(threads: usize) {
+    tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
+}
+
+impl Model {
+    /// Loads a TorchScript file onto `device`, in evaluation mode.
+    pub fn load(path: &Path, device: Device) -> Result<Model, ModelError> {
+        let load_error = |reason: String| ModelError::Load {
+            path: path.display().to_string(),
+            reason,
+        };
+        if !path.is_file() {
+            return Err(load_error("no such file".to_owned()));
+        }
+        let mut module = CModule::load_on_device(path, device)
+            .map_err(|e| load_error(first_line(&e.to_string())))?;
+        module
+            .f_set_eval()
+            .map_err(|e| load_error(first_line(&e.to_string())))?;
+        Ok(Model { module, device })
+    }
+
+    /// The device the module lives on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Runs one forward pass on host tensors and returns the outputs in host memory.
+    pub fn forward(&self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, ModelError> {
+        let tensors = inputs
+            .iter()
+            .map(|input| {
+                Tensor::f_from_data_size(&input.data, &input.shape, kind(input.datatype))
+                    .and_then(|t| t.f_to_device(self.device))
+                    .map_err(forward_error)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.forward_tensors(&tensors)?
+            .iter()
+            .map(to_host)
+            .collect()
+    }
+
+    /// Runs one forward pass on LibTorch tensors already on the model's device.
+    pub fn forward_tensors(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
+        let _no_grad = tch::no_grad_guard();
+        let args: Vec<IValue> = inputs
+            .iter()
+            .map(|t| IValue::Tensor(t.shallow_clone()))
+            .collect();
+        let output = self.module.forward_is(&args).map_err(forward_error)?;
+        flatten_output(output)
+    }
+
+    /// Waits for queued GPU work, so wall-clock timings include it.
+    pub fn synchronize(&self) {
+        if let Device::Cuda(index) = self.device {
+            tch::Cuda::synchronize(index as i64);
+        }
+    }
+}
+
+fn flatten_output(output: IValue) -> Result<Vec<Tensor>, ModelError> {
+    match output {
+        IValue::Tensor(t) => Ok(vec![t]),
+        IValue::TensorList(ts) => Ok(ts),
+        IValue::Tuple(items) | IValue::GenericList(items) => items
+            .into_iter()
+            .map(|item| match item {
+                IValue::Tensor(t) => Ok(t),
+                _ => Err(ModelError::Forward(
+                    "the model returned a tuple holding something other than tensors".to_owned(),
+                )),
+            })
+            .collect(),
+        _ => Err(ModelError::Forward(
+            "the model returned neither a tensor nor a tuple of tensors".to_owned(),
+        )),
+    }
+}
+
+fn to_host(tensor: &Tensor) -> Result<HostTensor, ModelError> {
+    let datatype = datatype_of(tensor.f_kind().map_err(forward_error)?)?;
+    let host = tensor
+        .f_to_device(Device::Cpu)
+        .and_then(|t| t.f_contiguous())
+        .map_err(forward_error)?;
+    let numel = host.numel();
+    let mut bytes = vec![0u8; numel * datatype.size()];
+    host.f_copy_data_u8(&mut bytes, numel)
+        .map_err(forward_error)?;
+    HostTensor::new(datatype, host.size(), bytes.into()).map_err(ModelError::Forward)
+}
+
+/// LibTorch's element kind for a protocol datatype.
+pub fn kind(datatype: DataType) -> Kind {
+    match datatype {
+        DataType::Bool => Kind::Bool,
+        DataType::Uint8 => Kind::Uint8,
+        DataType::Int8 => Kind::Int8,
+        DataType::Int16 => Kind::Int16,
+        DataType::Int32 => Kind::Int,
+        DataType::Int64 => Kind::Int64,
+        DataType::Fp32 => Kind::Float,
+        DataType::Fp64 => Kind::Double,
+    }
+}
+
+fn datatype_of(kind: Kind) -> Result<DataType, ModelError> {
+    DataType::ALL
+        .into_iter()
+        .find(|&d| self::kind(d) == kind)
+        .ok_or_else(|| {
+            ModelError::Forward(format!(
+                "the model returned a {kind:?} tensor, which the protocol cannot carry here"
+            ))
+        })
+}
+
+fn forward_error(error: tch::TchError) -> ModelError {
+    ModelError::Forward(first_line(&error.to_string()))
+}
+
+/// LibTorch errors carry a C++ backtrace after the first line; clients need the first line.
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or(message).trim();
+    line.strip_prefix("Internal torch error: ")
+        .unwrap_or(line)
+        .to_owned()
+}

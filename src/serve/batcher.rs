@@ -1,0 +1,471 @@
+//! Dynamic batching: requests wait in a bounded queue; one dedicated thread per model takes the
+//! first, waits at most `max_queue_delay` for more, joins their rows along dimension 0 into one
+//! forward pass and hands each request its own rows of the outputs.
+//!
+//! The thread is a plain OS thread, never a runtime worker, because a forward pass blocks for
+//! milliseconds. Requests reach it through a bounded channel, so memory is bounded by
+//! `queue_capacity` requests whatever the load.
+//!
+//! The batcher only waits for company that is known to be on its way: requests whose bodies are
+//! being read or decoded ([`Arrival`]). A lone request never pays `max_queue_delay`, so batching
+//! costs nothing at low load; under load, requests that queue while the model is busy are taken
+//! together without waiting at all.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use tokio::sync::oneshot;
+
+use crate::tensor::HostTensor;
+
+/// What the batcher needs from a model.
+pub trait Forward {
+    /// One forward pass over inputs whose dimension 0 is the batch.
+    fn forward(&mut self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, String>;
+}
+
+impl<F: FnMut(&[HostTensor]) -> Result<Vec<HostTensor>, String>> Forward for F {
+    fn forward(&mut self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, String> {
+        self(inputs)
+    }
+}
+
+/// How the batcher groups requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// When false every request is its own forward pass.
+    pub enabled: bool,
+    /// Most rows in one forward pass.
+    pub max_batch_size: usize,
+    /// Longest wait for company after the first request of a batch was queued.
+    pub max_queue_delay: Duration,
+}
+
+/// One request's share of a forward pass.
+#[derive(Debug)]
+pub struct Batched {
+    /// This request's rows of each model output.
+    pub outputs: Vec<HostTensor>,
+    /// Rows in the forward pass it rode in.
+    pub batch_size: usize,
+    /// Time from queueing to the start of the forward pass.
+    pub queue_time: Duration,
+    /// Duration of the forward pass.
+    pub forward_time: Duration,
+}
+
+/// The model rejected the input; the message is LibTorch's.
+pub type ForwardError = String;
+
+/// A queued request; opaque outside the batcher.
+pub struct Job {
+    inputs: Vec<HostTensor>,
+    rows: usize,
+    queued_at: Instant,
+    reply: oneshot::Sender<Result<Batched, ForwardError>>,
+}
+
+/// The queue is full; the client should retry later.
+#[derive(Debug)]
+pub struct QueueFull;
+
+/// How often a batcher waiting for arriving requests looks again when none has been queued.
+const ARRIVAL_POLL: Duration = Duration::from_micros(100);
+
+/// The sending side of a model's queue.
+#[derive(Clone)]
+pub struct Queue {
+    sender: Sender<Job>,
+    arriving: Arc<AtomicUsize>,
+}
+
+/// The receiving side, drained by [`run`].
+pub struct Inbox {
+    receiver: Receiver<Job>,
+    arriving: Arc<AtomicUsize>,
+}
+
+/// A request on its way to the queue (its body being read or decoded). While any exists the
+/// batcher may wait for it, up to `max_queue_delay`.
+pub struct Arrival {
+    arriving: Arc<AtomicUsize>,
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.arriving.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Queue {
+    /// Announces a request that will be submitted soon; drop the guard once it is (or is not).
+    pub fn arrival(&self) -> Arrival {
+        self.arriving.fetch_add(1, Ordering::AcqRel);
+        Arrival {
+            arriving: self.arriving.clone(),
+        }
+    }
+
+    /// Queues a request without waiting; the receiver resolves when its forward pass is done.
+    /// Every input must have the same number of rows (dimension 0), at least one.
+    pub fn submit(
+        &self,
+        inputs: Vec<HostTensor>,
+    ) -> Result<oneshot::Receiver<Result<Batched, ForwardError>>, QueueFull> {
+        let (reply, receiver) = oneshot::channel();
+        let rows = inputs.first().map_or(0, HostTensor::rows);
+        let job = Job {
+            inputs,
+            rows,
+            queued_at: Instant::now(),
+            reply,
+        };
+        match self.sender.try_send(job) {
+            Ok(()) => Ok(receiver),
+            // A disconnected queue only happens during shutdown, after the server stopped
+            // accepting; to a client it is the same as a full one.
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(QueueFull),
+        }
+    }
+
+    /// Requests waiting for a forward pass.
+    pub fn depth(&self) -> usize {
+        self.sender.len()
+    }
+}
+
+/// Creates a queue holding at most `capacity` requests and the inbox that [`run`] drains.
+pub fn queue(capacity: usize) -> (Queue, Inbox) {
+    let (sender, receiver) = crossbeam_channel::bounded(capacity);
+    let arriving = Arc::new(AtomicUsize::new(0));
+    (
+        Queue {
+            sender,
+            arriving: arriving.clone(),
+        },
+        Inbox { receiver, arriving },
+    )
+}
+
+/// Serves batches until every [`Queue`] handle is dropped and the queue is empty.
+pub fn run(inbox: Inbox, policy: Policy, model: &mut impl Forward) {
+    let receiver = &inbox.receiver;
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match receiver.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let mut batch = vec![first];
+        if policy.enabled {
+            carried = fill(&inbox, &policy, &mut batch);
+        }
+        execute(model, batch);
+    }
+}
+
+/// Adds compatible jobs to `batch` until it is full, or nothing is queued and nothing is arriving,
+/// or the delay has passed. Returns a job that was taken but does not fit, to start the next batch.
+fn fill(inbox: &Inbox, policy: &Policy, batch: &mut Vec<Job>) -> Option<Job> {
+    let deadline = batch[0].queued_at + policy.max_queue_delay;
+    let mut rows = batch[0].rows;
+    while rows < policy.max_batch_size {
+        let job = match inbox.receiver.try_recv() {
+            Ok(job) => job,
+            Err(_) => {
+                let now = Instant::now();
+                if now >= deadline || inbox.arriving.load(Ordering::Acquire) == 0 {
+                    return None;
+                }
+                match inbox
+                    .receiver
+                    .recv_deadline(deadline.min(now + ARRIVAL_POLL))
+                {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return None,
+                }
+            }
+        };
+        if rows + job.rows > policy.max_batch_size || !compatible(&batch[0], &job) {
+            return Some(job);
+        }
+        rows += job.rows;
+        batch.push(job);
+    }
+    None
+}
+
+/// Jobs can share a forward pass when their inputs agree in everything but dimension 0.
+fn compatible(a: &Job, b: &Job) -> bool {
+    a.inputs.len() == b.inputs.len()
+        && a.inputs.iter().zip(&b.inputs).all(|(x, y)| {
+            x.datatype == y.datatype
+                && x.shape.len() == y.shape.len()
+                && x.shape[1..] == y.shape[1..]
+        })
+}
+
+fn execute(model: &mut impl Forward, batch: Vec<Job>) {
+    if batch.len() == 1 {
+        let started = Instant::now();
+        let job = batch.into_iter().next().expect("batch has one job");
+        let result = model.forward(&job.inputs);
+        let forward_time = started.elapsed();
+        let _ = job.reply.send(result.map(|outputs| Batched {
+            outputs,
+            batch_size: job.rows,
+            queue_time: started - job.queued_at,
+            forward_time,
+        }));
+        return;
+    }
+    let inputs = concat(&batch);
+    let rows: usize = batch.iter().map(|j| j.rows).sum();
+    let started = Instant::now();
+    let result = model.forward(&inputs);
+    let forward_time = started.elapsed();
+    match result.and_then(|outputs| split(&outputs, &batch, rows)) {
+        Ok(shares) => {
+            for (job, outputs) in batch.into_iter().zip(shares) {
+                let _ = job.reply.send(Ok(Batched {
+                    outputs,
+                    batch_size: rows,
+                    queue_time: started - job.queued_at,
+                    forward_time,
+                }));
+            }
+        }
+        // One request's content can fail a whole batch (an out-of-range index, say); run each
+        // alone so only the culprit gets the error.
+        Err(_) => {
+            for job in batch {
+                execute(model, vec![job]);
+            }
+        }
+    }
+}
+
+fn concat(batch: &[Job]) -> Vec<HostTensor> {
+    (0..batch[0].inputs.len())
+        .map(|i| {
+            let first = &batch[0].inputs[i];
+            let mut data = Vec::with_capacity(batch.iter().map(|j| j.inputs[i].data.len()).sum());
+            for job in batch {
+                data.extend_from_slice(&job.inputs[i].data);
+            }
+            let mut shape = first.shape.clone();
+            shape[0] = batch.iter().map(|j| j.rows as i64).sum();
+            HostTensor {
+                datatype: first.datatype,
+                shape,
+                data: data.into(),
+            }
+        })
+        .collect()
+}
+
+/// Cuts every output into each job's rows, without copying.
+fn split(
+    outputs: &[HostTensor],
+    batch: &[Job],
+    rows: usize,
+) -> Result<Vec<Vec<HostTensor>>, ForwardError> {
+    for output in outputs {
+        if output.shape.is_empty() || output.rows() != rows {
+            return Err(format!(
+                "an output of shape {:?} does not have the batch's {rows} rows in dimension 0",
+                output.shape
+            ));
+        }
+    }
+    let mut first_row = 0;
+    Ok(batch
+        .iter()
+        .map(|job| {
+            let share = outputs
+                .iter()
+                .map(|output| {
+                    let row_bytes = output.row_bytes();
+                    let mut shape = output.shape.clone();
+                    shape[0] = job.rows as i64;
+                    HostTensor {
+                        datatype: output.datatype,
+                        shape,
+                        data: output
+                            .data
+                            .slice(first_row * row_bytes..(first_row + job.rows) * row_bytes),
+                    }
+                })
+                .collect();
+            first_row += job.rows;
+            share
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::DataType;
+    use std::sync::{Arc, Mutex};
+
+    fn rows_of(values: &[f32], width: i64) -> HostTensor {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        HostTensor::new(
+            DataType::Fp32,
+            vec![values.len() as i64 / width, width],
+            bytes.into(),
+        )
+        .unwrap()
+    }
+
+    /// Doubles every element and records the batch sizes it saw.
+    fn doubler(
+        seen: Arc<Mutex<Vec<i64>>>,
+    ) -> impl FnMut(&[HostTensor]) -> Result<Vec<HostTensor>, String> {
+        move |inputs: &[HostTensor]| {
+            seen.lock().unwrap().push(inputs[0].shape[0]);
+            let doubled: Vec<u8> = inputs[0]
+                .data
+                .chunks_exact(4)
+                .flat_map(|c| (f32::from_le_bytes(c.try_into().unwrap()) * 2.0).to_le_bytes())
+                .collect();
+            Ok(vec![HostTensor::new(
+                DataType::Fp32,
+                inputs[0].shape.clone(),
+                doubled.into(),
+            )?])
+        }
+    }
+
+    fn policy(max_batch_size: usize) -> Policy {
+        Policy {
+            enabled: true,
+            max_batch_size,
+            max_queue_delay: Duration::from_millis(50),
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_requests_share_a_forward_pass_and_get_their_own_rows() {
+        let (queue, inbox) = queue(16);
+        // Queue everything before the batcher starts, so the batch composition is deterministic.
+        let pending: Vec<_> = (0..5)
+            .map(|i| {
+                queue
+                    .submit(vec![rows_of(&[i as f32, 10.0 + i as f32], 2)])
+                    .unwrap()
+            })
+            .collect();
+        drop(queue);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut model = doubler(seen.clone());
+        let worker = std::thread::spawn(move || run(inbox, policy(4), &mut model));
+        for (i, reply) in pending.into_iter().enumerate() {
+            let batched = reply.await.unwrap().unwrap();
+            assert_eq!(
+                batched.outputs[0],
+                rows_of(&[2.0 * i as f32, 20.0 + 2.0 * i as f32], 2)
+            );
+        }
+        worker.join().unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![4, 1]);
+    }
+
+    #[tokio::test]
+    async fn incompatible_shapes_start_a_new_batch() {
+        let (queue, inbox) = queue(16);
+        let a = queue.submit(vec![rows_of(&[1.0, 2.0], 2)]).unwrap();
+        let b = queue.submit(vec![rows_of(&[1.0, 2.0, 3.0], 3)]).unwrap();
+        drop(queue);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut model = doubler(seen.clone());
+        std::thread::spawn(move || run(inbox, policy(8), &mut model));
+        assert_eq!(a.await.unwrap().unwrap().batch_size, 1);
+        assert_eq!(b.await.unwrap().unwrap().outputs[0].shape, vec![1, 3]);
+        assert_eq!(*seen.lock().unwrap(), vec![1, 1]);
+    }
+
+    #[tokio::test]
+    async fn waits_for_an_arriving_request_but_not_for_nobody() {
+        let (queue, inbox) = queue(16);
+        let arrival = queue.arrival();
+        let first = queue.submit(vec![rows_of(&[1.0], 1)]).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut model = doubler(seen.clone());
+        let patient = Policy {
+            max_queue_delay: Duration::from_secs(30),
+            ..policy(8)
+        };
+        let worker = std::thread::spawn(move || run(inbox, patient, &mut model));
+        // The batcher holds the first request while the second is announced...
+        let second = queue.submit(vec![rows_of(&[2.0], 1)]).unwrap();
+        drop(arrival);
+        assert_eq!(first.await.unwrap().unwrap().batch_size, 2);
+        assert_eq!(second.await.unwrap().unwrap().batch_size, 2);
+        // ...but with nothing announced a lone request goes at once, despite the 30 s delay.
+        let started = Instant::now();
+        let lone = queue.submit(vec![rows_of(&[3.0], 1)]).unwrap();
+        assert_eq!(lone.await.unwrap().unwrap().batch_size, 1);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        drop(queue);
+        worker.join().unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![2, 1]);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_instead_of_growing() {
+        let (queue, _inbox) = queue(2);
+        assert!(queue.submit(vec![rows_of(&[1.0], 1)]).is_ok());
+        assert!(queue.submit(vec![rows_of(&[1.0], 1)]).is_ok());
+        assert!(queue.submit(vec![rows_of(&[1.0], 1)]).is_err());
+        assert_eq!(queue.depth(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failing_batch_is_retried_one_request_at_a_time() {
+        let (queue, inbox) = queue(16);
+        let good = queue.submit(vec![rows_of(&[1.0], 1)]).unwrap();
+        let bad = queue.submit(vec![rows_of(&[-1.0], 1)]).unwrap();
+        drop(queue);
+        let mut model = |inputs: &[HostTensor]| -> Result<Vec<HostTensor>, String> {
+            let negative = inputs[0]
+                .data
+                .chunks_exact(4)
+                .any(|c| f32::from_le_bytes(c.try_into().unwrap()) < 0.0);
+            if negative {
+                return Err("index out of range".to_owned());
+            }
+            Ok(inputs.to_vec())
+        };
+        std::thread::spawn(move || run(inbox, policy(8), &mut model));
+        assert_eq!(good.await.unwrap().unwrap().outputs[0], rows_of(&[1.0], 1));
+        assert_eq!(bad.await.unwrap().unwrap_err(), "index out of range");
+    }
+
+    #[tokio::test]
+    async fn disabled_batching_runs_each_request_alone() {
+        let (queue, inbox) = queue(16);
+        let replies: Vec<_> = (0..3)
+            .map(|_| queue.submit(vec![rows_of(&[1.0], 1)]).unwrap())
+            .collect();
+        drop(queue);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut model = doubler(seen.clone());
+        let disabled = Policy {
+            enabled: false,
+            ..policy(8)
+        };
+        std::thread::spawn(move || run(inbox, disabled, &mut model));
+        for reply in replies {
+            reply.await.unwrap().unwrap();
+        }
+        assert_eq!(*seen.lock().unwrap(), vec![1, 1, 1]);
+    }
+}

@@ -1,0 +1,306 @@
+//! Tensors as they travel between the HTTP layer, the batcher, the cache and the model: a datatype,
+//! a shape and little-endian bytes. Batching, splitting and cache keys then work on bytes without
+//! knowing the element type; only the protocol edge converts to and from JSON numbers.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Element types of the KServe V2 protocol that torchwatch accepts, named as on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DataType {
+    /// One byte per element, 0 or 1.
+    #[serde(rename = "BOOL")]
+    Bool,
+    /// Unsigned 8-bit integer.
+    #[serde(rename = "UINT8")]
+    Uint8,
+    /// Signed 8-bit integer.
+    #[serde(rename = "INT8")]
+    Int8,
+    /// Signed 16-bit integer.
+    #[serde(rename = "INT16")]
+    Int16,
+    /// Signed 32-bit integer.
+    #[serde(rename = "INT32")]
+    Int32,
+    /// Signed 64-bit integer.
+    #[serde(rename = "INT64")]
+    Int64,
+    /// IEEE 754 single precision.
+    #[serde(rename = "FP32")]
+    Fp32,
+    /// IEEE 754 double precision.
+    #[serde(rename = "FP64")]
+    Fp64,
+}
+
+impl DataType {
+    /// Every supported datatype, for error messages that list them.
+    pub const ALL: [DataType; 8] = [
+        DataType::Bool,
+        DataType::Uint8,
+        DataType::Int8,
+        DataType::Int16,
+        DataType::Int32,
+        DataType::Int64,
+        DataType::Fp32,
+        DataType::Fp64,
+    ];
+
+    /// The protocol name, e.g. `FP32`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataType::Bool => "BOOL",
+            DataType::Uint8 => "UINT8",
+            DataType::Int8 => "INT8",
+            DataType::Int16 => "INT16",
+            DataType::Int32 => "INT32",
+            DataType::Int64 => "INT64",
+            DataType::Fp32 => "FP32",
+            DataType::Fp64 => "FP64",
+        }
+    }
+
+    /// Parses a protocol name; `None` for anything torchwatch does not serve (e.g. `BYTES`).
+    pub fn parse(name: &str) -> Option<DataType> {
+        DataType::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// The supported names, comma-separated, for error messages.
+    pub fn supported() -> String {
+        DataType::ALL.map(DataType::name).join(", ")
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DataType::Bool | DataType::Uint8 | DataType::Int8 => 1,
+            DataType::Int16 => 2,
+            DataType::Int32 | DataType::Fp32 => 4,
+            DataType::Int64 | DataType::Fp64 => 8,
+        }
+    }
+
+    /// Triton's model-configuration spelling (`TYPE_FP32`), used by `/v2/models/{m}/config`.
+    pub fn triton_config_name(self) -> &'static str {
+        match self {
+            DataType::Bool => "TYPE_BOOL",
+            DataType::Uint8 => "TYPE_UINT8",
+            DataType::Int8 => "TYPE_INT8",
+            DataType::Int16 => "TYPE_INT16",
+            DataType::Int32 => "TYPE_INT32",
+            DataType::Int64 => "TYPE_INT64",
+            DataType::Fp32 => "TYPE_FP32",
+            DataType::Fp64 => "TYPE_FP64",
+        }
+    }
+}
+
+impl std::fmt::Display for DataType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Number of elements of a shape, or `None` when a dimension is negative or the product overflows.
+pub fn element_count(shape: &[i64]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &dim| {
+        usize::try_from(dim).ok().and_then(|d| acc.checked_mul(d))
+    })
+}
+
+/// A dense, row-major tensor in host memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Element type.
+    pub datatype: DataType,
+    /// Dimensions; the first is the batch dimension wherever batching applies.
+    pub shape: Vec<i64>,
+    /// `element_count(shape) * datatype.size()` little-endian bytes.
+    pub data: Bytes,
+}
+
+impl HostTensor {
+    /// Builds a tensor, checking that the byte length matches the shape.
+    pub fn new(datatype: DataType, shape: Vec<i64>, data: Bytes) -> Result<HostTensor, String> {
+        let count = element_count(&shape)
+            .ok_or_else(|| format!("shape {shape:?} has a negative or too large dimension"))?;
+        let expected = count * datatype.size();
+        if data.len() != expected {
+            return Err(format!(
+                "shape {shape:?} of {datatype} needs {expected} bytes, got {}",
+                data.len()
+            ));
+        }
+        Ok(HostTensor {
+            datatype,
+            shape,
+            data,
+        })
+    }
+
+    /// Rows along dimension 0 (1 for a scalar).
+    pub fn rows(&self) -> usize {
+        self.shape
+            .first()
+            .map_or(1, |&d| usize::try_from(d).unwrap_or(0))
+    }
+
+    /// Bytes per row along dimension 0.
+    pub fn row_bytes(&self) -> usize {
+        element_count(self.shape.get(1..).unwrap_or(&[])).unwrap_or(0) * self.datatype.size()
+    }
+
+    /// Builds a tensor from JSON numbers, checking that every value fits the datatype.
+    pub fn from_scalars(
+        datatype: DataType,
+        shape: Vec<i64>,
+        values: &[Scalar],
+    ) -> Result<HostTensor, String> {
+        let count = element_count(&shape)
+            .ok_or_else(|| format!("shape {shape:?} has a negative or too large dimension"))?;
+        if values.len() != count {
+            return Err(format!(
+                "shape {shape:?} needs {count} elements, but data has {}",
+                values.len()
+            ));
+        }
+        let mut bytes = Vec::with_capacity(count * datatype.size());
+        for (index, value) in values.iter().enumerate() {
+            value
+                .write_as(datatype, &mut bytes)
+                .map_err(|why| format!("data[{index}]: {why}"))?;
+        }
+        HostTensor::new(datatype, shape, Bytes::from(bytes))
+    }
+
+    /// The elements as JSON numbers (or booleans), row-major.
+    pub fn json_values(&self) -> JsonValues<'_> {
+        JsonValues(self)
+    }
+}
+
+/// One element of a JSON `data` array before its datatype is known.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scalar {
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer that fits i64.
+    Int(i64),
+    /// A non-negative integer above i64::MAX.
+    UInt(u64),
+    /// Any other number.
+    Float(f64),
+}
+
+impl Scalar {
+    fn write_as(self, datatype: DataType, out: &mut Vec<u8>) -> Result<(), String> {
+        fn int<T: TryFrom<i64>>(v: Scalar, datatype: DataType) -> Result<T, String> {
+            let wide = match v {
+                Scalar::Int(i) => i,
+                Scalar::Bool(b) => i64::from(b),
+                Scalar::UInt(u) => return Err(format!("{u} does not fit {datatype}")),
+                Scalar::Float(f) => return Err(format!("{f} is not an integer ({datatype})")),
+            };
+            T::try_from(wide).map_err(|_| format!("{wide} does not fit {datatype}"))
+        }
+        let float = |v: Scalar| -> Result<f64, String> {
+            match v {
+                Scalar::Float(f) => Ok(f),
+                // Integers in JSON are valid float data (`[1, 2.5]`); precision loss past 2^53 is
+                // what any JSON client accepts.
+                Scalar::Int(i) => Ok(i as f64),
+                Scalar::UInt(u) => Ok(u as f64),
+                Scalar::Bool(_) => Err(format!("a boolean is not {datatype} data")),
+            }
+        };
+        match datatype {
+            DataType::Bool => match self {
+                Scalar::Bool(b) => out.push(u8::from(b)),
+                Scalar::Int(0) => out.push(0),
+                Scalar::Int(1) => out.push(1),
+                other => return Err(format!("{other:?} is not a boolean")),
+            },
+            DataType::Uint8 => out.push(int::<u8>(self, datatype)?),
+            DataType::Int8 => out.extend_from_slice(&int::<i8>(self, datatype)?.to_le_bytes()),
+            DataType::Int16 => out.extend_from_slice(&int::<i16>(self, datatype)?.to_le_bytes()),
+            DataType::Int32 => out.extend_from_slice(&int::<i32>(self, datatype)?.to_le_bytes()),
+            DataType::Int64 => out.extend_from_slice(&int::<i64>(self, datatype)?.to_le_bytes()),
+            DataType::Fp32 => out.extend_from_slice(&(float(self)? as f32).to_le_bytes()),
+            DataType::Fp64 => out.extend_from_slice(&float(self)?.to_le_bytes()),
+        }
+        Ok(())
+    }
+}
+
+/// Serializes a tensor's elements as a flat JSON array without building an intermediate value.
+pub struct JsonValues<'a>(&'a HostTensor);
+
+impl Serialize for JsonValues<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let tensor = self.0;
+        let size = tensor.datatype.size();
+        let mut seq = serializer.serialize_seq(Some(tensor.data.len() / size))?;
+        for chunk in tensor.data.chunks_exact(size) {
+            match tensor.datatype {
+                DataType::Bool => seq.serialize_element(&(chunk[0] != 0))?,
+                DataType::Uint8 => seq.serialize_element(&chunk[0])?,
+                DataType::Int8 => seq.serialize_element(&(chunk[0] as i8))?,
+                DataType::Int16 => {
+                    seq.serialize_element(&i16::from_le_bytes([chunk[0], chunk[1]]))?
+                }
+                DataType::Int32 => seq.serialize_element(&i32::from_le_bytes(le(chunk)))?,
+                DataType::Int64 => seq.serialize_element(&i64::from_le_bytes(le(chunk)))?,
+                DataType::Fp32 => seq.serialize_element(&f32::from_le_bytes(le(chunk)))?,
+                DataType::Fp64 => seq.serialize_element(&f64::from_le_bytes(le(chunk)))?,
+            }
+        }
+        seq.end()
+    }
+}
+
+fn le<const N: usize>(chunk: &[u8]) -> [u8; N] {
+    let mut bytes = [0u8; N];
+    bytes.copy_from_slice(chunk);
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalars_round_trip_through_bytes() {
+        let values = [Scalar::Float(1.5), Scalar::Int(-2), Scalar::Float(0.1)];
+        let t = HostTensor::from_scalars(DataType::Fp32, vec![1, 3], &values).unwrap();
+        assert_eq!(t.data.len(), 12);
+        let json = serde_json::to_string(&t.json_values()).unwrap();
+        assert_eq!(json, "[1.5,-2.0,0.1]");
+    }
+
+    #[test]
+    fn integers_are_range_checked() {
+        let err = HostTensor::from_scalars(DataType::Int8, vec![1], &[Scalar::Int(300)]);
+        assert_eq!(err.unwrap_err(), "data[0]: 300 does not fit INT8");
+        let err = HostTensor::from_scalars(DataType::Int32, vec![1], &[Scalar::Float(1.5)]);
+        assert_eq!(err.unwrap_err(), "data[0]: 1.5 is not an integer (INT32)");
+    }
+
+    #[test]
+    fn element_count_rejects_negative_and_overflow() {
+        assert_eq!(element_count(&[2, 3]), Some(6));
+        assert_eq!(element_count(&[]), Some(1));
+        assert_eq!(element_count(&[-1, 3]), None);
+        assert_eq!(element_count(&[i64::MAX, i64::MAX]), None);
+    }
+
+    #[test]
+    fn length_mismatch_names_both_counts() {
+        let err = HostTensor::from_scalars(DataType::Fp64, vec![2, 2], &[Scalar::Float(1.0)]);
+        assert_eq!(
+            err.unwrap_err(),
+            "shape [2, 2] needs 4 elements, but data has 1"
+        );
+    }
+}
