@@ -121,10 +121,10 @@ impl Filter {
     /// True when a parsed log line passes every filter.
     pub fn matches(&self, line: &Value) -> bool {
         let text = |key: &str| line.get(key).map(value_text);
-        if let Some(event) = &self.event {
-            if text("event").as_deref() != Some(event) {
-                return false;
-            }
+        if let Some(event) = &self.event
+            && text("event").as_deref() != Some(event)
+        {
+            return false;
         }
         if let Some(minimum) = self.level.as_deref().and_then(severity) {
             let level = text("level").as_deref().and_then(severity);

@@ -199,10 +199,42 @@ fn forward_error(error: tch::TchError) -> ModelError {
     ModelError::Forward(first_line(&error.to_string()))
 }
 
-/// LibTorch errors carry a C++ backtrace after the first line; clients need the first line.
+/// The sentence a client needs from a LibTorch error. Plain errors put it first, followed by a
+/// C++ backtrace; errors raised inside TorchScript start with a TorchScript traceback and put it
+/// on a `RuntimeError: ...` line.
 fn first_line(message: &str) -> String {
-    let line = message.lines().next().unwrap_or(message).trim();
-    line.strip_prefix("Internal torch error: ")
-        .unwrap_or(line)
+    let message = message
+        .strip_prefix("Internal torch error: ")
+        .unwrap_or(message);
+    let raised = message.lines().find_map(|line| {
+        let (kind, text) = line.split_once(": ")?;
+        let is_exception =
+            kind.ends_with("Error") && kind.chars().all(|c| c.is_ascii_alphanumeric());
+        is_exception.then_some(text)
+    });
+    raised
+        .or_else(|| message.lines().next())
+        .unwrap_or(message)
+        .trim()
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_line;
+
+    #[test]
+    fn torchscript_errors_give_the_raised_message() {
+        let message = "The following operation failed in the TorchScript interpreter.\n\
+            Traceback of TorchScript, serialized code (most recent call last):\n  \
+            File \"code/__torch__.py\", line 12, in forward\n\
+            RuntimeError: mat1 and mat2 shapes cannot be multiplied (1x64 and 4096x10)\n";
+        assert_eq!(
+            first_line(message),
+            "mat1 and mat2 shapes cannot be multiplied (1x64 and 4096x10)"
+        );
+        let plain =
+            "Internal torch error: expected scalar type Float\nException raised from x at y.cpp:1";
+        assert_eq!(first_line(plain), "expected scalar type Float");
+    }
 }

@@ -72,7 +72,10 @@ pub struct ModelService {
     config: ModelConfig,
     queue: batcher::Queue,
     cache: Option<ResultCache>,
-    ready: AtomicBool,
+    /// Shared with the worker thread, which must not hold the service: the service owns the
+    /// queue's sender, and the worker exits only once every sender is gone.
+    loaded: Arc<AtomicBool>,
+    draining: AtomicBool,
 }
 
 impl ModelService {
@@ -83,7 +86,7 @@ impl ModelService {
 
     /// True once the model has loaded and run its warm-up pass, until shutdown begins.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.loaded.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
     }
 
     /// The result cache, when enabled.
@@ -108,18 +111,19 @@ impl ModelService {
         inputs: NamedInputs,
         arrival: Arrival,
     ) -> Result<Inference, InferError> {
-        if !self.is_ready() {
+        // Requests accepted during a drain are still served: only loading gates inference.
+        if !self.loaded.load(Ordering::Acquire) {
             return Err(InferError::NotReady(self.config.name.clone()));
         }
         let inputs = self.order_and_check(inputs)?;
         let key = self.cache.as_ref().map(|_| cache::CacheKey::of(&inputs));
-        if let (Some(cache), Some(key)) = (&self.cache, &key) {
-            if let Some(outputs) = cache.get(key).await {
-                return Ok(Inference {
-                    outputs,
-                    source: Source::Cache,
-                });
-            }
+        if let (Some(cache), Some(key)) = (&self.cache, &key)
+            && let Some(outputs) = cache.get(key).await
+        {
+            return Ok(Inference {
+                outputs,
+                source: Source::Cache,
+            });
         }
         let submitted = self.queue.submit(inputs);
         drop(arrival);
@@ -298,14 +302,15 @@ impl Registry {
                     .cache
                     .enabled
                     .then(|| ResultCache::new(config.cache.capacity, config.cache.ttl)),
-                ready: AtomicBool::new(false),
+                loaded: Arc::new(AtomicBool::new(false)),
+                draining: AtomicBool::new(false),
             });
             let (loaded, load_result) = std::sync::mpsc::channel();
-            let worker_service = service.clone();
+            let (worker_config, loaded_flag) = (config.clone(), service.loaded.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("model-{}", config.name))
                 .spawn(move || {
-                    let config = &worker_service.config;
+                    let config = &worker_config;
                     let model = match load_and_warm_up(config) {
                         Ok(model) => model,
                         Err(reason) => {
@@ -316,7 +321,7 @@ impl Registry {
                             return;
                         }
                     };
-                    worker_service.ready.store(true, Ordering::Release);
+                    loaded_flag.store(true, Ordering::Release);
                     let _ = loaded.send(Ok(()));
                     let policy = Policy {
                         enabled: config.batching.enabled,
@@ -388,7 +393,7 @@ impl Registry {
     /// Marks every model not ready, so health checks steer traffic away during shutdown.
     pub fn begin_shutdown(&self) {
         for service in &self.services {
-            service.ready.store(false, Ordering::Release);
+            service.draining.store(true, Ordering::Release);
         }
     }
 
@@ -430,10 +435,8 @@ fn warm_up_inputs(specs: &[TensorConfig]) -> Option<Vec<HostTensor>> {
         .iter()
         .map(|spec| {
             let mut shape = spec.shape.clone();
-            if let Some(batch) = shape.first_mut() {
-                if *batch == -1 {
-                    *batch = 1;
-                }
+            if let Some(batch) = shape.first_mut().filter(|d| **d == -1) {
+                *batch = 1;
             }
             let count = element_count(&shape)?;
             Some(HostTensor {

@@ -1,0 +1,40 @@
+# The README's two commands: `make run` serves the demo models, `make test` runs every check.
+# Cargo's target dir lives outside the clone so a fresh clone (CI) reuses the compiled LibTorch
+# wrapper instead of spending minutes rebuilding it.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/torchwatch/target
+
+# Python packages the tests drive torchwatch with (NVIDIA's own KServe V2 client).
+TEST_PYTHON_PACKAGES := tritonclient[http]==2.73.0
+
+.PHONY: run test setup test-deps bench models
+
+setup:
+	@scripts/setup
+
+test-deps: setup
+	@.venv/bin/python -c 'import tritonclient.http, numpy' 2>/dev/null || \
+		.venv/bin/python -m pip install --quiet --disable-pip-version-check '$(TEST_PYTHON_PACKAGES)'
+
+run: setup
+	cargo build --release --locked
+	@echo
+	@echo "torchwatch is starting on http://127.0.0.1:8080 (Ctrl-C stops it)"
+	@echo "  ready:     curl -s http://127.0.0.1:8080/v2/health/ready"
+	@echo "  metadata:  curl -s http://127.0.0.1:8080/v2/models/mlp"
+	@echo "  infer:     curl -s http://127.0.0.1:8080/v2/models/mlp/infer -d @bench/bodies/mlp-1.json"
+	@echo "  logs:      logs/torchwatch.log (torchwatch logs search logs/torchwatch.log --event error_occurred)"
+	@echo
+	$(CARGO_TARGET_DIR)/release/torchwatch serve --config torchwatch.yaml
+
+test: test-deps
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
+	cargo test --locked
+
+bench: setup
+	bench/run
+
+# Re-exports the demo models and their reference outputs (needs the full PyTorch set).
+models:
+	scripts/setup --full
+	.venv/bin/python models/export.py

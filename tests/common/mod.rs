@@ -1,0 +1,339 @@
+//! Starts the real `torchwatch` binary on a free port with a test config, and stops it.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The repository root, where `models/` lives.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "torchwatch-test-{tag}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A model entry of a test config.
+pub struct ModelEntry {
+    pub name: &'static str,
+    pub file: &'static str,
+    pub input_shape: &'static str,
+    pub batching: &'static str,
+    pub cache: &'static str,
+}
+
+impl ModelEntry {
+    pub fn mlp(name: &'static str) -> ModelEntry {
+        ModelEntry {
+            name,
+            file: "mlp.pt",
+            input_shape: "[-1, 784]",
+            batching: "{enabled: true, max_batch_size: 64, max_queue_delay: 5ms, queue_capacity: 256}",
+            cache: "{enabled: false}",
+        }
+    }
+
+    pub fn cnn(name: &'static str) -> ModelEntry {
+        ModelEntry {
+            input_shape: "[-1, 3, 64, 64]",
+            file: "cnn.pt",
+            ..ModelEntry::mlp(name)
+        }
+    }
+
+    fn yaml(&self) -> String {
+        format!(
+            "  - name: {}\n    path: {}\n    inputs: [{{name: input__0, datatype: FP32, shape: {}}}]\n    \
+             outputs: [{{name: output__0, datatype: FP32, shape: [-1, 10]}}]\n    batching: {}\n    cache: {}\n",
+            self.name,
+            root().join("models").join(self.file).display(),
+            self.input_shape,
+            self.batching,
+            self.cache
+        )
+    }
+}
+
+/// A running `torchwatch serve`.
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub log_file: PathBuf,
+    stderr: mpsc::Receiver<String>,
+    _dir: TempDir,
+}
+
+/// `torchwatch serve` with `models` and extra `server:` keys, on a free port. Returns once it
+/// listens; call [`Server::wait_ready`] before inference.
+pub fn start(tag: &str, models: &[ModelEntry], server_yaml: &str) -> Server {
+    let dir = TempDir::new(tag);
+    let log_file = dir.path().join("torchwatch.log");
+    let mut config = format!(
+        "server:\n  listen: 127.0.0.1:0\n{server_yaml}\nlogging:\n  file: {}\nmodels:\n",
+        log_file.display()
+    );
+    for model in models {
+        config.push_str(&model.yaml());
+    }
+    let config_path = dir.path().join("torchwatch.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_torchwatch"))
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("torchwatch starts");
+    // The bound port comes from the `server_started` log line on stdout.
+    let stdout = child.stdout.take().unwrap();
+    let (port_tx, port_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(event) = serde_json::from_str::<Value>(&line)
+                && event["event"] == "server_started"
+            {
+                let _ = port_tx.send(event["listen"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let (err_tx, err_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = err_tx.send(line);
+        }
+    });
+    let listen = port_rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            panic!(
+                "torchwatch did not report server_started: {:?}",
+                err_rx.try_iter().collect::<Vec<_>>()
+            )
+        });
+    Server {
+        child: Some(child),
+        base: format!("http://{listen}"),
+        log_file,
+        stderr: err_rx,
+        _dir: dir,
+    }
+}
+
+impl Server {
+    /// Polls `/v2/health/ready` until 200.
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let response = client
+                .get(format!("{}/v2/health/ready", self.base))
+                .send()
+                .await;
+            if matches!(&response, Ok(r) if r.status() == 200) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "torchwatch not ready after 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGTERM.
+    pub fn signal_term(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit (after a signal) and returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "torchwatch did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The JSON lines of the log file so far.
+    pub fn log_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log_file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Polls the log file until `predicate` holds for the lines so far.
+    pub async fn wait_for_logs(
+        &self,
+        what: &str,
+        predicate: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let lines = self.log_lines();
+            if predicate(&lines) {
+                return lines;
+            }
+            assert!(Instant::now() < deadline, "log never showed {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A reference case from `models/<model>.reference.json`: input and PyTorch's output.
+pub struct Reference {
+    pub shape: Vec<i64>,
+    pub input: Vec<f32>,
+    pub output_shape: Vec<i64>,
+    pub output: Vec<f32>,
+}
+
+pub fn references(model: &str) -> Vec<Reference> {
+    let text =
+        std::fs::read_to_string(root().join(format!("models/{model}.reference.json"))).unwrap();
+    let parsed: Value = serde_json::from_str(&text).unwrap();
+    let floats = |v: &Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let ints = |v: &Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect()
+    };
+    parsed["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|case| Reference {
+            shape: ints(&case["input"]["shape"]),
+            input: floats(&case["input"]["data"]),
+            output_shape: ints(&case["output"]["shape"]),
+            output: floats(&case["output"]["data"]),
+        })
+        .collect()
+}
+
+/// A KServe V2 JSON request with one FP32 input.
+pub fn infer_body(shape: &[i64], data: &[f32]) -> Value {
+    serde_json::json!({
+        "inputs": [{"name": "input__0", "shape": shape, "datatype": "FP32", "data": data}]
+    })
+}
+
+/// The `output__0` data of a JSON response.
+pub fn output_data(response: &Value) -> Vec<f32> {
+    response["outputs"][0]["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no output data in {response}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// Largest absolute difference of two equally long vectors.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// A binary-extension request with one FP32 input: the JSON header and the body.
+pub fn binary_request(shape: &[i64], data: &[f32]) -> (usize, Vec<u8>) {
+    let header = serde_json::json!({
+        "inputs": [{"name": "input__0", "shape": shape, "datatype": "FP32",
+                    "parameters": {"binary_data_size": data.len() * 4}}]
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    (header.len(), body)
+}
+
+/// Posts a [`binary_request`]; returns the status, Retry-After, and the JSON response.
+pub async fn post_binary(
+    client: &reqwest::Client,
+    url: String,
+    (header_length, body): (usize, Vec<u8>),
+) -> (u16, Option<String>, Value) {
+    let response = client
+        .post(url)
+        .header("Inference-Header-Content-Length", header_length)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, retry_after, response.json().await.unwrap())
+}
