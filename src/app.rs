@@ -62,12 +62,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     registry.begin_shutdown();
     let _ = stop.send(true);
     match tokio::time::timeout(config.server.drain_timeout, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => {
-            tracing::error!(event = "error_occurred", error_type = "server", message = %e)
-        }
-        Ok(Err(e)) => {
-            tracing::error!(event = "error_occurred", error_type = "server", message = %e)
+        Ok(joined) => {
+            let outcome = joined
+                .map_err(anyhow::Error::from)
+                .and_then(|served| Ok(served?));
+            if let Err(e) = outcome {
+                tracing::error!(event = "error_occurred", error_type = "server", message = %e);
+            }
         }
         Err(_) => {
             tracing::warn!(

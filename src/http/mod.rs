@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::serve::{InferError, ModelService, Registry, Source};
 
-pub use protocol::{EncodedResponse, ResponseOutput, decode_request, encode_response};
+use protocol::{ResponseOutput, decode_request, encode_response};
 
 /// The only model version torchwatch serves; the protocol requires one.
 const MODEL_VERSION: &str = "1";

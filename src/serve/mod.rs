@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-pub use batcher::{Arrival, Batched, Forward, Policy};
+pub use batcher::Arrival;
 pub use cache::{CacheStats, ResultCache};
 
 use crate::config::{ModelConfig, TensorConfig, parse_device};
@@ -323,7 +323,7 @@ impl Registry {
                     };
                     loaded_flag.store(true, Ordering::Release);
                     let _ = loaded.send(Ok(()));
-                    let policy = Policy {
+                    let policy = batcher::Policy {
                         enabled: config.batching.enabled,
                         max_batch_size: config.batching.max_batch_size,
                         max_queue_delay: config.batching.max_queue_delay,
