@@ -6,6 +6,7 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -24,6 +25,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let registry = Arc::new(registry);
     let app = http::router(registry.clone(), config.server.max_body_bytes);
     let (stop, mut stopped) = watch::channel(false);
+    // Responses are written whole; Nagle's algorithm would only hold back the last segment.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = tokio::spawn(
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

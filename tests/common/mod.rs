@@ -184,12 +184,14 @@ impl Server {
         assert!(status.success());
     }
 
-    /// Waits for the process to exit (after a signal) and returns its status.
+    /// Waits for the process to exit (after a signal) and returns its status. On timeout the
+    /// process stays owned, so `Drop` still kills it.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let mut child = self.child.take().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
+            let child = self.child.as_mut().expect("the server is running");
             if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
                 return status;
             }
             assert!(
