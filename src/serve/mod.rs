@@ -314,10 +314,7 @@ impl Registry {
                     let model = match load_and_warm_up(config) {
                         Ok(model) => model,
                         Err(reason) => {
-                            let _ = loaded.send(Err(StartError {
-                                model: config.name.clone(),
-                                reason,
-                            }));
+                            let _ = loaded.send(Err(reason));
                             return;
                         }
                     };
@@ -333,30 +330,25 @@ impl Registry {
                     batcher::run(inbox, policy, &mut forward);
                 });
             match spawned {
-                Ok(handle) => workers.push(handle),
+                Ok(handle) => {
+                    workers.push(handle);
+                    loads.push((config.name.clone(), load_result));
+                    services.push(service);
+                }
                 Err(e) => {
-                    let (sender, receiver) = std::sync::mpsc::channel();
-                    let _ = sender.send(Err(StartError {
-                        model: config.name.clone(),
-                        reason: format!("cannot start its worker thread: {e}"),
-                    }));
-                    loads.push(receiver);
-                    continue;
+                    let (sender, failed) = std::sync::mpsc::channel();
+                    let _ = sender.send(Err(format!("cannot start its worker thread: {e}")));
+                    loads.push((config.name.clone(), failed));
                 }
             }
-            loads.push(load_result);
-            services.push(service);
         }
         let (report, ready) = oneshot::channel();
         // Waiting on std channels blocks, so it gets a thread of its own rather than a runtime one.
         std::thread::spawn(move || {
-            let outcome = loads.into_iter().try_for_each(|load| {
-                load.recv().unwrap_or_else(|_| {
-                    Err(StartError {
-                        model: "?".to_owned(),
-                        reason: "its worker thread ended during start-up".to_owned(),
-                    })
-                })
+            let outcome = loads.into_iter().try_for_each(|(model, load)| {
+                load.recv()
+                    .unwrap_or_else(|_| Err("its worker thread ended during start-up".to_owned()))
+                    .map_err(|reason| StartError { model, reason })
             });
             let _ = report.send(outcome);
         });
