@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::http;
+use crate::metrics::{Metrics, ModelCollector};
 use crate::serve::Registry;
 
 /// Runs the server until a shutdown signal, then drains. Errors are one line for the terminal.
@@ -21,9 +22,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
-    let (registry, loaded) = Registry::start(&config.models);
+    let mut metrics = Metrics::new(&config.metrics.buckets);
+    let (registry, loaded) = Registry::start(&config.models, &metrics);
     let registry = Arc::new(registry);
-    let app = http::router(registry.clone(), config.server.max_body_bytes);
+    metrics.register_collector(Box::new(ModelCollector(registry.clone())));
+    let app = http::router(
+        registry.clone(),
+        Arc::new(metrics),
+        config.server.max_body_bytes,
+    );
     let (stop, mut stopped) = watch::channel(false);
     // Responses are written whole; Nagle's algorithm would only hold back the last segment.
     let listener = listener.tap_io(|tcp| {

@@ -19,8 +19,50 @@ pub struct Config {
     /// Log destinations and level.
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// Exporter settings.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The models to serve; at least one.
     pub models: Vec<ModelConfig>,
+}
+
+/// `metrics:` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Histogram bucket upper bounds per family.
+    pub buckets: BucketsConfig,
+}
+
+/// Bucket upper bounds (`le`) of each histogram family, strictly increasing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BucketsConfig {
+    /// `torchwatch_request_duration_seconds`.
+    pub request_duration_seconds: Vec<f64>,
+    /// `torchwatch_queue_duration_seconds`.
+    pub queue_duration_seconds: Vec<f64>,
+    /// `torchwatch_batch_duration_seconds`.
+    pub batch_duration_seconds: Vec<f64>,
+    /// `torchwatch_batch_size`.
+    pub batch_size: Vec<f64>,
+}
+
+/// From 50 µs to 10 s: sub-millisecond MLPs to multi-second batches of large models.
+const LATENCY_BUCKETS: [f64; 17] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+impl Default for BucketsConfig {
+    fn default() -> Self {
+        BucketsConfig {
+            request_duration_seconds: LATENCY_BUCKETS.to_vec(),
+            queue_duration_seconds: LATENCY_BUCKETS.to_vec(),
+            batch_duration_seconds: LATENCY_BUCKETS.to_vec(),
+            batch_size: vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+        }
+    }
 }
 
 /// `server:` section.
@@ -191,6 +233,23 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        let buckets = &self.metrics.buckets;
+        for (name, bounds) in [
+            (
+                "request_duration_seconds",
+                &buckets.request_duration_seconds,
+            ),
+            ("queue_duration_seconds", &buckets.queue_duration_seconds),
+            ("batch_duration_seconds", &buckets.batch_duration_seconds),
+            ("batch_size", &buckets.batch_size),
+        ] {
+            let increasing = bounds.windows(2).all(|w| w[0] < w[1]);
+            if bounds.is_empty() || !increasing || bounds.iter().any(|b| !b.is_finite()) {
+                return Err(format!(
+                    "metrics.buckets.{name}: give at least one finite bound, strictly increasing"
+                ));
+            }
+        }
         if self.models.is_empty() {
             return Err("models: at least one model is needed".to_owned());
         }
@@ -345,6 +404,13 @@ mod tests {
         let text = MINIMAL.replace("[-1, 784]", "[1, 784]");
         let err = Config::parse(&text, "t.yaml").unwrap_err().to_string();
         assert!(err.contains("models[0] (mlp).inputs[0].shape"), "{err}");
+    }
+
+    #[test]
+    fn buckets_must_increase() {
+        let text = format!("metrics: {{buckets: {{batch_size: [1, 4, 2]}}}}\n{MINIMAL}");
+        let err = Config::parse(&text, "t.yaml").unwrap_err().to_string();
+        assert!(err.contains("metrics.buckets.batch_size"), "{err}");
     }
 
     #[test]

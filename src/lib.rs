@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod http;
 pub mod logs;
+pub mod metrics;
 pub mod model;
 pub mod profile;
 pub mod serve;

@@ -19,6 +19,7 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::metrics::{self, Metrics};
 use crate::serve::{InferError, ModelService, Registry, Source};
 
 use protocol::{ResponseOutput, decode_request, encode_response};
@@ -37,11 +38,12 @@ pub struct RequestId(pub Arc<str>);
 #[derive(Clone)]
 struct AppState {
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     max_body_bytes: usize,
 }
 
 /// Builds the router over the served models; bodies above `max_body_bytes` get 413.
-pub fn router(registry: Arc<Registry>, max_body_bytes: usize) -> Router {
+pub fn router(registry: Arc<Registry>, metrics: Arc<Metrics>, max_body_bytes: usize) -> Router {
     let model_routes = Router::new()
         .route("/", get(model_metadata))
         .route("/ready", get(model_ready))
@@ -51,12 +53,14 @@ pub fn router(registry: Arc<Registry>, max_body_bytes: usize) -> Router {
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
+        .route("/metrics", get(scrape))
         .nest("/v2/models/{name}", model_routes.clone())
         .nest("/v2/models/{name}/versions/{version}", model_routes)
         .fallback(not_found)
         .layer(middleware::from_fn(observe))
         .with_state(AppState {
             registry,
+            metrics,
             max_body_bytes,
         })
 }
@@ -301,6 +305,54 @@ async fn model_config(
     Ok(Json(body))
 }
 
+/// Serves `/metrics`: OpenMetrics when the scraper accepts it (Prometheus asks for it first),
+/// else Prometheus text 0.0.4; gzip when accepted.
+async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    // Eviction listeners only run while a cache is used; settle them so the counters are current.
+    for service in state.registry.all() {
+        if let Some(cache) = service.cache() {
+            cache.entries().await;
+        }
+    }
+    let accept = |name| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let openmetrics = accept(header::ACCEPT).contains("application/openmetrics-text");
+    let text = state.metrics.encode(openmetrics);
+    let content_type = if openmetrics {
+        metrics::OPENMETRICS_TEXT
+    } else {
+        metrics::PROMETHEUS_TEXT
+    };
+    let mut response = if accept(header::ACCEPT_ENCODING).contains("gzip") {
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let compressed =
+            std::io::Write::write_all(&mut gzip, text.as_bytes()).and_then(|()| gzip.finish());
+        match compressed {
+            Ok(bytes) => {
+                let mut response = Response::new(Body::from(bytes));
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                response
+            }
+            Err(_) => Response::new(Body::from(text)),
+        }
+    } else {
+        Response::new(Body::from(text))
+    };
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Records the request's duration, status and any rejection under the model's labels.
 async fn infer(
     State(state): State<AppState>,
     Path(path): Path<ModelPath>,
@@ -308,7 +360,29 @@ async fn infer(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // Unknown model names are not recorded: a label per arbitrary name would grow without bound.
     let service = find(&state.registry, &path)?;
+    let started = Instant::now();
+    let result = infer_on(&service, &state, &request_id, &headers, body).await;
+    let recorder = service.metrics();
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(error) => {
+            recorder.record_rejection(error.kind);
+            error.status
+        }
+    };
+    recorder.record_request(status.as_u16(), started.elapsed(), &request_id);
+    result
+}
+
+async fn infer_on(
+    service: &ModelService,
+    state: &AppState,
+    request_id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     // Announced before the body is read, so the batcher can wait for this request.
     let arrival = service.arrival();
     let body = read_body(body, state.max_body_bytes).await?;

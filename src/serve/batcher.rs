@@ -60,6 +60,7 @@ pub struct Batched {
 pub type ForwardError = String;
 
 /// A queued request; opaque outside the batcher.
+#[derive(Debug)]
 pub struct Job {
     inputs: Vec<HostTensor>,
     rows: usize,
@@ -75,7 +76,7 @@ pub struct QueueFull;
 const ARRIVAL_POLL: Duration = Duration::from_micros(100);
 
 /// The sending side of a model's queue.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Queue {
     sender: Sender<Job>,
     arriving: Arc<AtomicUsize>,
@@ -149,8 +150,14 @@ pub fn queue(capacity: usize) -> (Queue, Inbox) {
     )
 }
 
-/// Serves batches until every [`Queue`] handle is dropped and the queue is empty.
-pub fn run(inbox: Inbox, policy: Policy, model: &mut impl Forward) {
+/// Serves batches until every [`Queue`] handle is dropped and the queue is empty. `on_pass` is
+/// told the rows and duration of every forward pass.
+pub fn run(
+    inbox: Inbox,
+    policy: Policy,
+    model: &mut impl Forward,
+    on_pass: &dyn Fn(usize, Duration),
+) {
     let receiver = &inbox.receiver;
     let mut carried: Option<Job> = None;
     loop {
@@ -165,7 +172,7 @@ pub fn run(inbox: Inbox, policy: Policy, model: &mut impl Forward) {
         if policy.enabled {
             carried = fill(&inbox, &policy, &mut batch);
         }
-        execute(model, batch);
+        execute(model, batch, on_pass);
     }
 }
 
@@ -211,12 +218,13 @@ fn compatible(a: &Job, b: &Job) -> bool {
         })
 }
 
-fn execute(model: &mut impl Forward, batch: Vec<Job>) {
+fn execute(model: &mut impl Forward, batch: Vec<Job>, on_pass: &dyn Fn(usize, Duration)) {
     if batch.len() == 1 {
         let started = Instant::now();
         let job = batch.into_iter().next().expect("batch has one job");
         let result = model.forward(&job.inputs);
         let forward_time = started.elapsed();
+        on_pass(job.rows, forward_time);
         let _ = job.reply.send(result.map(|outputs| Batched {
             outputs,
             batch_size: job.rows,
@@ -230,6 +238,7 @@ fn execute(model: &mut impl Forward, batch: Vec<Job>) {
     let started = Instant::now();
     let result = model.forward(&inputs);
     let forward_time = started.elapsed();
+    on_pass(rows, forward_time);
     match result.and_then(|outputs| split(&outputs, &batch, rows)) {
         Ok(shares) => {
             for (job, outputs) in batch.into_iter().zip(shares) {
@@ -245,7 +254,7 @@ fn execute(model: &mut impl Forward, batch: Vec<Job>) {
         // alone so only the culprit gets the error.
         Err(_) => {
             for job in batch {
-                execute(model, vec![job]);
+                execute(model, vec![job], on_pass);
             }
         }
     }
@@ -366,7 +375,7 @@ mod tests {
         drop(queue);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut model = doubler(seen.clone());
-        let worker = std::thread::spawn(move || run(inbox, policy(4), &mut model));
+        let worker = std::thread::spawn(move || run(inbox, policy(4), &mut model, &|_, _| {}));
         for (i, reply) in pending.into_iter().enumerate() {
             let batched = reply.await.unwrap().unwrap();
             assert_eq!(
@@ -386,7 +395,7 @@ mod tests {
         drop(queue);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut model = doubler(seen.clone());
-        std::thread::spawn(move || run(inbox, policy(8), &mut model));
+        std::thread::spawn(move || run(inbox, policy(8), &mut model, &|_, _| {}));
         assert_eq!(a.await.unwrap().unwrap().batch_size, 1);
         assert_eq!(b.await.unwrap().unwrap().outputs[0].shape, vec![1, 3]);
         assert_eq!(*seen.lock().unwrap(), vec![1, 1]);
@@ -403,7 +412,7 @@ mod tests {
             max_queue_delay: Duration::from_secs(30),
             ..policy(8)
         };
-        let worker = std::thread::spawn(move || run(inbox, patient, &mut model));
+        let worker = std::thread::spawn(move || run(inbox, patient, &mut model, &|_, _| {}));
         // The batcher holds the first request while the second is announced...
         let second = queue.submit(vec![rows_of(&[2.0], 1)]).unwrap();
         drop(arrival);
@@ -444,7 +453,7 @@ mod tests {
             }
             Ok(inputs.to_vec())
         };
-        std::thread::spawn(move || run(inbox, policy(8), &mut model));
+        std::thread::spawn(move || run(inbox, policy(8), &mut model, &|_, _| {}));
         assert_eq!(good.await.unwrap().unwrap().outputs[0], rows_of(&[1.0], 1));
         assert_eq!(bad.await.unwrap().unwrap_err(), "index out of range");
     }
@@ -462,7 +471,7 @@ mod tests {
             enabled: false,
             ..policy(8)
         };
-        std::thread::spawn(move || run(inbox, disabled, &mut model));
+        std::thread::spawn(move || run(inbox, disabled, &mut model, &|_, _| {}));
         for reply in replies {
             reply.await.unwrap().unwrap();
         }

@@ -31,6 +31,7 @@ pub struct CacheStats {
 }
 
 /// A bounded cache of model outputs keyed by the exact inputs.
+#[derive(Debug)]
 pub struct ResultCache {
     entries: Cache<Bytes, CachedOutputs>,
     stats: Arc<CacheStats>,
@@ -112,6 +113,11 @@ impl ResultCache {
     /// Entries held now, after applying pending evictions (so the eviction counters are current).
     pub async fn entries(&self) -> u64 {
         self.entries.run_pending_tasks().await;
+        self.entries.entry_count()
+    }
+
+    /// Entries held, without applying pending evictions (cheap, for scrapes).
+    pub fn approximate_entries(&self) -> u64 {
         self.entries.entry_count()
     }
 

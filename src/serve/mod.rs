@@ -8,10 +8,10 @@ mod batcher;
 mod cache;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -19,6 +19,7 @@ pub use batcher::Arrival;
 pub use cache::{CacheStats, ResultCache};
 
 use crate::config::{ModelConfig, TensorConfig, parse_device};
+use crate::metrics::{CacheSnapshot, Metrics, ModelMetrics, ModelSnapshot, ModelSource};
 use crate::model::{self, Model};
 use crate::tensor::{HostTensor, element_count};
 
@@ -68,14 +69,24 @@ pub enum Source {
 }
 
 /// One served model: its configuration, queue, cache and readiness.
+#[derive(Debug)]
 pub struct ModelService {
     config: ModelConfig,
     queue: batcher::Queue,
     cache: Option<ResultCache>,
-    /// Shared with the worker thread, which must not hold the service: the service owns the
-    /// queue's sender, and the worker exits only once every sender is gone.
-    loaded: Arc<AtomicBool>,
+    /// Set by the worker thread once loaded and warmed up. Shared with the worker, which must not
+    /// hold the service: the service owns the queue's sender, and the worker exits only once
+    /// every sender is gone.
+    loaded: Arc<OnceLock<Loaded>>,
     draining: AtomicBool,
+    metrics: ModelMetrics,
+}
+
+/// What a model's worker reports once the model is ready.
+#[derive(Debug)]
+struct Loaded {
+    device: String,
+    seconds: f64,
 }
 
 impl ModelService {
@@ -86,7 +97,7 @@ impl ModelService {
 
     /// True once the model has loaded and run its warm-up pass, until shutdown begins.
     pub fn is_ready(&self) -> bool {
-        self.loaded.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+        self.loaded.get().is_some() && !self.draining.load(Ordering::Acquire)
     }
 
     /// The result cache, when enabled.
@@ -94,9 +105,32 @@ impl ModelService {
         self.cache.as_ref()
     }
 
-    /// Requests waiting for a forward pass.
-    pub fn queue_depth(&self) -> usize {
-        self.queue.depth()
+    /// This model's request-path metrics.
+    pub fn metrics(&self) -> &ModelMetrics {
+        &self.metrics
+    }
+
+    fn snapshot(&self) -> ModelSnapshot {
+        let loaded = self.loaded.get();
+        ModelSnapshot {
+            model: self.config.name.clone(),
+            device: loaded.map(|l| l.device.clone()),
+            ready: self.is_ready(),
+            load_seconds: loaded.map(|l| l.seconds),
+            queue_depth: self.queue.depth(),
+            queue_capacity: self.config.batching.queue_capacity,
+            cache: self.cache.as_ref().map(|cache| {
+                let stats = cache.stats();
+                CacheSnapshot {
+                    hits: stats.hits.load(Ordering::Relaxed),
+                    misses: stats.misses.load(Ordering::Relaxed),
+                    evicted_size: stats.evicted_size.load(Ordering::Relaxed),
+                    evicted_expired: stats.evicted_expired.load(Ordering::Relaxed),
+                    entries: cache.approximate_entries(),
+                    capacity: cache.capacity(),
+                }
+            }),
+        }
     }
 
     /// Announces a request whose inputs are still being read, so the batcher may wait for it.
@@ -112,7 +146,7 @@ impl ModelService {
         arrival: Arrival,
     ) -> Result<Inference, InferError> {
         // Requests accepted during a drain are still served: only loading gates inference.
-        if !self.loaded.load(Ordering::Acquire) {
+        if self.loaded.get().is_none() {
             return Err(InferError::NotReady(self.config.name.clone()));
         }
         let inputs = self.order_and_check(inputs)?;
@@ -132,6 +166,7 @@ impl ModelService {
             .await
             .map_err(|_| InferError::NotReady(self.config.name.clone()))?
             .map_err(InferError::Model)?;
+        self.metrics.record_queue_wait(batched.queue_time);
         let outputs = Arc::new(self.name_outputs(batched.outputs)?);
         if let (Some(cache), Some(key)) = (&self.cache, key) {
             cache.insert(key, outputs.clone()).await;
@@ -269,6 +304,7 @@ fn check_input(
 }
 
 /// Every served model, by name, in config order.
+#[derive(Debug)]
 pub struct Registry {
     services: Vec<Arc<ModelService>>,
     by_name: HashMap<String, usize>,
@@ -289,7 +325,10 @@ impl Registry {
     /// Starts one worker thread per model, which loads the model, warms it up and then serves its
     /// queue. Returns at once; the receiver reports when every model is ready, or the first
     /// failure.
-    pub fn start(models: &[ModelConfig]) -> (Registry, oneshot::Receiver<Result<(), StartError>>) {
+    pub fn start(
+        models: &[ModelConfig],
+        metrics: &Metrics,
+    ) -> (Registry, oneshot::Receiver<Result<(), StartError>>) {
         let mut services = Vec::new();
         let mut workers = Vec::new();
         let mut loads = Vec::new();
@@ -302,15 +341,18 @@ impl Registry {
                     .cache
                     .enabled
                     .then(|| ResultCache::new(config.cache.capacity, config.cache.ttl)),
-                loaded: Arc::new(AtomicBool::new(false)),
+                loaded: Arc::new(OnceLock::new()),
                 draining: AtomicBool::new(false),
+                metrics: metrics.for_model(&config.name),
             });
             let (loaded, load_result) = std::sync::mpsc::channel();
             let (worker_config, loaded_flag) = (config.clone(), service.loaded.clone());
+            let worker_metrics = service.metrics.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("model-{}", config.name))
                 .spawn(move || {
                     let config = &worker_config;
+                    let started = Instant::now();
                     let model = match load_and_warm_up(config) {
                         Ok(model) => model,
                         Err(reason) => {
@@ -318,7 +360,10 @@ impl Registry {
                             return;
                         }
                     };
-                    loaded_flag.store(true, Ordering::Release);
+                    let _ = loaded_flag.set(Loaded {
+                        device: model::device_name(model.device()),
+                        seconds: started.elapsed().as_secs_f64(),
+                    });
                     let _ = loaded.send(Ok(()));
                     let policy = batcher::Policy {
                         enabled: config.batching.enabled,
@@ -327,7 +372,9 @@ impl Registry {
                     };
                     let mut forward =
                         |inputs: &[HostTensor]| model.forward(inputs).map_err(|e| e.to_string());
-                    batcher::run(inbox, policy, &mut forward);
+                    batcher::run(inbox, policy, &mut forward, &|rows, took| {
+                        worker_metrics.record_batch(rows, took)
+                    });
                 });
             match spawned {
                 Ok(handle) => {
@@ -438,4 +485,10 @@ fn warm_up_inputs(specs: &[TensorConfig]) -> Option<Vec<HostTensor>> {
             })
         })
         .collect()
+}
+
+impl ModelSource for Arc<Registry> {
+    fn snapshot(&self) -> Vec<ModelSnapshot> {
+        self.services.iter().map(|s| s.snapshot()).collect()
+    }
 }

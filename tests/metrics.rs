@@ -1,0 +1,263 @@
+//! `/metrics` of a live torchwatch: every family is documented in the README's table with its
+//! type and labels (and every documented family is exposed), the values follow the requests the
+//! test made, OpenMetrics exemplars carry request ids from the JSON logs, and gzip works.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+
+use common::{ModelEntry, infer_body, references};
+
+/// `name -> (type, labels)` from the README's metrics table.
+fn documented() -> BTreeMap<String, (String, BTreeSet<String>)> {
+    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let section = readme
+        .split("## Metrics")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let labels = cells[3]
+                .split(',')
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            (
+                cells[1].trim_matches('`').to_owned(),
+                (cells[2].to_owned(), labels),
+            )
+        })
+        .collect()
+}
+
+/// `name -> (type, labels seen on its samples, without le)` from Prometheus text.
+fn exposed(text: &str) -> BTreeMap<String, (String, BTreeSet<String>)> {
+    let mut families: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            families.insert(name.to_owned(), (kind.to_owned(), BTreeSet::new()));
+        }
+    }
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, _) = line.split_once(' ').unwrap();
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let family = families
+            .keys()
+            .filter(|f| {
+                name == f.as_str()
+                    || name
+                        .strip_prefix(f.as_str())
+                        .is_some_and(|s| ["_bucket", "_sum", "_count"].contains(&s))
+            })
+            .max_by_key(|f| f.len())
+            .unwrap_or_else(|| panic!("sample {name} has no # TYPE line"))
+            .clone();
+        let seen = &mut families.get_mut(&family).unwrap().1;
+        for pair in labels
+            .trim_end_matches('}')
+            .split(',')
+            .filter(|p| !p.is_empty())
+        {
+            let key = pair.split_once('=').unwrap().0;
+            if key != "le" {
+                seen.insert(key.to_owned());
+            }
+        }
+    }
+    families
+}
+
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {series}"))
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_match_the_readme_and_the_traffic() {
+    let mut cached = ModelEntry::mlp("mlp");
+    cached.cache = "{enabled: true, capacity: 100, ttl: 5m}";
+    let server = common::start("metrics", &[cached], "");
+    server.wait_ready().await;
+    let client = reqwest::Client::new();
+    let case = &references("mlp")[1];
+    for _ in 0..3 {
+        let response = client
+            .post(server.url("/v2/models/mlp/infer"))
+            .json(&infer_body(&case.shape, &case.input))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let bad = client
+        .post(server.url("/v2/models/mlp/infer"))
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let text = client.get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(
+        text.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = text.text().await.unwrap();
+
+    let documented = documented();
+    let exposed = exposed(&text);
+    let undocumented: Vec<_> = exposed
+        .keys()
+        .filter(|k| !documented.contains_key(*k))
+        .collect();
+    let missing: Vec<_> = documented
+        .keys()
+        .filter(|k| !exposed.contains_key(*k))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "exposed but not in the README: {undocumented:?}"
+    );
+    assert!(
+        missing.is_empty(),
+        "in the README but not exposed: {missing:?}"
+    );
+    for (name, (kind, labels)) in &exposed {
+        let (doc_kind, doc_labels) = &documented[name];
+        assert_eq!(kind, doc_kind, "{name}: type");
+        assert_eq!(labels, doc_labels, "{name}: labels");
+    }
+
+    // Three good requests with the same input: one forward pass (4 rows), two cache hits.
+    assert_eq!(
+        sample(
+            &text,
+            r#"torchwatch_requests_total{model="mlp",code="200"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"torchwatch_requests_total{model="mlp",code="400"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"torchwatch_requests_rejected_total{model="mlp",reason="bad_request"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"torchwatch_request_duration_seconds_count{model="mlp"}"#
+        ),
+        4.0
+    );
+    assert_eq!(
+        sample(&text, r#"torchwatch_execution_count_total{model="mlp"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, r#"torchwatch_inference_count_total{model="mlp"}"#),
+        4.0
+    );
+    assert_eq!(
+        sample(&text, r#"torchwatch_batch_size_sum{model="mlp"}"#),
+        4.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"torchwatch_cache_requests_total{model="mlp",result="hit"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"torchwatch_cache_requests_total{model="mlp",result="miss"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, r#"torchwatch_cache_entries{model="mlp"}"#),
+        1.0
+    );
+    assert_eq!(sample(&text, r#"torchwatch_model_ready{model="mlp"}"#), 1.0);
+    assert!(sample(&text, "process_resident_memory_bytes") > 1e7);
+    assert_eq!(
+        sample(&text, r#"torchwatch_queue_capacity{model="mlp"}"#),
+        256.0
+    );
+
+    // OpenMetrics, as Prometheus asks for it: exemplars name request ids from the logs.
+    let openmetrics = client
+        .get(server.url("/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        openmetrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let openmetrics = openmetrics.text().await.unwrap();
+    assert!(openmetrics.ends_with("# EOF\n"));
+    let exemplar_id = openmetrics
+        .lines()
+        .filter(|l| l.starts_with("torchwatch_request_duration_seconds_bucket"))
+        .find_map(|l| {
+            l.split("request_id=\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(str::to_owned)
+        })
+        .expect("an exemplar with a request id");
+    let logged: BTreeSet<String> = server
+        .log_lines()
+        .iter()
+        .filter_map(|l| l["request_id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        logged.contains(&exemplar_id),
+        "exemplar {exemplar_id} is not in the logs"
+    );
+
+    let gzipped = client
+        .get(server.url("/metrics"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    let mut unzipped = String::new();
+    flate2::read::GzDecoder::new(&gzipped.bytes().await.unwrap()[..])
+        .read_to_string(&mut unzipped)
+        .unwrap();
+    assert!(unzipped.contains("# TYPE torchwatch_requests_total counter"));
+}
