@@ -9,8 +9,11 @@ use std::io::Read;
 
 use common::{ModelEntry, infer_body, references};
 
-/// `name -> (type, labels)` from the README's metrics table.
-fn documented() -> BTreeMap<String, (String, BTreeSet<String>)> {
+/// `name -> (type, labels)` from the README's metrics table, and the names only GPU hosts expose.
+fn documented() -> (
+    BTreeMap<String, (String, BTreeSet<String>)>,
+    BTreeSet<String>,
+) {
     let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
     let section = readme
         .split("## Metrics")
@@ -19,11 +22,19 @@ fn documented() -> BTreeMap<String, (String, BTreeSet<String>)> {
         .split("\n## ")
         .next()
         .unwrap();
-    section
+    let rows: Vec<Vec<&str>> = section
         .lines()
         .filter(|l| l.starts_with("| `"))
-        .map(|row| {
-            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        .map(|row| row.split('|').map(str::trim).collect())
+        .collect();
+    let gpu_only = rows
+        .iter()
+        .filter(|cells| cells[4].starts_with("GPU hosts only"))
+        .map(|cells| cells[1].trim_matches('`').to_owned())
+        .collect();
+    let table = rows
+        .iter()
+        .map(|cells| {
             let labels = cells[3]
                 .split(',')
                 .map(str::trim)
@@ -35,7 +46,8 @@ fn documented() -> BTreeMap<String, (String, BTreeSet<String>)> {
                 (cells[2].to_owned(), labels),
             )
         })
-        .collect()
+        .collect();
+    (table, gpu_only)
 }
 
 /// `name -> (type, labels seen on its samples, without le)` from Prometheus text.
@@ -119,15 +131,16 @@ async fn metrics_match_the_readme_and_the_traffic() {
     );
     let text = text.text().await.unwrap();
 
-    let documented = documented();
+    let (documented, gpu_only) = documented();
     let exposed = exposed(&text);
+    let gpu = sample(&text, "torchwatch_gpu_available") == 1.0;
     let undocumented: Vec<_> = exposed
         .keys()
         .filter(|k| !documented.contains_key(*k))
         .collect();
     let missing: Vec<_> = documented
         .keys()
-        .filter(|k| !exposed.contains_key(*k))
+        .filter(|k| !exposed.contains_key(*k) && (gpu || !gpu_only.contains(*k)))
         .collect();
     assert!(
         undocumented.is_empty(),
@@ -208,6 +221,13 @@ async fn metrics_match_the_readme_and_the_traffic() {
         sample(&text, r#"torchwatch_queue_capacity{model="mlp"}"#),
         256.0
     );
+    // Without a GPU: one log line at start, and no per-scrape complaint.
+    let gpu_lines = server
+        .log_lines()
+        .iter()
+        .filter(|l| l["event"] == "gpu_metrics_unavailable")
+        .count();
+    assert_eq!(gpu_lines, usize::from(!gpu));
 
     // OpenMetrics, as Prometheus asks for it: exemplars name request ids from the logs.
     let openmetrics = client

@@ -6,6 +6,7 @@
 //! counters, readiness, the process) is read at scrape time by collectors instead of being
 //! mirrored on the request path.
 
+mod gpu;
 mod process;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use prometheus_client::registry::Registry;
 
 use crate::config::BucketsConfig;
 
+pub use gpu::{GpuCollector, GpuSample, GpuSource};
 pub use process::ProcessCollector;
 
 /// Content type of the Prometheus text format.
@@ -168,6 +170,7 @@ impl Metrics {
         );
         registry.register_collector(Box::new(BuildInfo));
         registry.register_collector(Box::new(ProcessCollector::new()));
+        registry.register_collector(Box::new(GpuCollector::detect()));
         Metrics {
             registry,
             ..metrics
