@@ -9,11 +9,11 @@ use std::io::Read;
 
 use common::{ModelEntry, infer_body, references};
 
+/// `name -> (type, label names)`.
+type Families = BTreeMap<String, (String, BTreeSet<String>)>;
+
 /// `name -> (type, labels)` from the README's metrics table, and the names only GPU hosts expose.
-fn documented() -> (
-    BTreeMap<String, (String, BTreeSet<String>)>,
-    BTreeSet<String>,
-) {
+fn documented() -> (Families, BTreeSet<String>) {
     let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
     let section = readme
         .split("## Metrics")
@@ -51,8 +51,8 @@ fn documented() -> (
 }
 
 /// `name -> (type, labels seen on its samples, without le)` from Prometheus text.
-fn exposed(text: &str) -> BTreeMap<String, (String, BTreeSet<String>)> {
-    let mut families: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+fn exposed(text: &str) -> Families {
+    let mut families = Families::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap();
