@@ -11,9 +11,17 @@ TEST_PYTHON_PACKAGES := tritonclient[http]==2.73.0
 setup:
 	@scripts/setup
 
+# Debian's prometheus package provides the prometheus and promtool binaries the tests run
+# themselves (temporary config and data, 127.0.0.1 only); its packaged service is never used.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 test-deps: setup
 	@.venv/bin/python -c 'import tritonclient.http, numpy' 2>/dev/null || \
 		.venv/bin/python -m pip install --quiet --disable-pip-version-check '$(TEST_PYTHON_PACKAGES)'
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+		echo "installing Debian's prometheus package (prometheus, promtool) for the tests"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 
 run: setup
 	cargo build --release --locked

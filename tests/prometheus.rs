@@ -1,0 +1,232 @@
+//! A real Prometheus (Debian's `prometheus` binary, run by this test on a temporary config and
+//! data directory) scrapes torchwatch every second while a load runs; the figures it computes
+//! must match what the test did. `promtool check metrics` must accept the exposition.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ModelEntry, TempDir, infer_body, references};
+use serde_json::Value;
+
+/// A `prometheus` process scraping one target, killed on drop.
+struct Prometheus {
+    child: Child,
+    base: String,
+    _dir: TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_prometheus(target: &str) -> Prometheus {
+    let dir = TempDir::new("prometheus");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  \
+         - job_name: torchwatch\n    static_configs:\n      - targets: ['{target}']\n"
+    );
+    let config_path = dir.path().join("prometheus.yml");
+    std::fs::write(&config_path, config).unwrap();
+    let port = free_port();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config_path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the prometheus binary runs (make test-deps installs Debian's package)");
+    Prometheus {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    }
+}
+
+impl Prometheus {
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/-/ready", self.base)).await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "prometheus not ready after 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The single value of an instant query, or None when the result is empty.
+    async fn query(&self, expr: &str) -> Option<f64> {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/query", self.base),
+            &[("query", expr)],
+        )
+        .unwrap();
+        let response: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        assert_eq!(response["status"], "success", "{expr}: {response}");
+        let result = response["data"]["result"].as_array().unwrap();
+        assert!(
+            result.len() <= 1,
+            "{expr}: more than one series: {response}"
+        );
+        result
+            .first()
+            .map(|series| series["value"][1].as_str().unwrap().parse().unwrap())
+    }
+
+    /// Polls `expr` until `accept` holds for its value.
+    async fn wait_for(&self, expr: &str, accept: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(value) = self.query(expr).await.filter(|v| accept(*v)) {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{expr} never reached the expected value"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_and_computes_what_the_test_did() {
+    let mut model = ModelEntry::mlp("mlp");
+    model.cache = "{enabled: true, capacity: 1000, ttl: 5m}";
+    let server = common::start("prometheus-target", &[model], "");
+    server.wait_ready().await;
+    let prometheus = start_prometheus(server.base.trim_start_matches("http://"));
+    prometheus.wait_ready().await;
+    assert_eq!(
+        prometheus
+            .wait_for(r#"up{job="torchwatch"}"#, |v| v == 1.0)
+            .await,
+        1.0
+    );
+
+    // Load for a few scrape intervals: per round one new input (a cache miss) and three
+    // repeats of a fixed one (hits after its first request).
+    let client = reqwest::Client::new();
+    let case = &references("mlp")[0];
+    let fixed = infer_body(&case.shape, &case.input);
+    let (mut hits, mut misses, mut sent) = (0u32, 0u32, 0u32);
+    let mut latencies = Vec::new();
+    let load_until = Instant::now() + Duration::from_secs(5);
+    let mut round = 0;
+    while Instant::now() < load_until {
+        let mut unique = case.input.clone();
+        unique[0] = 1000.0 + round as f32; // never equal to the fixed input
+        let bodies = [
+            infer_body(&case.shape, &unique),
+            fixed.clone(),
+            fixed.clone(),
+            fixed.clone(),
+        ];
+        for body in &bodies {
+            let started = Instant::now();
+            let response = client
+                .post(server.url("/v2/models/mlp/infer"))
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.bytes().await.unwrap();
+            latencies.push(started.elapsed().as_secs_f64());
+            sent += 1;
+        }
+        misses += 1 + u32::from(round == 0);
+        hits += 3 - u32::from(round == 0);
+        round += 1;
+    }
+
+    // Prometheus has seen every request once its counter reaches the number sent.
+    let total = prometheus
+        .wait_for(r#"sum(torchwatch_requests_total{job="torchwatch"})"#, |v| {
+            v >= f64::from(sent)
+        })
+        .await;
+    assert_eq!(total, f64::from(sent));
+    let rate = prometheus
+        .query(r#"sum(rate(torchwatch_requests_total{job="torchwatch"}[30s]))"#)
+        .await
+        .unwrap();
+    assert!(rate > 0.0, "request rate {rate}");
+
+    let p99 = prometheus
+        .query("histogram_quantile(0.99, sum by (le) (rate(torchwatch_request_duration_seconds_bucket[30s])))")
+        .await
+        .unwrap();
+    let slowest = latencies.iter().copied().fold(0.0, f64::max);
+    // The estimate interpolates inside a bucket, so it may exceed the slowest request by up to
+    // that bucket's upper bound; it can never exceed the bound.
+    let bounds = torchwatch::config::BucketsConfig::default().request_duration_seconds;
+    let ceiling = bounds.iter().copied().find(|&b| b >= slowest).unwrap();
+    assert!(
+        p99 > 0.0 && p99 <= ceiling,
+        "p99 {p99}, slowest request {slowest}, bucket bound {ceiling}"
+    );
+
+    let hit_ratio = prometheus
+        .query(r#"sum(torchwatch_cache_requests_total{result="hit"}) / sum(torchwatch_cache_requests_total)"#)
+        .await
+        .unwrap();
+    let expected = f64::from(hits) / f64::from(hits + misses);
+    assert!(
+        (hit_ratio - expected).abs() < 1e-9,
+        "hit ratio {hit_ratio}, the test made {expected}"
+    );
+    eprintln!("{sent} requests, p99 {p99:.6} s (slowest {slowest:.6} s), hit ratio {hit_ratio:.4}");
+
+    // promtool's linter accepts the exposition as scraped.
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}"
+    );
+}
