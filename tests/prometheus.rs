@@ -65,10 +65,9 @@ impl Prometheus {
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = reqwest::get(format!("{}/-/ready", self.base)).await {
-                if r.status() == 200 {
-                    return;
-                }
+            let response = reqwest::get(format!("{}/-/ready", self.base)).await;
+            if response.is_ok_and(|r| r.status() == 200) {
+                return;
             }
             assert!(Instant::now() < deadline, "prometheus not ready after 60 s");
             tokio::time::sleep(Duration::from_millis(100)).await;
