@@ -40,6 +40,7 @@ test: test-deps
 	cargo test --locked
 
 bench: setup
+	cargo bench --locked --bench metrics
 	bench/run
 
 # Re-exports the demo models and their reference outputs (needs the full PyTorch set).
