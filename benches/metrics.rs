@@ -36,9 +36,16 @@ fn scrape_setup(models: usize) -> Metrics {
     for name in &names {
         let recorder = metrics.for_model(name);
         // Fill every bucket and a few status codes, as a busy server would have.
-        for (i, micros) in [30u64, 80, 200, 400, 900, 2000, 4000, 9000, 20_000, 60_000].iter().enumerate() {
+        for (i, micros) in [30u64, 80, 200, 400, 900, 2000, 4000, 9000, 20_000, 60_000]
+            .iter()
+            .enumerate()
+        {
             let took = Duration::from_micros(*micros);
-            recorder.record_request(if i % 5 == 0 { 400 } else { 200 }, took, "0b5f6a9e-2c0e-4a58-9d6f-3f2b1c7e8a90");
+            recorder.record_request(
+                if i % 5 == 0 { 400 } else { 200 },
+                took,
+                "0b5f6a9e-2c0e-4a58-9d6f-3f2b1c7e8a90",
+            );
             recorder.record_queue_wait(took);
             recorder.record_batch(1 + i, took);
         }
@@ -53,7 +60,14 @@ fn scrape_setup(models: usize) -> Metrics {
             load_seconds: Some(0.2),
             queue_depth: 3,
             queue_capacity: 1024,
-            cache: Some(CacheSnapshot { hits: 10, misses: 5, evicted_size: 1, evicted_expired: 2, entries: 12, capacity: 100 }),
+            cache: Some(CacheSnapshot {
+                hits: 10,
+                misses: 5,
+                evicted_size: 1,
+                evicted_expired: 2,
+                entries: 12,
+                capacity: 100,
+            }),
         })
         .collect();
     metrics.register_collector(Box::new(ModelCollector(Models(snapshots))));
@@ -68,7 +82,9 @@ fn main() {
 
     let metrics = Metrics::new(&BucketsConfig::default());
     let recorder = metrics.for_model("mlp");
-    let ids: Vec<String> = (0..1024).map(|i| format!("{i:08x}-2c0e-4a58-9d6f-3f2b1c7e8a90")).collect();
+    let ids: Vec<String> = (0..1024)
+        .map(|i| format!("{i:08x}-2c0e-4a58-9d6f-3f2b1c7e8a90"))
+        .collect();
     let took = Duration::from_micros(850);
     // What one request costs: its duration (with exemplar) and status counter, its queue wait,
     // and a whole forward pass's recording (an upper bound: batching shares it between requests).
@@ -79,8 +95,12 @@ fn main() {
         recorder.record_batch(1, black_box(took));
     });
 
-    println!("metrics work per request: {} ns (baseline atomic increment {} ns, ratio {:.1}); target <= 1000 ns",
-        per_request.as_nanos(), baseline.as_nanos(), per_request.as_secs_f64() / baseline.as_secs_f64());
+    println!(
+        "metrics work per request: {} ns (baseline atomic increment {} ns, ratio {:.1}); target <= 1000 ns",
+        per_request.as_nanos(),
+        baseline.as_nanos(),
+        per_request.as_secs_f64() / baseline.as_secs_f64()
+    );
 
     for models in [1, 10] {
         let metrics = scrape_setup(models);
@@ -89,8 +109,10 @@ fn main() {
             let per_scrape = time_per_op(500, |_| {
                 bytes = black_box(metrics.encode(openmetrics)).len();
             });
-            println!("/metrics encoding, {models:>2} model(s), {format}: {:.3} ms, {bytes} bytes; target <= 2 ms with 10 models",
-                per_scrape.as_secs_f64() * 1e3);
+            println!(
+                "/metrics encoding, {models:>2} model(s), {format}: {:.3} ms, {bytes} bytes; target <= 2 ms with 10 models",
+                per_scrape.as_secs_f64() * 1e3
+            );
         }
     }
 }

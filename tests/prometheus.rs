@@ -74,8 +74,8 @@ impl Prometheus {
         }
     }
 
-    /// The single value of an instant query, or None when the result is empty.
-    async fn query(&self, expr: &str) -> Option<f64> {
+    /// Every series of an instant query; the query must succeed.
+    async fn query_all(&self, expr: &str) -> Vec<Value> {
         let url = reqwest::Url::parse_with_params(
             &format!("{}/api/v1/query", self.base),
             &[("query", expr)],
@@ -83,10 +83,15 @@ impl Prometheus {
         .unwrap();
         let response: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
         assert_eq!(response["status"], "success", "{expr}: {response}");
-        let result = response["data"]["result"].as_array().unwrap();
+        response["data"]["result"].as_array().unwrap().clone()
+    }
+
+    /// The single value of an instant query, or None when the result is empty.
+    async fn query(&self, expr: &str) -> Option<f64> {
+        let result = self.query_all(expr).await;
         assert!(
             result.len() <= 1,
-            "{expr}: more than one series: {response}"
+            "{expr}: more than one series: {result:?}"
         );
         result
             .first()
@@ -133,6 +138,15 @@ async fn prometheus_scrapes_and_computes_what_the_test_did() {
     let mut latencies = Vec::new();
     let load_until = Instant::now() + Duration::from_secs(5);
     let mut round = 0;
+    // One malformed request, early, so the dashboard's error panels have a series.
+    let bad = client
+        .post(server.url("/v2/models/mlp/infer"))
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    sent += 1;
     while Instant::now() < load_until {
         let mut unique = case.input.clone();
         unique[0] = 1000.0 + round as f32; // never equal to the fixed input
@@ -198,6 +212,8 @@ async fn prometheus_scrapes_and_computes_what_the_test_did() {
     );
     eprintln!("{sent} requests, p99 {p99:.6} s (slowest {slowest:.6} s), hit ratio {hit_ratio:.4}");
 
+    check_dashboard(&prometheus).await;
+
     // promtool's linter accepts the exposition as scraped.
     let text = reqwest::get(server.url("/metrics"))
         .await
@@ -228,4 +244,67 @@ async fn prometheus_scrapes_and_computes_what_the_test_did() {
         output.status.success() && report.trim().is_empty(),
         "promtool check metrics:\n{report}"
     );
+}
+
+/// Metric names a PromQL expression reads.
+fn metric_names(expr: &str) -> Vec<&str> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|t| t.starts_with("torchwatch_") || t.starts_with("process_") || *t == "ALERTS")
+        .collect()
+}
+
+/// Runs every panel query of the Grafana dashboard, with its variables substituted, against
+/// `prometheus`: none may fail, and every panel whose metrics exist must return data.
+async fn check_dashboard(prometheus: &Prometheus) {
+    let path = common::root().join("grafana/dashboards/torchwatch.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "30s")
+                .replace("$model", ".*")
+                .replace("$job", ".*");
+            let result = prometheus.query_all(&expr).await;
+            let mut present = true;
+            for name in metric_names(&expr) {
+                // A misspelt metric would leave a panel empty forever: every name must be one the
+                // README documents (or Prometheus's own ALERTS).
+                let family = name.strip_suffix("_bucket").unwrap_or(name);
+                assert!(
+                    name == "ALERTS" || readme.contains(&format!("| `{family}` |")),
+                    "panel '{title}' reads {name}, which torchwatch does not export"
+                );
+                let series = prometheus
+                    .query_all(&format!("count({{__name__=\"{name}\"}})"))
+                    .await;
+                present &= !series.is_empty();
+            }
+            if present {
+                assert!(
+                    !result.is_empty(),
+                    "panel '{title}': {expr} returned no data"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} queries in the dashboard");
+    // The variables' queries find the job and the model.
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(definition) = variable["definition"].as_str() {
+            let inner = definition
+                .trim_start_matches("label_values(")
+                .trim_end_matches(')');
+            let (metric, label) = inner.split_once(", ").unwrap();
+            let values = prometheus
+                .query_all(&format!("group by ({label}) ({metric})"))
+                .await;
+            assert!(!values.is_empty(), "variable {definition} has no values");
+        }
+    }
 }
