@@ -3,25 +3,27 @@
 # wrapper instead of spending minutes rebuilding it.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/torchwatch/target
 
-# Python packages the tests drive torchwatch with (NVIDIA's own KServe V2 client).
-TEST_PYTHON_PACKAGES := tritonclient[http]==2.73.0
+# Python packages the tests use: NVIDIA's own KServe V2 client, and a JSON-schema checker that
+# carries the Compose Specification's schema.
+TEST_PYTHON_PACKAGES := tritonclient[http]==2.73.0 check-jsonschema==0.39.0
 
 .PHONY: run test setup test-deps bench models
 
 setup:
 	@scripts/setup
 
-# Debian's prometheus package provides the prometheus and promtool binaries the tests run
-# themselves (temporary config and data, 127.0.0.1 only); its packaged service is never used.
+# Debian's prometheus and prometheus-alertmanager packages provide prometheus, promtool and amtool,
+# which the tests run themselves (temporary config and data, 127.0.0.1 only); the packaged
+# services are never used.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 test-deps: setup
-	@.venv/bin/python -c 'import tritonclient.http, numpy' 2>/dev/null || \
-		.venv/bin/python -m pip install --quiet --disable-pip-version-check '$(TEST_PYTHON_PACKAGES)'
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
-		echo "installing Debian's prometheus package (prometheus, promtool) for the tests"; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+	@.venv/bin/python -c 'import tritonclient.http, numpy, check_jsonschema' 2>/dev/null || \
+		.venv/bin/python -m pip install --quiet --disable-pip-version-check $(foreach p,$(TEST_PYTHON_PACKAGES),'$(p)')
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v amtool >/dev/null || { \
+		echo "installing Debian's prometheus and prometheus-alertmanager packages for the tests"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+			--no-install-recommends prometheus prometheus-alertmanager; }
 
 run: setup
 	cargo build --release --locked

@@ -1,0 +1,88 @@
+//! The docker-compose stack, validated offline (no Docker engine runs here): Prometheus's and
+//! Alertmanager's own checkers accept their configs, the compose file satisfies the Compose
+//! Specification's JSON schema, and every file the stack mounts exists.
+
+mod common;
+
+use std::process::Command;
+
+fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(common::root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}); run `make test-deps`"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{text}"
+    );
+    text
+}
+
+#[test]
+fn prometheus_accepts_its_config() {
+    let report = run(
+        "promtool",
+        &["check", "config", "deploy/prometheus/prometheus.yml"],
+    );
+    assert!(report.contains("SUCCESS"), "{report}");
+}
+
+#[test]
+fn alertmanager_accepts_its_config() {
+    let report = run(
+        "amtool",
+        &["check-config", "deploy/alertmanager/alertmanager.yml"],
+    );
+    assert!(report.contains("SUCCESS"), "{report}");
+}
+
+#[test]
+fn compose_file_follows_the_compose_specification() {
+    let checker = common::root().join(".venv/bin/check-jsonschema");
+    let report = run(
+        checker.to_str().unwrap(),
+        &[
+            "--builtin-schema",
+            "vendor.compose-spec",
+            "docker-compose.yml",
+        ],
+    );
+    assert!(report.contains("validation done"), "{report}");
+}
+
+#[test]
+fn every_mounted_or_copied_file_exists() {
+    let root = common::root();
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    let mounts: Vec<&str> = compose
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- ./"))
+        .map(|m| m.split(':').next().unwrap())
+        .collect();
+    assert!(mounts.len() >= 4, "{mounts:?}");
+    for mount in mounts {
+        assert!(
+            root.join(mount).exists(),
+            "docker-compose.yml mounts missing ./{mount}"
+        );
+    }
+    // Grafana's dashboard provider reads the directory compose mounts the dashboards at.
+    let provider =
+        std::fs::read_to_string(root.join("grafana/provisioning/dashboards/torchwatch.yml"))
+            .unwrap();
+    assert!(provider.contains("path: /var/lib/grafana/dashboards"));
+    assert!(compose.contains("./grafana/dashboards:/var/lib/grafana/dashboards"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    for copied in ["scripts/setup", "torchwatch.yaml"] {
+        assert!(
+            dockerfile.contains(copied) && root.join(copied).exists(),
+            "{copied}"
+        );
+    }
+}
