@@ -190,6 +190,19 @@ async fn bad_requests_get_4xx_json_errors_and_the_server_keeps_serving() {
     assert!(rejected["request_id"].as_str().is_some());
 }
 
+/// Runs `serve` on `config` written into `dir`; it must exit 1. Returns the config path and stderr.
+fn serve_fails(dir: &common::TempDir, config: &str) -> (std::path::PathBuf, String) {
+    let config_path = dir.path().join("torchwatch.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_torchwatch"))
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    (config_path, String::from_utf8(output.stderr).unwrap())
+}
+
 #[test]
 fn a_missing_or_invalid_model_file_stops_serve_with_one_line() {
     let dir = common::TempDir::new("bad-model");
@@ -205,15 +218,7 @@ fn a_missing_or_invalid_model_file_stops_serve_with_one_line() {
              outputs: [{{name: y, datatype: FP32, shape: [-1, 4]}}]\n",
             path.display()
         );
-        let config_path = dir.path().join("torchwatch.yaml");
-        std::fs::write(&config_path, config).unwrap();
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_torchwatch"))
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(1));
-        let stderr = String::from_utf8(output.stderr).unwrap();
+        let (_, stderr) = serve_fails(&dir, &config);
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.starts_with("torchwatch: model 'm': "), "{stderr}");
         assert!(
@@ -226,15 +231,7 @@ fn a_missing_or_invalid_model_file_stops_serve_with_one_line() {
 #[test]
 fn config_errors_name_file_line_and_column() {
     let dir = common::TempDir::new("bad-config");
-    let config_path = dir.path().join("torchwatch.yaml");
-    std::fs::write(&config_path, "models:\n  - name: m\n    pathh: x.pt\n").unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_torchwatch"))
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let (config_path, stderr) = serve_fails(&dir, "models:\n  - name: m\n    pathh: x.pt\n");
     let expected = format!(
         "torchwatch: {}:3:5: unknown field `pathh`",
         config_path.display()
