@@ -80,20 +80,6 @@ impl DataType {
             DataType::Int64 | DataType::Fp64 => 8,
         }
     }
-
-    /// Triton's model-configuration spelling (`TYPE_FP32`), used by `/v2/models/{m}/config`.
-    pub fn triton_config_name(self) -> &'static str {
-        match self {
-            DataType::Bool => "TYPE_BOOL",
-            DataType::Uint8 => "TYPE_UINT8",
-            DataType::Int8 => "TYPE_INT8",
-            DataType::Int16 => "TYPE_INT16",
-            DataType::Int32 => "TYPE_INT32",
-            DataType::Int64 => "TYPE_INT64",
-            DataType::Fp32 => "TYPE_FP32",
-            DataType::Fp64 => "TYPE_FP64",
-        }
-    }
 }
 
 impl std::fmt::Display for DataType {

@@ -88,17 +88,15 @@ async fn batched_answers_equal_unbatched_ones_under_64_concurrent_requests() {
     eprintln!("largest batch {largest}, max |batched - unbatched| = {worst:e}");
 }
 
-#[tokio::test]
-async fn a_full_queue_answers_503_with_retry_after() {
-    let mut tiny = ModelEntry::cnn("cnn");
-    tiny.batching = "{enabled: false, queue_capacity: 1}";
-    let server = common::start("queue-full", &[tiny], "");
-    server.wait_ready().await;
+/// Sends `count` copies of a binary request to the CNN at once; each task yields status,
+/// Retry-After and the JSON answer.
+fn spawn_binary_posts(
+    server: &common::Server,
+    count: usize,
+    request: &(usize, Vec<u8>),
+) -> Vec<tokio::task::JoinHandle<(u16, Option<String>, Value)>> {
     let client = reqwest::Client::new();
-    // 32 images per request keep the model busy for many milliseconds per request; binary
-    // tensors reach the queue without a slow JSON parse.
-    let request = common::binary_request(&[32, 3, 64, 64], &input_for(0, 32 * 3 * 64 * 64));
-    let tasks: Vec<_> = (0..16)
+    (0..count)
         .map(|_| {
             let (client, url, request) = (
                 client.clone(),
@@ -107,7 +105,19 @@ async fn a_full_queue_answers_503_with_retry_after() {
             );
             tokio::spawn(async move { common::post_binary(&client, url, request).await })
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let mut tiny = ModelEntry::cnn("cnn");
+    tiny.batching = "{enabled: false, queue_capacity: 1}";
+    let server = common::start("queue-full", &[tiny], "");
+    server.wait_ready().await;
+    // 32 images per request keep the model busy for many milliseconds per request; binary
+    // tensors reach the queue without a slow JSON parse.
+    let request = common::binary_request(&[32, 3, 64, 64], &input_for(0, 32 * 3 * 64 * 64));
+    let tasks = spawn_binary_posts(&server, 16, &request);
     let mut rejected = 0;
     for task in tasks {
         let (status, retry_after, json) = task.await.unwrap();
@@ -137,18 +147,8 @@ async fn sigterm_finishes_accepted_requests_then_exits_zero() {
     cnn.batching = "{enabled: false, queue_capacity: 64}";
     let mut server = common::start("drain", &[cnn], "  drain_timeout: 60s");
     server.wait_ready().await;
-    let client = reqwest::Client::new();
     let request = common::binary_request(&[16, 3, 64, 64], &input_for(1, 16 * 3 * 64 * 64));
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let (client, url, request) = (
-                client.clone(),
-                server.url("/v2/models/cnn/infer"),
-                request.clone(),
-            );
-            tokio::spawn(async move { common::post_binary(&client, url, request).await.0 })
-        })
-        .collect();
+    let tasks = spawn_binary_posts(&server, 8, &request);
     // Every request is accepted (its inference queued or running) before the signal.
     server
         .wait_for_logs("8 accepted requests", |lines| {
@@ -161,7 +161,11 @@ async fn sigterm_finishes_accepted_requests_then_exits_zero() {
         .await;
     server.signal_term();
     for task in tasks {
-        assert_eq!(task.await.unwrap(), 200, "an accepted request was dropped");
+        assert_eq!(
+            task.await.unwrap().0,
+            200,
+            "an accepted request was dropped"
+        );
     }
     let exit = tokio::task::spawn_blocking(move || {
         let exit = server.wait_exit();

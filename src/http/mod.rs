@@ -285,7 +285,7 @@ async fn model_config(
             .iter()
             .map(|s| {
                 let dims = if batching { &s.shape[1..] } else { &s.shape[..] };
-                json!({ "name": s.name, "data_type": s.datatype.triton_config_name(), "dims": dims })
+                json!({ "name": s.name, "data_type": format!("TYPE_{}", s.datatype.name()), "dims": dims })
             })
             .collect()
     };

@@ -116,8 +116,7 @@ impl Metrics {
     /// Creates the registry with every request-path family, the build info and the process and
     /// machine collectors.
     pub fn new(buckets: &BucketsConfig) -> Metrics {
-        let mut registry = Registry::default();
-        let metrics = Metrics {
+        let mut metrics = Metrics {
             request_duration: histograms(&buckets.request_duration_seconds),
             queue_duration: histograms(&buckets.queue_duration_seconds),
             batch_duration: histograms(&buckets.batch_duration_seconds),
@@ -128,6 +127,7 @@ impl Metrics {
             execution_count: Family::default(),
             registry: Registry::default(),
         };
+        let registry = &mut metrics.registry;
         registry.register(
             "torchwatch_request_duration_seconds",
             "End-to-end duration of inference requests, from the first byte read to the response",
@@ -171,10 +171,7 @@ impl Metrics {
         registry.register_collector(Box::new(BuildInfo));
         registry.register_collector(Box::new(ProcessCollector::new()));
         registry.register_collector(Box::new(GpuCollector::detect()));
-        Metrics {
-            registry,
-            ..metrics
-        }
+        metrics
     }
 
     /// Adds a collector read at every scrape.
