@@ -11,5 +11,8 @@ pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod profile;
+pub mod promql;
 pub mod serve;
+pub mod storage;
+pub mod template;
 pub mod tensor;

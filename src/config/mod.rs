@@ -9,6 +9,15 @@ use serde::{Deserialize, Deserializer};
 
 use crate::tensor::DataType;
 
+mod duration;
+mod rules;
+
+pub use duration::PromDuration;
+pub use rules::{
+    AlertTest, ExpectedAlert, ExpectedSample, ExprTest, ExprText, InputSeries, RuleEntry, RuleFile,
+    RuleGroup, TestGroup, UnitTestFile,
+};
+
 /// The `torchwatch.yaml` file given to `torchwatch serve`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,8 +31,208 @@ pub struct Config {
     /// Exporter settings.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The in-memory series store.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// What the rule engine scrapes.
+    #[serde(default)]
+    pub scrape: ScrapeConfig,
+    /// Rule files and where their queries run.
+    #[serde(default)]
+    pub rules: RulesConfig,
     /// The models to serve; at least one.
     pub models: Vec<ModelConfig>,
+}
+
+/// `storage:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// How long samples are kept.
+    pub retention: PromDuration,
+    /// Most series held at once; samples of further new series are refused and counted.
+    pub max_series: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            retention: PromDuration(2 * 3600 * 1000),
+            max_series: 1_000_000,
+        }
+    }
+}
+
+/// `scrape:` section: Prometheus' `scrape_configs` with static targets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrapeConfig {
+    /// Default scrape interval.
+    pub interval: PromDuration,
+    /// Default scrape timeout.
+    pub timeout: PromDuration,
+    /// Scrape this process' own /metrics as job `torchwatch`.
+    #[serde(rename = "self")]
+    pub scrape_self: bool,
+    /// Further jobs.
+    pub jobs: Vec<ScrapeJob>,
+}
+
+impl Default for ScrapeConfig {
+    fn default() -> Self {
+        Self {
+            interval: PromDuration(15_000),
+            timeout: PromDuration(10_000),
+            scrape_self: true,
+            jobs: Vec::new(),
+        }
+    }
+}
+
+/// One scrape job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeJob {
+    /// Value of the `job` label.
+    pub job_name: String,
+    /// `host:port` of each target (the `instance` label).
+    pub targets: Vec<String>,
+    /// Overrides the default interval.
+    pub interval: Option<PromDuration>,
+    /// Overrides the default timeout.
+    pub timeout: Option<PromDuration>,
+    /// Path of the exposition; `/metrics` by default.
+    #[serde(default = "default_metrics_path")]
+    pub metrics_path: String,
+    /// `http` or `https`.
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    /// HTTP basic authentication.
+    pub basic_auth: Option<BasicAuth>,
+    /// Bearer token, inline or from a file (prefer the file).
+    pub authorization: Option<Authorization>,
+    /// Extra labels for every series of this job.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".into()
+}
+
+fn default_scheme() -> String {
+    "http".into()
+}
+
+/// `basic_auth:`; the password comes inline, from a file or from an environment variable.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User name.
+    pub username: String,
+    /// Password (avoid: it sits in the file).
+    pub password: Option<String>,
+    /// File whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+}
+
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("username", &self.username)
+            .field("password", &"<secret>")
+            .finish()
+    }
+}
+
+/// `authorization:` with a bearer token.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authorization {
+    /// The token (avoid: it sits in the file).
+    pub credentials: Option<String>,
+    /// File whose first line is the token.
+    pub credentials_file: Option<PathBuf>,
+    /// Environment variable holding the token.
+    pub credentials_env: Option<String>,
+}
+
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authorization { credentials: <secret> }")
+    }
+}
+
+/// Reads a secret from the first source given: inline, file, environment.
+pub fn resolve_secret(
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+    env: &Option<String>,
+    what: &str,
+) -> Result<Option<String>, String> {
+    if let Some(v) = inline {
+        return Ok(Some(v.clone()));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?;
+        return Ok(Some(text.lines().next().unwrap_or("").to_string()));
+    }
+    if let Some(var) = env {
+        return std::env::var(var)
+            .map(Some)
+            .map_err(|_| format!("{what}: environment variable {var} is not set"));
+    }
+    Ok(None)
+}
+
+/// `rules:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Rule files (globs allowed), relative to the config file.
+    pub files: Vec<String>,
+    /// Interval of groups that do not set one.
+    pub evaluation_interval: PromDuration,
+    /// How far back an instant selector looks for a sample.
+    pub lookback_delta: PromDuration,
+    /// Run rule queries against this Prometheus-compatible API instead of the built-in store.
+    pub datasource: Option<DatasourceConfig>,
+    /// Labels templates see as `$externalLabels`.
+    pub external_labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            files: Vec::new(),
+            evaluation_interval: PromDuration(60_000),
+            lookback_delta: PromDuration(300_000),
+            datasource: None,
+            external_labels: Default::default(),
+        }
+    }
+}
+
+/// A remote Prometheus-compatible query API (Prometheus, Thanos, Mimir, VictoriaMetrics).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasourceConfig {
+    /// Base URL; `/api/v1/query` is appended.
+    pub url: String,
+    /// Per-query timeout.
+    #[serde(default = "default_query_timeout")]
+    pub timeout: PromDuration,
+    /// HTTP basic authentication.
+    pub basic_auth: Option<BasicAuth>,
+    /// Bearer token.
+    pub authorization: Option<Authorization>,
+}
+
+fn default_query_timeout() -> PromDuration {
+    PromDuration(30_000)
 }
 
 /// `metrics:` section.
@@ -219,6 +428,11 @@ impl Config {
                 model.path = base.join(&model.path);
             }
         }
+        for file in &mut config.rules.files {
+            if Path::new(file.as_str()).is_relative() {
+                *file = base.join(&*file).to_string_lossy().into_owned();
+            }
+        }
         Ok(config)
     }
 
@@ -247,6 +461,38 @@ impl Config {
             if bounds.is_empty() || !increasing || bounds.iter().any(|b| !b.is_finite()) {
                 return Err(format!(
                     "metrics.buckets.{name}: give at least one finite bound, strictly increasing"
+                ));
+            }
+        }
+        if self.storage.retention.millis() <= 0 {
+            return Err("storage.retention: must be longer than 0s".into());
+        }
+        if self.rules.evaluation_interval.millis() <= 0 {
+            return Err("rules.evaluation_interval: must be longer than 0s".into());
+        }
+        if self.scrape.interval.millis() <= 0 {
+            return Err("scrape.interval: must be longer than 0s".into());
+        }
+        let mut job_names = std::collections::HashSet::new();
+        for (i, job) in self.scrape.jobs.iter().enumerate() {
+            let at = format!("scrape.jobs[{i}] ({})", job.job_name);
+            if job.job_name.is_empty() || !job_names.insert(job.job_name.as_str()) {
+                return Err(format!("{at}: job_name must be set and unique"));
+            }
+            if job.scheme != "http" && job.scheme != "https" {
+                return Err(format!(
+                    "{at}: scheme must be http or https, not {:?}",
+                    job.scheme
+                ));
+            }
+            if job.targets.is_empty() {
+                return Err(format!("{at}: targets: give at least one host:port"));
+            }
+            let interval = job.interval.unwrap_or(self.scrape.interval);
+            let timeout = job.timeout.unwrap_or(self.scrape.timeout);
+            if interval.millis() <= 0 || timeout > interval {
+                return Err(format!(
+                    "{at}: interval must be > 0s and timeout ({timeout}) at most the interval ({interval})"
                 ));
             }
         }
@@ -331,7 +577,7 @@ pub fn parse_device(text: &str) -> Result<DeviceSpec, String> {
 
 /// `file:line:column: message`, the form editors and terminals make clickable, followed by
 /// serde-saphyr's snippet of the offending lines.
-fn yaml_error(origin: &str, error: &serde_saphyr::Error) -> String {
+pub(crate) fn yaml_error(origin: &str, error: &serde_saphyr::Error) -> String {
     let rendered = error.to_string();
     let detail = rendered.strip_prefix("error: ").unwrap_or(&rendered);
     match error.location() {

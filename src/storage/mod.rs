@@ -1,0 +1,471 @@
+//! In-memory series store: samples per series, a postings index for selector
+//! matching, time-based retention and a cap on the number of series.
+
+mod labels;
+
+pub use labels::{
+    Label, Labels, LabelsBuilder, METRIC_NAME, is_valid_label_name, is_valid_metric_name, quote,
+};
+
+use promql_parser::label::{MatchOp, Matcher};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Prometheus' staleness marker: a NaN with a payload no computation produces.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// The staleness marker as a float.
+pub fn stale_nan() -> f64 {
+    f64::from_bits(STALE_NAN_BITS)
+}
+
+/// True when `v` is the staleness marker (not just any NaN).
+pub fn is_stale(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
+
+/// One timestamped value; timestamps are milliseconds since the epoch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Point {
+    /// Milliseconds since the Unix epoch.
+    pub t: i64,
+    /// The value (may be the staleness marker).
+    pub v: f64,
+}
+
+/// A series' labels with some of its points.
+#[derive(Clone, Debug)]
+pub struct SeriesPoints {
+    /// The series' labels.
+    pub labels: Labels,
+    /// Points in time order.
+    pub points: Vec<Point>,
+}
+
+/// Read access the PromQL engine needs; implemented by [`Storage`].
+pub trait Queryable: Send + Sync {
+    /// Every series matching all `matchers` (an empty value matches an absent
+    /// label), with its points in `[mint, maxt]`; series without points there are
+    /// left out.
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesPoints>;
+
+    /// For every matching series, its latest point in `[mint, maxt]`, if any.
+    fn select_latest(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<(Labels, Point)>;
+}
+
+/// Why a sample was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// Older than the series' newest sample.
+    #[error("out of order sample")]
+    OutOfOrder,
+    /// Same timestamp as the newest sample, different value.
+    #[error("duplicate sample for timestamp")]
+    Duplicate,
+    /// The series would be new and the series limit is reached.
+    #[error("series limit reached")]
+    SeriesLimit,
+    /// Older than the retention window.
+    #[error("sample older than the retention period")]
+    TooOld,
+}
+
+/// Limits of a [`Storage`].
+#[derive(Clone, Copy, Debug)]
+pub struct StorageOptions {
+    /// Samples older than the newest append minus this (ms) are dropped.
+    pub retention_ms: i64,
+    /// Appends that would create more series than this are refused.
+    pub max_series: usize,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        Self {
+            retention_ms: 2 * 3600 * 1000,
+            max_series: 1_000_000,
+        }
+    }
+}
+
+/// Size and count figures, for metrics and the benchmark.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StorageStats {
+    /// Live series.
+    pub series: usize,
+    /// Stored samples.
+    pub samples: usize,
+    /// Approximate heap bytes of samples, labels and index.
+    pub bytes: usize,
+    /// Samples refused because of the series limit, since start.
+    pub refused_series_limit: u64,
+    /// Samples refused as out of order or duplicate, since start.
+    pub refused_out_of_order: u64,
+}
+
+struct MemSeries {
+    labels: Labels,
+    points: Vec<Point>,
+}
+
+#[derive(Default)]
+struct Inner {
+    series: Vec<Option<MemSeries>>,
+    free: Vec<u32>,
+    by_labels: HashMap<Labels, u32>,
+    /// label name -> label value -> ids of series carrying that pair, ascending.
+    postings: HashMap<String, HashMap<String, BTreeSet<u32>>>,
+    newest: i64,
+}
+
+/// The in-memory series store; shared behind an `Arc`, internally locked.
+pub struct Storage {
+    inner: RwLock<Inner>,
+    options: StorageOptions,
+    refused_series_limit: AtomicU64,
+    refused_out_of_order: AtomicU64,
+}
+
+/// Writes many samples under one lock; see [`Storage::append_batch`].
+pub struct Appender<'a> {
+    inner: std::sync::RwLockWriteGuard<'a, Inner>,
+    storage: &'a Storage,
+}
+
+impl Appender<'_> {
+    /// Stores one sample, creating the series when needed.
+    pub fn append(&mut self, labels: &Labels, t: i64, v: f64) -> Result<(), AppendError> {
+        let inner = &mut *self.inner;
+        if t < inner.newest - self.storage.options.retention_ms {
+            return Err(AppendError::TooOld);
+        }
+        let id = match inner.by_labels.get(labels) {
+            Some(&id) => id,
+            None => {
+                if inner.by_labels.len() >= self.storage.options.max_series {
+                    self.storage
+                        .refused_series_limit
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(AppendError::SeriesLimit);
+                }
+                inner.insert_series(labels.clone())
+            }
+        };
+        let Some(series) = inner.series[id as usize].as_mut() else {
+            unreachable!("indexed series ids always refer to live series");
+        };
+        if let Some(last) = series.points.last() {
+            if t < last.t {
+                self.storage
+                    .refused_out_of_order
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(AppendError::OutOfOrder);
+            }
+            if t == last.t {
+                if last.v.to_bits() == v.to_bits() {
+                    return Ok(());
+                }
+                self.storage
+                    .refused_out_of_order
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(AppendError::Duplicate);
+            }
+        }
+        series.points.push(Point { t, v });
+        inner.newest = inner.newest.max(t);
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn insert_series(&mut self, labels: Labels) -> u32 {
+        let series = MemSeries {
+            labels: labels.clone(),
+            points: Vec::new(),
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.series[id as usize] = Some(series);
+                id
+            }
+            None => {
+                self.series.push(Some(series));
+                (self.series.len() - 1) as u32
+            }
+        };
+        for l in labels.iter() {
+            self.postings
+                .entry(l.name.clone())
+                .or_default()
+                .entry(l.value.clone())
+                .or_default()
+                .insert(id);
+        }
+        self.by_labels.insert(labels, id);
+        id
+    }
+
+    fn remove_series(&mut self, id: u32) {
+        let Some(series) = self.series[id as usize].take() else {
+            return;
+        };
+        for l in series.labels.iter() {
+            if let Some(values) = self.postings.get_mut(&l.name) {
+                if let Some(ids) = values.get_mut(&l.value) {
+                    ids.remove(&id);
+                    if ids.is_empty() {
+                        values.remove(&l.value);
+                    }
+                }
+                if values.is_empty() {
+                    self.postings.remove(&l.name);
+                }
+            }
+        }
+        self.by_labels.remove(&series.labels);
+        self.free.push(id);
+    }
+
+    /// Ids of series matching every matcher, using postings for equality
+    /// matchers on non-empty values and checking the rest per series.
+    fn matching_ids(&self, matchers: &[Matcher]) -> Vec<u32> {
+        let mut candidates: Option<Vec<u32>> = None;
+        for m in matchers {
+            if matches!(m.op, MatchOp::Equal) && !m.value.is_empty() {
+                let ids: Vec<u32> = self
+                    .postings
+                    .get(&m.name)
+                    .and_then(|values| values.get(&m.value))
+                    .map(|ids| ids.iter().copied().collect())
+                    .unwrap_or_default();
+                candidates = Some(match candidates {
+                    None => ids,
+                    Some(prev) => intersect_sorted(&prev, &ids),
+                });
+            }
+        }
+        let candidates = candidates.unwrap_or_else(|| {
+            self.series
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.is_some())
+                .map(|(i, _)| i as u32)
+                .collect()
+        });
+        candidates
+            .into_iter()
+            .filter(|&id| {
+                self.series[id as usize]
+                    .as_ref()
+                    .is_some_and(|s| matchers.iter().all(|m| m.is_match(s.labels.get(&m.name))))
+            })
+            .collect()
+    }
+}
+
+fn intersect_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+fn window(points: &[Point], mint: i64, maxt: i64) -> &[Point] {
+    let start = points.partition_point(|p| p.t < mint);
+    let end = points.partition_point(|p| p.t <= maxt);
+    &points[start..end.max(start)]
+}
+
+impl Storage {
+    /// An empty store.
+    pub fn new(options: StorageOptions) -> Self {
+        Self {
+            inner: RwLock::new(Inner {
+                newest: i64::MIN / 2,
+                ..Inner::default()
+            }),
+            options,
+            refused_series_limit: AtomicU64::new(0),
+            refused_out_of_order: AtomicU64::new(0),
+        }
+    }
+
+    /// The limits this store was built with.
+    pub fn options(&self) -> StorageOptions {
+        self.options
+    }
+
+    /// Takes the write lock once for many appends (one scrape, one rule result).
+    pub fn appender(&self) -> Appender<'_> {
+        Appender {
+            inner: self.inner.write().unwrap_or_else(|e| e.into_inner()),
+            storage: self,
+        }
+    }
+
+    /// Drops samples older than `now - retention` and series left empty.
+    pub fn truncate(&self, now: i64) {
+        let cutoff = now - self.options.retention_ms;
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut emptied = Vec::new();
+        for (id, slot) in inner.series.iter_mut().enumerate() {
+            if let Some(series) = slot {
+                let old = series.points.partition_point(|p| p.t < cutoff);
+                if old > 0 {
+                    series.points.drain(..old);
+                    series.points.shrink_to(series.points.len() * 2);
+                }
+                if series.points.is_empty() {
+                    emptied.push(id as u32);
+                }
+            }
+        }
+        for id in emptied {
+            inner.remove_series(id);
+        }
+    }
+
+    /// Counts and sizes.
+    pub fn stats(&self) -> StorageStats {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let mut stats = StorageStats {
+            refused_series_limit: self.refused_series_limit.load(Ordering::Relaxed),
+            refused_out_of_order: self.refused_out_of_order.load(Ordering::Relaxed),
+            ..StorageStats::default()
+        };
+        for series in inner.series.iter().flatten() {
+            stats.series += 1;
+            stats.samples += series.points.len();
+            // Labels are stored twice (series and lookup key) but share one Arc.
+            stats.bytes += std::mem::size_of::<MemSeries>()
+                + series.points.capacity() * std::mem::size_of::<Point>()
+                + series.labels.heap_bytes()
+                + std::mem::size_of::<(Labels, u32)>();
+        }
+        for (name, values) in &inner.postings {
+            stats.bytes += name.len();
+            for (value, ids) in values {
+                stats.bytes += value.len() + ids.len() * 2 * std::mem::size_of::<u32>();
+            }
+        }
+        stats
+    }
+
+    /// Label sets of series matching any of the selector sets and holding a
+    /// point in `[mint, maxt]`; all series when `selectors` is empty.
+    pub fn series(&self, selectors: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<Labels> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let mut ids: BTreeSet<u32> = BTreeSet::new();
+        if selectors.is_empty() {
+            ids.extend(inner.by_labels.values().copied());
+        }
+        for matchers in selectors {
+            ids.extend(inner.matching_ids(matchers));
+        }
+        let mut out: Vec<Labels> = ids
+            .into_iter()
+            .filter_map(|id| inner.series[id as usize].as_ref())
+            .filter(|s| !window(&s.points, mint, maxt).is_empty())
+            .map(|s| s.labels.clone())
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+impl Queryable for Storage {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesPoints> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner
+            .matching_ids(matchers)
+            .into_iter()
+            .filter_map(|id| {
+                let series = inner.series[id as usize].as_ref()?;
+                let points = window(&series.points, mint, maxt);
+                (!points.is_empty()).then(|| SeriesPoints {
+                    labels: series.labels.clone(),
+                    points: points.to_vec(),
+                })
+            })
+            .collect()
+    }
+
+    fn select_latest(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<(Labels, Point)> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner
+            .matching_ids(matchers)
+            .into_iter()
+            .filter_map(|id| {
+                let series = inner.series[id as usize].as_ref()?;
+                let last = *window(&series.points, mint, maxt).last()?;
+                Some((series.labels.clone(), last))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eq(name: &str, value: &str) -> Matcher {
+        Matcher::new(MatchOp::Equal, name, value)
+    }
+
+    #[test]
+    fn selects_by_postings_and_filters_the_rest() {
+        let s = Storage::new(StorageOptions::default());
+        let a = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
+        let b = Labels::from_pairs([("__name__", "up"), ("job", "b")]);
+        let mut app = s.appender();
+        for t in 0..10 {
+            app.append(&a, t * 1000, t as f64).unwrap();
+            app.append(&b, t * 1000, -(t as f64)).unwrap();
+        }
+        assert_eq!(app.append(&a, 0, 1.0), Err(AppendError::OutOfOrder));
+        assert_eq!(app.append(&a, 9000, 1.0), Err(AppendError::Duplicate));
+        drop(app);
+        let got = s.select(&[eq("__name__", "up"), eq("job", "b")], 2000, 4000);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].points.len(), 3);
+        assert_eq!(got[0].points[2], Point { t: 4000, v: -4.0 });
+        let absent = s.select(&[eq("__name__", "up"), eq("zone", "")], 0, 9000);
+        assert_eq!(absent.len(), 2, "an empty value matches a missing label");
+        let latest = s.select_latest(&[eq("__name__", "up")], 0, 4500);
+        assert!(latest.iter().all(|(_, p)| p.t == 4000));
+    }
+
+    #[test]
+    fn retention_and_series_limit() {
+        let s = Storage::new(StorageOptions {
+            retention_ms: 5000,
+            max_series: 1,
+        });
+        let a = Labels::from_pairs([("__name__", "a")]);
+        let b = Labels::from_pairs([("__name__", "b")]);
+        let mut app = s.appender();
+        for t in 0..10 {
+            app.append(&a, t * 1000, 1.0).unwrap();
+        }
+        assert_eq!(app.append(&b, 9000, 1.0), Err(AppendError::SeriesLimit));
+        assert_eq!(app.append(&a, 1000, 1.0), Err(AppendError::TooOld));
+        drop(app);
+        s.truncate(9000);
+        let stats = s.stats();
+        assert_eq!((stats.series, stats.samples), (1, 6));
+        assert_eq!(stats.refused_series_limit, 1);
+        s.truncate(20_000);
+        assert_eq!(s.stats().series, 0);
+        assert!(s.series(&[], i64::MIN, i64::MAX).is_empty());
+    }
+}
