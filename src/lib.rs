@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod model;
 pub mod profile;
 pub mod promql;
+pub mod rules;
 pub mod serve;
 pub mod storage;
 pub mod template;

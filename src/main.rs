@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use torchwatch::config::{Config, parse_device};
-use torchwatch::{app, logs, model, profile};
+use torchwatch::{app, logs, model, profile, rules};
 
 #[derive(Parser)]
 #[command(
@@ -72,6 +72,27 @@ enum Command {
     Logs {
         #[command(subcommand)]
         command: LogsCommand,
+    },
+    /// Check and unit-test Prometheus-format rule files.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Validate rule files like `promtool check rules`; exit status 1 on any error.
+    Check {
+        /// Rule files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run promtool-format rule unit tests like `promtool test rules`; exit status 1 on any failure.
+    Test {
+        /// Unit-test files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -176,6 +197,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", profile::table(&results));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Rules { command } => {
+            let ok = match command {
+                RulesCommand::Check { files } => rules::check_files(&files),
+                RulesCommand::Test { files } => rules::run_test_files(&files),
+            };
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Logs {
             command:

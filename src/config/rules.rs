@@ -70,21 +70,10 @@ impl<'de> Deserialize<'de> for ExprText {
     }
 }
 
-/// A YAML scalar that may be written as a number but is used as text
-/// (`values: 1`, `expr: 1`).
+/// A YAML scalar used as text even when it looks like a number (`values: 1`,
+/// `values: 0x10`, `expr: 1`): the scalar's own text, as Go's YAML gives a string field.
 fn string_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Text(String),
-        Int(i64),
-        Float(f64),
-    }
-    Ok(match Raw::deserialize(deserializer)? {
-        Raw::Text(t) => t,
-        Raw::Int(i) => i.to_string(),
-        Raw::Float(f) => f.to_string(),
-    })
+    String::deserialize(deserializer)
 }
 
 /// A promtool unit-test file (`promtool test rules`).

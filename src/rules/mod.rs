@@ -1,0 +1,499 @@
+//! Prometheus-format rule files: loading and validation (`rules check`),
+//! recording and alerting rules, and group evaluation with staleness markers.
+//! `unittest` runs promtool's rule unit-test format (`rules test`).
+
+mod alerting;
+mod unittest;
+
+pub use alerting::{Alert, AlertState, AlertingRule, RESOLVED_RETENTION_MS, TemplateContext};
+pub use unittest::run_test_files;
+
+use crate::config::{self, RuleEntry, RuleFile};
+use crate::promql::{self, Sample};
+use crate::storage::{
+    Labels, METRIC_NAME, Storage, is_valid_label_name, is_valid_metric_name, stale_nan,
+};
+use crate::template::Template;
+use promql_parser::parser::Expr;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// A rule evaluation error, reported per rule.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RuleError(pub String);
+
+/// Runs a rule's query; the built-in engine or a remote query API.
+pub trait QueryFn: Send + Sync {
+    /// Evaluates `expr` (also given as text, for remote APIs) at `t` ms and
+    /// returns an instant vector (a scalar becomes one label-less sample).
+    fn query(&self, expr: &Expr, text: &str, t: i64) -> Result<Vec<Sample>, RuleError>;
+}
+
+/// The built-in store queried by the built-in engine.
+pub struct LocalQuery<'a> {
+    /// Engine settings.
+    pub engine: promql::Engine,
+    /// The store.
+    pub storage: &'a Storage,
+}
+
+impl QueryFn for LocalQuery<'_> {
+    fn query(&self, expr: &Expr, _text: &str, t: i64) -> Result<Vec<Sample>, RuleError> {
+        match self.engine.instant(self.storage, expr, t) {
+            Ok(promql::Value::Vector(v)) => Ok(v),
+            Ok(promql::Value::Scalar(v)) => Ok(vec![Sample {
+                labels: Labels::default(),
+                v,
+            }]),
+            Ok(_) => Err(RuleError("rule result is not a vector or scalar".into())),
+            Err(e) => Err(RuleError(e.0)),
+        }
+    }
+}
+
+/// A recording rule.
+#[derive(Debug)]
+pub struct RecordingRule {
+    /// `record:` name.
+    pub name: String,
+    /// `expr:` as written.
+    pub expr_text: String,
+    expr: Expr,
+    /// Labels set on every result (group labels merged in).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Either kind of rule.
+#[derive(Debug)]
+pub enum RuleKind {
+    /// Writes its result as new series.
+    Recording(RecordingRule),
+    /// Raises alerts.
+    Alerting(AlertingRule),
+}
+
+/// A rule with its evaluation bookkeeping.
+#[derive(Debug)]
+pub struct Rule {
+    /// The rule itself.
+    pub kind: RuleKind,
+    /// Error of the last evaluation.
+    pub last_error: Option<String>,
+    /// When it was last evaluated (ms).
+    pub last_evaluation: Option<i64>,
+    /// How long the last evaluation took.
+    pub last_duration: std::time::Duration,
+    /// Series written last time, to mark them stale when they disappear.
+    previous_series: HashSet<Labels>,
+}
+
+impl Rule {
+    /// The record or alert name.
+    pub fn name(&self) -> &str {
+        match &self.kind {
+            RuleKind::Recording(r) => &r.name,
+            RuleKind::Alerting(a) => &a.name,
+        }
+    }
+
+    fn expr(&self) -> (&Expr, &str) {
+        match &self.kind {
+            RuleKind::Recording(r) => (&r.expr, &r.expr_text),
+            RuleKind::Alerting(a) => (&a.expr, &a.expr_text),
+        }
+    }
+}
+
+/// A loaded rule group.
+#[derive(Debug)]
+pub struct Group {
+    /// Group name.
+    pub name: String,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Its own interval (ms), if set.
+    pub interval_ms: Option<i64>,
+    /// Per-rule series/alert limit; 0 = none.
+    pub limit: usize,
+    /// Evaluate this far in the past (ms).
+    pub query_offset_ms: i64,
+    /// Rules in order.
+    pub rules: Vec<Rule>,
+}
+
+/// What one group evaluation produced.
+#[derive(Debug, Default)]
+pub struct GroupOutcome {
+    /// `(rule name, error)` for each rule that failed.
+    pub errors: Vec<(String, String)>,
+}
+
+impl Group {
+    /// Evaluates every rule in order at `ts` (ms), writing recording results,
+    /// `ALERTS` series and staleness markers into `storage` rule by rule, so a
+    /// later rule sees an earlier rule's output.
+    pub fn eval(
+        &mut self,
+        ts: i64,
+        query: &dyn QueryFn,
+        storage: &Storage,
+        ctx: &TemplateContext,
+    ) -> GroupOutcome {
+        let mut outcome = GroupOutcome::default();
+        let eval_ts = ts - self.query_offset_ms;
+        for rule in &mut self.rules {
+            let started = std::time::Instant::now();
+            let result = eval_rule(rule, eval_ts, ts, self.limit, query, ctx);
+            rule.last_evaluation = Some(ts);
+            rule.last_duration = started.elapsed();
+            match result {
+                Err(e) => {
+                    outcome.errors.push((rule.name().to_string(), e.0.clone()));
+                    rule.last_error = Some(e.0);
+                }
+                Ok(samples) => {
+                    rule.last_error = None;
+                    let mut current = HashSet::with_capacity(samples.len());
+                    let mut appender = storage.appender();
+                    for s in samples {
+                        // Conflicts with existing data are not the rule's fault; Prometheus
+                        // only counts them, so they are dropped here too.
+                        let _ = appender.append(&s.labels, eval_ts, s.v);
+                        current.insert(s.labels);
+                    }
+                    for gone in rule.previous_series.difference(&current) {
+                        let _ = appender.append(gone, eval_ts, stale_nan());
+                    }
+                    rule.previous_series = current;
+                }
+            }
+        }
+        outcome
+    }
+}
+
+fn eval_rule(
+    rule: &mut Rule,
+    eval_ts: i64,
+    ts: i64,
+    limit: usize,
+    query: &dyn QueryFn,
+    ctx: &TemplateContext,
+) -> Result<Vec<Sample>, RuleError> {
+    let (expr, text) = rule.expr();
+    let result = query.query(expr, text, eval_ts)?;
+    match &mut rule.kind {
+        RuleKind::Recording(r) => {
+            let mut out = Vec::with_capacity(result.len());
+            let mut seen = HashSet::with_capacity(result.len());
+            for s in result {
+                let mut b = s.labels.builder();
+                b.set(METRIC_NAME, &r.name);
+                for (k, v) in &r.labels {
+                    b.set(k, v);
+                }
+                let labels = b.build();
+                if !seen.insert(labels.clone()) {
+                    return Err(RuleError(
+                        "vector contains metrics with the same labelset after applying rule labels"
+                            .into(),
+                    ));
+                }
+                out.push(Sample { labels, v: s.v });
+            }
+            if limit > 0 && out.len() > limit {
+                return Err(RuleError(format!(
+                    "exceeded limit of {limit} with {} series",
+                    out.len()
+                )));
+            }
+            Ok(out)
+        }
+        RuleKind::Alerting(a) => a.eval(result, ts, limit, ctx),
+    }
+}
+
+/// Problems found in rule files: each line is `file: line:col: group "g", rule N, "name": message`.
+#[derive(Debug, Default)]
+pub struct LoadErrors(pub Vec<String>);
+
+/// A duplicate rule (same name and labels in one file), reported as promtool does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    /// Record or alert name.
+    pub name: String,
+    /// The rule's labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Loads and validates one rule file; returns its groups, or every problem found.
+pub fn load_file(path: &Path) -> Result<(Vec<Group>, Vec<Duplicate>), LoadErrors> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| LoadErrors(vec![format!("{origin}: cannot read: {e}")]))?;
+    let file: RuleFile = serde_saphyr::from_str(&text)
+        .map_err(|e| LoadErrors(vec![config::yaml_error(&origin, &e)]))?;
+    let mut errors = Vec::new();
+    let mut groups = Vec::new();
+    let mut group_names = HashSet::new();
+    let mut seen_rules: Vec<Duplicate> = Vec::new();
+    let mut duplicates = Vec::new();
+    for g in file.groups {
+        let gname = g.name.value.clone();
+        if gname.is_empty() {
+            errors.push(format!(
+                "{origin}: {}:{}: Groupname must not be empty",
+                g.name.referenced.line(),
+                g.name.referenced.column()
+            ));
+        } else if !group_names.insert(gname.clone()) {
+            errors.push(format!(
+                "{origin}: {}:{}: groupname: \"{gname}\" is repeated in the same file",
+                g.name.referenced.line(),
+                g.name.referenced.column()
+            ));
+        }
+        for (name, _) in &g.labels {
+            if !is_valid_label_name(name) {
+                errors.push(format!(
+                    "{origin}: group \"{gname}\": invalid label name: {name}"
+                ));
+            }
+        }
+        let mut rules = Vec::new();
+        for (i, entry) in g.rules.iter().enumerate() {
+            let at = (entry.referenced.line(), entry.referenced.column());
+            match build_rule(&entry.value, &g.labels) {
+                Ok(rule) => {
+                    let dup = Duplicate {
+                        name: rule.name().to_string(),
+                        labels: match &rule.kind {
+                            RuleKind::Recording(r) => r.labels.clone(),
+                            RuleKind::Alerting(a) => a.labels.clone(),
+                        },
+                    };
+                    if seen_rules.contains(&dup) {
+                        duplicates.push(dup);
+                    } else {
+                        seen_rules.push(dup);
+                    }
+                    rules.push(rule);
+                }
+                Err(problems) => {
+                    let name = entry
+                        .value
+                        .record
+                        .as_ref()
+                        .or(entry.value.alert.as_ref())
+                        .map(|n| n.value.clone())
+                        .unwrap_or_default();
+                    for (pos, message) in problems {
+                        let (line, col) = pos.unwrap_or(at);
+                        errors.push(format!(
+                            "{origin}: {line}:{col}: group \"{gname}\", rule {}, \"{name}\": {message}",
+                            i + 1
+                        ));
+                    }
+                }
+            }
+        }
+        groups.push(Group {
+            name: gname,
+            file: path.to_path_buf(),
+            interval_ms: g.interval.map(|d| d.millis()).filter(|ms| *ms > 0),
+            limit: g.limit,
+            query_offset_ms: g.query_offset.map(|d| d.millis()).unwrap_or(0),
+            rules,
+        });
+    }
+    if errors.is_empty() {
+        Ok((groups, duplicates))
+    } else {
+        Err(LoadErrors(errors))
+    }
+}
+
+type Problems = Vec<(Option<(u64, u64)>, String)>;
+
+fn build_rule(
+    entry: &RuleEntry,
+    group_labels: &BTreeMap<String, String>,
+) -> Result<Rule, Problems> {
+    let mut problems: Problems = Vec::new();
+    let mut problem = |pos: Option<(u64, u64)>, m: String| problems.push((pos, m));
+    match (&entry.record, &entry.alert) {
+        (Some(_), Some(_)) => problem(None, "only one of 'record' and 'alert' must be set".into()),
+        (None, None) => problem(None, "one of 'record' or 'alert' must be set".into()),
+        _ => {}
+    }
+    let expr = match &entry.expr {
+        None => {
+            problem(None, "field 'expr' must be set in rule".into());
+            None
+        }
+        Some(e) if e.value.0.trim().is_empty() => {
+            problem(None, "field 'expr' must be set in rule".into());
+            None
+        }
+        Some(e) => match promql::parse(&e.value.0) {
+            Ok(expr) => Some((e.value.0.clone(), expr)),
+            Err(err) => {
+                problem(
+                    Some((e.referenced.line(), e.referenced.column())),
+                    format!("could not parse expression: {err}"),
+                );
+                None
+            }
+        },
+    };
+    let mut labels = group_labels.clone();
+    labels.extend(entry.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    for name in entry.labels.keys() {
+        if !is_valid_label_name(name) || name == METRIC_NAME {
+            problem(None, format!("invalid label name: {name}"));
+        }
+    }
+    if let Some(record) = &entry.record {
+        if !is_valid_metric_name(&record.value) {
+            problem(
+                Some((record.referenced.line(), record.referenced.column())),
+                format!("invalid recording rule name: {}", record.value),
+            );
+        }
+        if !entry.annotations.is_empty() {
+            problem(None, "invalid field 'annotations' in recording rule".into());
+        }
+        if entry.for_.is_some() {
+            problem(None, "invalid field 'for' in recording rule".into());
+        }
+        if entry.keep_firing_for.is_some() {
+            problem(
+                None,
+                "invalid field 'keep_firing_for' in recording rule".into(),
+            );
+        }
+    }
+    if entry.alert.is_some() {
+        for name in entry.annotations.keys() {
+            if !is_valid_label_name(name) {
+                problem(None, format!("invalid annotation name: {name}"));
+            }
+        }
+        for (kind, map) in [("label", &entry.labels), ("annotation", &entry.annotations)] {
+            for (name, text) in map {
+                if let Err(e) = Template::parse(text) {
+                    problem(None, format!("{kind} {name:?}: template: {e}"));
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let Some((expr_text, expr)) = expr else {
+        return Err(vec![(None, "field 'expr' must be set in rule".into())]);
+    };
+    let kind = match (&entry.record, &entry.alert) {
+        (Some(record), _) => RuleKind::Recording(RecordingRule {
+            name: record.value.clone(),
+            expr_text,
+            expr,
+            labels,
+        }),
+        (_, Some(alert)) => RuleKind::Alerting(AlertingRule::new(
+            alert.value.clone(),
+            expr_text,
+            expr,
+            entry.for_.map(|d| d.millis()).unwrap_or(0),
+            entry.keep_firing_for.map(|d| d.millis()).unwrap_or(0),
+            labels,
+            entry.annotations.clone(),
+        )),
+        (None, None) => unreachable!("validated above"),
+    };
+    Ok(Rule {
+        kind,
+        last_error: None,
+        last_evaluation: None,
+        last_duration: std::time::Duration::ZERO,
+        previous_series: HashSet::new(),
+    })
+}
+
+/// Expands glob patterns (`rules/*.yml`); a pattern without matches is an error.
+pub fn expand_globs(patterns: &[String]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for pattern in patterns {
+        if !pattern.contains(['*', '?', '[']) {
+            out.push(PathBuf::from(pattern));
+            continue;
+        }
+        let path = Path::new(pattern);
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let file_pattern = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let re = glob_regex(&file_pattern)?;
+        let mut matched: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| format!("{pattern}: cannot list {}: {e}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| re.is_match(&e.file_name().to_string_lossy()))
+            .map(|e| e.path())
+            .collect();
+        matched.sort();
+        out.extend(matched);
+    }
+    Ok(out)
+}
+
+fn glob_regex(pattern: &str) -> Result<regex::Regex, String> {
+    let mut re = String::from("^");
+    for c in pattern.chars() {
+        match c {
+            '*' => re.push_str("[^/]*"),
+            '?' => re.push_str("[^/]"),
+            '[' | ']' => re.push(c),
+            c => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re).map_err(|e| format!("bad glob {pattern:?}: {e}"))
+}
+
+/// `rules check`: prints promtool's report for each file; true when all are clean.
+pub fn check_files(paths: &[PathBuf]) -> bool {
+    let mut ok = true;
+    for path in paths {
+        println!("Checking {}", path.display());
+        match load_file(path) {
+            Ok((groups, duplicates)) => {
+                let count: usize = groups.iter().map(|g| g.rules.len()).sum();
+                if !duplicates.is_empty() {
+                    println!("{} duplicate rule(s) found.", duplicates.len());
+                    for d in &duplicates {
+                        println!("Metric: {}\nLabel(s):", d.name);
+                        for (k, v) in &d.labels {
+                            println!("\t{k}: {v}");
+                        }
+                    }
+                    println!("Might cause inconsistency while recording expressions.");
+                }
+                println!("  SUCCESS: {count} rules found");
+            }
+            Err(LoadErrors(errors)) => {
+                ok = false;
+                eprintln!("  FAILED:");
+                for e in errors {
+                    eprintln!("{e}");
+                }
+            }
+        }
+        println!();
+    }
+    ok
+}
