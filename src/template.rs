@@ -955,7 +955,7 @@ mod tests {
             "1h 2m 5s"
         );
         assert_eq!(render("{{ $value | humanizeDuration }}", 0.0012), "1.2ms");
-        assert_eq!(render("{{ printf \"%.2f\" $value }}", 3.14159), "3.14");
+        assert_eq!(render("{{ printf \"%.2f\" $value }}", 1.23456), "1.23");
         assert_eq!(render("{{ $labels.job | toUpper }}", 0.0), "NODE");
         assert_eq!(
             render("{{ reReplaceAll \":.*\" \"\" $labels.instance }}", 0.0),

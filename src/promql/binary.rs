@@ -138,8 +138,12 @@ pub(super) fn eval(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Value, Erro
     Ok(Value::Vector(out))
 }
 
+/// Arithmetic drops the metric name; Prometheus 2.x keeps it for `atan2`.
 fn drops_name(op: Op) -> bool {
-    !op.is_comparison() && !op.is_set()
+    matches!(
+        op,
+        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Mod | Op::Pow
+    )
 }
 
 fn vector_scalar(
@@ -203,7 +207,7 @@ impl<'m> Matching<'m> {
         labels
             .iter()
             .filter(|l| {
-                let listed = self.names.iter().any(|n| *n == l.name);
+                let listed = self.names.contains(&l.name);
                 if self.on {
                     listed
                 } else {

@@ -149,6 +149,9 @@ pub(super) fn eval(ev: &Evaluator, call: &Call, t: i64) -> Result<Value, Error> 
     Ok(Value::Vector(out))
 }
 
+/// A range function's work on one series: its points and the window.
+type RangeFn = dyn Fn(&[Point], &RangeArg) -> Option<f64>;
+
 /// Functions over a range vector: evaluated per series of the window.
 fn range_function(ev: &Evaluator, call: &Call, t: i64) -> Result<Value, Error> {
     let name = call.func.name;
@@ -175,7 +178,7 @@ fn range_function(ev: &Evaluator, call: &Call, t: i64) -> Result<Value, Error> {
             Vec::new()
         }));
     }
-    let f: Box<dyn Fn(&[Point], &RangeArg) -> Option<f64>> = match name {
+    let f: Box<RangeFn> = match name {
         "rate" => Box::new(|p, ra| extrapolated_rate(p, ra, true, true)),
         "increase" => Box::new(|p, ra| extrapolated_rate(p, ra, true, false)),
         "delta" => Box::new(|p, ra| extrapolated_rate(p, ra, false, false)),
@@ -483,7 +486,7 @@ fn histogram_quantile(q: f64, input: Vec<Sample>) -> Vec<Sample> {
 }
 
 /// Prometheus 2.x's `bucketQuantile` over (upper bound, cumulative count).
-fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }

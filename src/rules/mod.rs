@@ -254,7 +254,7 @@ pub fn load_file(path: &Path) -> Result<(Vec<Group>, Vec<Duplicate>), LoadErrors
                 g.name.referenced.column()
             ));
         }
-        for (name, _) in &g.labels {
+        for name in g.labels.keys() {
             if !is_valid_label_name(name) {
                 errors.push(format!(
                     "{origin}: group \"{gname}\": invalid label name: {name}"

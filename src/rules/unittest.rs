@@ -341,7 +341,7 @@ fn almost_equal(a: f64, b: f64) -> bool {
 
 /// Parses `name{a="b"}` / `{a="b"}` / `""` into labels (equality matchers only).
 pub(crate) fn parse_series_labels(text: &str) -> Result<Labels, String> {
-    if text.trim().is_empty() {
+    if matches!(text.trim(), "" | "{}") {
         return Ok(Labels::default());
     }
     let expr = promql::parse(text).map_err(|e| e.0)?;
@@ -421,13 +421,11 @@ pub(crate) fn parse_values(text: &str) -> Result<Vec<Option<f64>>, String> {
 fn parse_number(text: &str) -> Result<f64, String> {
     let lower = text.to_ascii_lowercase();
     let unsigned = lower.trim_start_matches(['+', '-']);
-    if unsigned == "inf"
+    let numeric = unsigned == "inf"
         || unsigned == "nan"
-        || unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.')
-    {
-        if let Ok(v) = lower.parse::<f64>() {
-            return Ok(v);
-        }
+        || unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.');
+    if numeric && let Ok(v) = lower.parse::<f64>() {
+        return Ok(v);
     }
     Err(format!("invalid value {text:?} in series values"))
 }

@@ -116,7 +116,7 @@ impl LabelsBuilder {
 
     /// Keeps only the listed names.
     pub fn keep(&mut self, names: &[String]) -> &mut Self {
-        self.0.retain(|l| names.iter().any(|n| *n == l.name));
+        self.0.retain(|l| names.contains(&l.name));
         self
     }
 
