@@ -252,7 +252,11 @@ fn rules_check_prints_what_promtool_prints_for_a_clean_file() {
         return;
     }
     let (dir, _) = corpus();
-    for file in ["alert-rules.yml"] {
+    let mut cases = vec![(dir, "alert-rules.yml")];
+    if let Some(root) = conformance_dir() {
+        cases.push((root.join("pass"), "rules.yml"));
+    }
+    for (dir, file) in cases {
         let ours = torchwatch(&["rules", "check", file], &dir);
         let theirs = Command::new("promtool")
             .args(["check", "rules", file])
