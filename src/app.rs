@@ -12,8 +12,12 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::http;
-use crate::metrics::{Metrics, ModelCollector};
+use crate::metrics::{Metrics, ModelCollector, StorageCollector};
+use crate::promql::Engine;
+use crate::rules::{self, LocalQuery, QueryFn, RemoteQuery, RuleManager};
+use crate::scrape;
 use crate::serve::Registry;
+use crate::storage::{Storage, StorageOptions};
 
 /// Runs the server until a shutdown signal, then drains. Errors are one line for the terminal.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -22,16 +26,56 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
+    // Everything that can be refused is checked before models start loading.
+    let targets = scrape::targets(&config.scrape, local).map_err(anyhow::Error::msg)?;
+    let groups = rules::load_all(&config.rules.files).map_err(anyhow::Error::msg)?;
+    let storage = Arc::new(Storage::new(StorageOptions {
+        retention_ms: config.storage.retention.millis(),
+        max_series: config.storage.max_series,
+    }));
+    let engine = Engine {
+        lookback_ms: config.rules.lookback_delta.millis(),
+        default_subquery_step_ms: config.rules.evaluation_interval.millis(),
+    };
+    let query: Arc<dyn QueryFn> = match &config.rules.datasource {
+        Some(remote) => Arc::new(
+            RemoteQuery::new(remote, tokio::runtime::Handle::current())
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => Arc::new(LocalQuery {
+            engine,
+            storage: storage.clone(),
+        }),
+    };
     let mut metrics = Metrics::new(&config.metrics.buckets);
     let (registry, loaded) = Registry::start(&config.models, &metrics);
     let registry = Arc::new(registry);
     metrics.register_collector(Box::new(ModelCollector(registry.clone())));
+    metrics.register_collector(Box::new(StorageCollector(storage.clone())));
     let app = http::router(
         registry.clone(),
         Arc::new(metrics),
         config.server.max_body_bytes,
+        http::QueryApi {
+            storage: storage.clone(),
+            engine,
+        },
     );
     let (stop, mut stopped) = watch::channel(false);
+    let http_client = reqwest::Client::builder()
+        .build()
+        .context("cannot build the scrape HTTP client")?;
+    let scrape_tasks = scrape::spawn(targets, storage.clone(), http_client, stop.subscribe());
+    let rule_count: usize = groups.iter().map(|g| g.rules.len()).sum();
+    let _rules = RuleManager::start(
+        groups,
+        std::time::Duration::from_millis(config.rules.evaluation_interval.millis() as u64),
+        query,
+        storage.clone(),
+        config.rules.external_labels.clone(),
+        format!("http://{local}"),
+        stop.subscribe(),
+    );
     // Responses are written whole; Nagle's algorithm would only hold back the last segment.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -44,6 +88,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .into_future(),
     );
     tracing::info!(event = "server_started", listen = %local, models = config.models.len(),
+        scrape_targets = scrape_tasks.len(), rules = rule_count,
         "listening; models are loading");
 
     let mut signal = std::pin::pin!(shutdown_signal());

@@ -13,7 +13,14 @@ pub mod model;
 pub mod profile;
 pub mod promql;
 pub mod rules;
+pub mod scrape;
 pub mod serve;
 pub mod storage;
 pub mod template;
 pub mod tensor;
+
+/// Installs the process' one TLS crypto provider (ring) for HTTP clients; call
+/// it before building any client. Later calls do nothing.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

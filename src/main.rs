@@ -121,6 +121,7 @@ enum LogsCommand {
 }
 
 fn main() -> ExitCode {
+    torchwatch::install_tls_provider();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(error) => {

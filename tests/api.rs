@@ -28,12 +28,7 @@ async fn get(url: String) -> (u16, Value) {
 }
 
 async fn post(url: String, body: &Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+    let response = common::client().post(url).json(body).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
 }
@@ -136,7 +131,7 @@ async fn binary_tensors_in_and_out() {
     .to_string();
     let mut body = header.clone().into_bytes();
     body.extend_from_slice(&bytes);
-    let response = reqwest::Client::new()
+    let response = common::client()
         .post(server.url("/v2/models/cnn/infer"))
         .header("Inference-Header-Content-Length", header.len())
         .body(body)
@@ -165,7 +160,7 @@ async fn binary_tensors_in_and_out() {
     // binary_data_output at request level turns every output binary; a JSON input still works.
     let mut body = infer_body(&case.shape, &case.input);
     body["parameters"] = json!({"binary_data_output": true});
-    let response = reqwest::Client::new()
+    let response = common::client()
         .post(server.url("/v2/models/cnn/infer"))
         .json(&body)
         .send()
@@ -227,7 +222,7 @@ async fn cache_answers_repeats_without_a_forward_pass() {
 async fn request_ids_are_echoed_or_generated_and_logged() {
     let server = demo_server("request-id").await;
     let case = &references("mlp")[0];
-    let response = reqwest::Client::new()
+    let response = common::client()
         .post(server.url("/v2/models/mlp/infer"))
         .header("x-request-id", "trace-42")
         .json(&infer_body(&case.shape, &case.input))

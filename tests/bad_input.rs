@@ -32,7 +32,7 @@ async fn bad_requests_get_4xx_json_errors_and_the_server_keeps_serving() {
         "  max_body_bytes: 100000",
     );
     server.wait_ready().await;
-    let client = reqwest::Client::new();
+    let client = common::client();
     let mlp = server.url("/v2/models/mlp/infer");
     let row = vec![0.5f32; 784];
     let body = |v: Value| v.to_string().into_bytes();

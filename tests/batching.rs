@@ -23,7 +23,7 @@ async fn batched_answers_equal_unbatched_ones_under_64_concurrent_requests() {
         "{enabled: true, max_batch_size: 64, max_queue_delay: 200ms, queue_capacity: 256}";
     let server = common::start("batching", &[batched, single], "");
     server.wait_ready().await;
-    let client = reqwest::Client::new();
+    let client = common::client();
 
     let mut unbatched = Vec::new();
     for i in 0..64 {
@@ -95,7 +95,7 @@ fn spawn_binary_posts(
     count: usize,
     request: &(usize, Vec<u8>),
 ) -> Vec<tokio::task::JoinHandle<(u16, Option<String>, Value)>> {
-    let client = reqwest::Client::new();
+    let client = common::client();
     (0..count)
         .map(|_| {
             let (client, url, request) = (

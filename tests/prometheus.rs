@@ -131,7 +131,7 @@ async fn prometheus_scrapes_and_computes_what_the_test_did() {
 
     // Load for a few scrape intervals: per round one new input (a cache miss) and three
     // repeats of a fixed one (hits after its first request).
-    let client = reqwest::Client::new();
+    let client = common::client();
     let case = &references("mlp")[0];
     let fixed = infer_body(&case.shape, &case.input);
     let (mut hits, mut misses, mut sent) = (0u32, 0u32, 0u32);

@@ -1,7 +1,10 @@
 //! The HTTP front end: KServe V2 REST routes, thin handlers over [`crate::serve`], request ids and
 //! request/response logging. Every error is a JSON `{"error": "..."}` with a 4xx/5xx status.
 
+mod api;
 mod protocol;
+
+pub use api::QueryApi;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,8 +45,14 @@ struct AppState {
     max_body_bytes: usize,
 }
 
-/// Builds the router over the served models; bodies above `max_body_bytes` get 413.
-pub fn router(registry: Arc<Registry>, metrics: Arc<Metrics>, max_body_bytes: usize) -> Router {
+/// Builds the router over the served models and the query API; bodies above
+/// `max_body_bytes` get 413.
+pub fn router(
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    max_body_bytes: usize,
+    query_api: QueryApi,
+) -> Router {
     let model_routes = Router::new()
         .route("/", get(model_metadata))
         .route("/ready", get(model_ready))
@@ -56,6 +65,7 @@ pub fn router(registry: Arc<Registry>, metrics: Arc<Metrics>, max_body_bytes: us
         .route("/metrics", get(scrape))
         .nest("/v2/models/{name}", model_routes.clone())
         .nest("/v2/models/{name}/versions/{version}", model_routes)
+        .nest("/api/v1", api::router(query_api))
         .fallback(not_found)
         .layer(middleware::from_fn(observe))
         .with_state(AppState {

@@ -327,17 +327,25 @@ fn family<'a, F>(
     Ok(())
 }
 
+fn gauge(
+    e: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    labels: &[(&str, &str)],
+    value: f64,
+) -> std::fmt::Result {
+    ConstGauge::new(value).encode(e.encode_family(&labels)?)
+}
+
+fn counter(
+    e: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    labels: &[(&str, &str)],
+    value: u64,
+) -> std::fmt::Result {
+    ConstCounter::new(value).encode(e.encode_family(&labels)?)
+}
+
 impl<S: ModelSource> Collector for ModelCollector<S> {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let models = self.0.snapshot();
-        let gauge =
-            |e: &mut prometheus_client::encoding::MetricEncoder<'_>,
-             labels: &[(&str, &str)],
-             value: f64| { ConstGauge::new(value).encode(e.encode_family(&labels)?) };
-        let counter =
-            |e: &mut prometheus_client::encoding::MetricEncoder<'_>,
-             labels: &[(&str, &str)],
-             value: u64| { ConstCounter::new(value).encode(e.encode_family(&labels)?) };
         family(
             &mut encoder,
             "torchwatch_model_info",
@@ -436,6 +444,53 @@ impl<S: ModelSource> Collector for ModelCollector<S> {
             |e, (model, c)| gauge(e, &[("model", model)], c.capacity as f64),
         )?;
         Ok(())
+    }
+}
+
+/// Encodes the series store's size and what it refused.
+#[derive(Debug)]
+pub struct StorageCollector(pub std::sync::Arc<crate::storage::Storage>);
+
+impl Collector for StorageCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let stats = self.0.stats();
+        for (name, help, value) in [
+            (
+                "torchwatch_storage_series",
+                "Series held by the built-in store",
+                stats.series as f64,
+            ),
+            (
+                "torchwatch_storage_samples",
+                "Samples held by the built-in store",
+                stats.samples as f64,
+            ),
+            (
+                "torchwatch_storage_bytes",
+                "Approximate memory of the built-in store's samples, labels and index",
+                stats.bytes as f64,
+            ),
+        ] {
+            family(
+                &mut encoder,
+                name,
+                help,
+                MetricType::Gauge,
+                [value],
+                |e, v| gauge(e, &[], v),
+            )?;
+        }
+        family(
+            &mut encoder,
+            "torchwatch_storage_samples_refused",
+            "Samples the built-in store refused, by reason",
+            MetricType::Counter,
+            [stats],
+            |e, st| {
+                counter(e, &[("reason", "series_limit")], st.refused_series_limit)?;
+                counter(e, &[("reason", "out_of_order")], st.refused_out_of_order)
+            },
+        )
     }
 }
 

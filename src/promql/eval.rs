@@ -58,8 +58,9 @@ pub fn format_float_plain(v: f64) -> String {
     }
 }
 
-/// The matchers of a selector with its metric name folded in.
-pub(super) fn selector_matchers(vs: &VectorSelector) -> Vec<Vec<Matcher>> {
+/// The matchers of a selector with its metric name folded in; one set per
+/// `or` alternative.
+pub fn selector_matchers(vs: &VectorSelector) -> Vec<Vec<Matcher>> {
     let name = vs
         .name
         .as_ref()

@@ -13,7 +13,7 @@ use promql_parser::parser::{self, Expr};
 use std::fmt;
 use std::sync::Once;
 
-pub use eval::format_float_plain;
+pub use eval::{format_float_plain, selector_matchers};
 
 /// One element of an instant vector.
 #[derive(Clone, Debug, PartialEq)]

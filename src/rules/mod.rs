@@ -3,9 +3,13 @@
 //! `unittest` runs promtool's rule unit-test format (`rules test`).
 
 mod alerting;
+mod datasource;
+mod manager;
 mod unittest;
 
 pub use alerting::{Alert, AlertState, AlertingRule, RESOLVED_RETENTION_MS, TemplateContext};
+pub use datasource::{LocalQuery, QueryFn, RemoteQuery};
+pub use manager::{RuleManager, load_all};
 pub use unittest::run_test_files;
 
 use crate::config::{self, RuleEntry, RuleFile};
@@ -22,35 +26,6 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct RuleError(pub String);
-
-/// Runs a rule's query; the built-in engine or a remote query API.
-pub trait QueryFn: Send + Sync {
-    /// Evaluates `expr` (also given as text, for remote APIs) at `t` ms and
-    /// returns an instant vector (a scalar becomes one label-less sample).
-    fn query(&self, expr: &Expr, text: &str, t: i64) -> Result<Vec<Sample>, RuleError>;
-}
-
-/// The built-in store queried by the built-in engine.
-pub struct LocalQuery<'a> {
-    /// Engine settings.
-    pub engine: promql::Engine,
-    /// The store.
-    pub storage: &'a Storage,
-}
-
-impl QueryFn for LocalQuery<'_> {
-    fn query(&self, expr: &Expr, _text: &str, t: i64) -> Result<Vec<Sample>, RuleError> {
-        match self.engine.instant(self.storage, expr, t) {
-            Ok(promql::Value::Vector(v)) => Ok(v),
-            Ok(promql::Value::Scalar(v)) => Ok(vec![Sample {
-                labels: Labels::default(),
-                v,
-            }]),
-            Ok(_) => Err(RuleError("rule result is not a vector or scalar".into())),
-            Err(e) => Err(RuleError(e.0)),
-        }
-    }
-}
 
 /// A recording rule.
 #[derive(Debug)]

@@ -10,6 +10,7 @@ use promql_parser::label::MatchOp;
 use promql_parser::parser::Expr;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Runs every test file, printing as promtool does; true when all pass.
 pub fn run_test_files(paths: &[std::path::PathBuf]) -> bool {
@@ -150,17 +151,17 @@ fn run_group(
         Ok(g) => g,
         Err(e) => return e,
     };
-    let storage = Storage::new(StorageOptions {
+    let storage = Arc::new(Storage::new(StorageOptions {
         retention_ms: i64::MAX / 4,
         max_series: usize::MAX,
-    });
+    }));
     let engine = Engine {
         lookback_ms: 5 * 60 * 1000,
         default_subquery_step_ms: eval_interval,
     };
     let query = LocalQuery {
         engine,
-        storage: &storage,
+        storage: storage.clone(),
     };
     let ctx = TemplateContext {
         external_labels: &test.external_labels,

@@ -286,6 +286,14 @@ fn window(points: &[Point], mint: i64, maxt: i64) -> &[Point] {
     &points[start..end.max(start)]
 }
 
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Storage {
     /// An empty store.
     pub fn new(options: StorageOptions) -> Self {

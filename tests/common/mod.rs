@@ -9,6 +9,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// An HTTP client for tests (the crate's TLS provider installed first).
+pub fn client() -> reqwest::Client {
+    torchwatch::install_tls_provider();
+    reqwest::Client::new()
+}
+
 /// The repository root, where `models/` lives.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -152,7 +158,7 @@ pub fn start(tag: &str, models: &[ModelEntry], server_yaml: &str) -> Server {
 impl Server {
     /// Polls `/v2/health/ready` until 200.
     pub async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
+        let client = client();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let response = client

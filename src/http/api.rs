@@ -1,0 +1,313 @@
+//! Prometheus' HTTP query API over the built-in store (`/api/v1/query`,
+//! `query_range`, `series`, `labels`, `label/{name}/values`), in Prometheus'
+//! JSON shapes, so Grafana's Prometheus datasource can point at torchwatch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Form, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use promql_parser::label::Matcher;
+use promql_parser::parser::Expr;
+use serde_json::{Value as Json_, json};
+
+use crate::config::PromDuration;
+use crate::promql::{self, Engine, Value, format_float_plain};
+use crate::storage::{Labels, Point, SeriesPoints, Storage};
+
+/// Prometheus' cap on points per series in a range query.
+const MAX_POINTS: i64 = 11_000;
+/// Longest a query may run when the request sets no `timeout`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What the query API needs.
+#[derive(Clone)]
+pub struct QueryApi {
+    /// The store queried.
+    pub storage: Arc<Storage>,
+    /// Engine settings (lookback, default subquery step).
+    pub engine: Engine,
+}
+
+/// Routes under `/api/v1`, ready to nest in any router.
+pub fn router<S: Clone + Send + Sync + 'static>(api: QueryApi) -> Router<S> {
+    Router::new()
+        .route("/query", get(query).post(query))
+        .route("/query_range", get(query_range).post(query_range))
+        .route("/series", get(series).post(series))
+        .route("/labels", get(labels).post(labels))
+        .route("/label/{name}/values", get(label_values))
+        .with_state(api)
+}
+
+/// Prometheus' error JSON.
+struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_data(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            kind: "bad_data",
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"status": "error", "errorType": self.kind, "error": self.message})),
+        )
+            .into_response()
+    }
+}
+
+fn success(data: Json_) -> Response {
+    Json(json!({"status": "success", "data": data})).into_response()
+}
+
+type Params = Form<Vec<(String, String)>>;
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Unix seconds (float) or RFC 3339, as Prometheus accepts; in ms.
+fn parse_time(text: &str, name: &str) -> Result<i64, ApiError> {
+    if let Ok(secs) = text.parse::<f64>()
+        && secs.is_finite()
+    {
+        return Ok((secs * 1000.0).round() as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            ApiError::bad_data(format!(
+                "invalid parameter \"{name}\": cannot parse \"{text}\" to a valid timestamp"
+            ))
+        })
+}
+
+/// Seconds (float) or a Prometheus duration; in ms.
+fn parse_duration(text: &str, name: &str) -> Result<i64, ApiError> {
+    if let Ok(secs) = text.parse::<f64>()
+        && secs.is_finite()
+    {
+        return Ok((secs * 1000.0).round() as i64);
+    }
+    PromDuration::parse(text).map(|d| d.millis()).map_err(|_| {
+        ApiError::bad_data(format!(
+            "invalid parameter \"{name}\": cannot parse \"{text}\" to a valid duration"
+        ))
+    })
+}
+
+fn parse_query(params: &[(String, String)]) -> Result<Expr, ApiError> {
+    let text = param(params, "query").unwrap_or("");
+    promql::parse(text).map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))
+}
+
+fn timeout(params: &[(String, String)]) -> Result<Duration, ApiError> {
+    match param(params, "timeout") {
+        Some(t) => Ok(Duration::from_millis(
+            parse_duration(t, "timeout")?.max(1) as u64
+        )),
+        None => Ok(DEFAULT_TIMEOUT),
+    }
+}
+
+/// Runs an evaluation off the async threads, bounded by the request's timeout.
+async fn evaluate<T: Send + 'static>(
+    limit: Duration,
+    work: impl FnOnce() -> Result<T, promql::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(work)).await {
+        Err(_) => Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "timeout",
+            message: "query timed out in expression evaluation".into(),
+        }),
+        Ok(Err(e)) => Err(ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: "internal",
+            message: format!("evaluation failed: {e}"),
+        }),
+        Ok(Ok(Err(e))) => Err(ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            kind: "execution",
+            message: e.0,
+        }),
+        Ok(Ok(Ok(v))) => Ok(v),
+    }
+}
+
+fn labels_json(labels: &Labels) -> Json_ {
+    Json_::Object(
+        labels
+            .iter()
+            .map(|l| (l.name.clone(), Json_::String(l.value.clone())))
+            .collect(),
+    )
+}
+
+fn point_json(t: i64, v: f64) -> Json_ {
+    json!([t as f64 / 1000.0, format_float_plain(v)])
+}
+
+fn matrix_json(series: &[SeriesPoints]) -> Json_ {
+    Json_::Array(
+        series
+            .iter()
+            .map(|s| {
+                json!({
+                    "metric": labels_json(&s.labels),
+                    "values": s.points.iter().map(|p: &Point| point_json(p.t, p.v)).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
+}
+
+async fn query(State(api): State<QueryApi>, Form(params): Params) -> Result<Response, ApiError> {
+    let expr = parse_query(&params)?;
+    let t = match param(&params, "time") {
+        Some(t) => parse_time(t, "time")?,
+        None => crate::scrape::now_ms(),
+    };
+    let limit = timeout(&params)?;
+    let value = evaluate(limit, move || {
+        api.engine.instant(api.storage.as_ref(), &expr, t)
+    })
+    .await?;
+    let result = match &value {
+        Value::Scalar(v) => point_json(t, *v),
+        Value::String(s) => json!([t as f64 / 1000.0, s]),
+        Value::Vector(samples) => Json_::Array(
+            samples
+                .iter()
+                .map(|s| json!({"metric": labels_json(&s.labels), "value": point_json(t, s.v)}))
+                .collect(),
+        ),
+        Value::Matrix(series) => matrix_json(series),
+    };
+    Ok(success(
+        json!({"resultType": value.type_name(), "result": result}),
+    ))
+}
+
+async fn query_range(
+    State(api): State<QueryApi>,
+    Form(params): Params,
+) -> Result<Response, ApiError> {
+    let expr = parse_query(&params)?;
+    let start = parse_time(param(&params, "start").unwrap_or(""), "start")?;
+    let end = parse_time(param(&params, "end").unwrap_or(""), "end")?;
+    if end < start {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
+    }
+    let step = parse_duration(param(&params, "step").unwrap_or(""), "step")?;
+    if step <= 0 {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end - start) / step > MAX_POINTS {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let limit = timeout(&params)?;
+    let series = evaluate(limit, move || {
+        api.engine
+            .range(api.storage.as_ref(), &expr, start, end, step)
+    })
+    .await?;
+    Ok(success(
+        json!({"resultType": "matrix", "result": matrix_json(&series)}),
+    ))
+}
+
+/// `match[]` selectors, `start` and `end` (whole store when absent).
+fn selection(
+    params: &[(String, String)],
+    required: bool,
+) -> Result<(Vec<Vec<Matcher>>, i64, i64), ApiError> {
+    let mut selectors = Vec::new();
+    for (_, text) in params.iter().filter(|(k, _)| k == "match[]") {
+        let expr = promql::parse(text)
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))?;
+        let Expr::VectorSelector(vs) = expr else {
+            return Err(ApiError::bad_data(format!(
+                "invalid parameter \"match[]\": {text:?} is not a series selector"
+            )));
+        };
+        selectors.extend(promql::selector_matchers(&vs));
+    }
+    if required && selectors.is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    let start = match param(params, "start") {
+        Some(t) => parse_time(t, "start")?,
+        None => i64::MIN / 2,
+    };
+    let end = match param(params, "end") {
+        Some(t) => parse_time(t, "end")?,
+        None => i64::MAX / 2,
+    };
+    Ok((selectors, start, end))
+}
+
+async fn series(State(api): State<QueryApi>, Form(params): Params) -> Result<Response, ApiError> {
+    let (selectors, start, end) = selection(&params, true)?;
+    let found = api.storage.series(&selectors, start, end);
+    Ok(success(Json_::Array(
+        found.iter().map(labels_json).collect(),
+    )))
+}
+
+async fn labels(State(api): State<QueryApi>, Form(params): Params) -> Result<Response, ApiError> {
+    let (selectors, start, end) = selection(&params, false)?;
+    let mut names: Vec<String> = api
+        .storage
+        .series(&selectors, start, end)
+        .iter()
+        .flat_map(|l| l.iter().map(|l| l.name.clone()).collect::<Vec<_>>())
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(success(json!(names)))
+}
+
+async fn label_values(
+    State(api): State<QueryApi>,
+    Path(name): Path<String>,
+    Form(params): Params,
+) -> Result<Response, ApiError> {
+    if !crate::storage::is_valid_label_name(&name) {
+        return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+    }
+    let (selectors, start, end) = selection(&params, false)?;
+    let mut values: Vec<String> = api
+        .storage
+        .series(&selectors, start, end)
+        .iter()
+        .map(|l| l.get(&name).to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    values.sort();
+    values.dedup();
+    Ok(success(json!(values)))
+}

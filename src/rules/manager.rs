@@ -1,0 +1,120 @@
+//! Runs loaded rule groups on their timers inside `serve`: each group on its own
+//! interval, its rules in order, evaluation on a blocking thread so queries
+//! never stall the HTTP server.
+
+use super::{Group, LoadErrors, QueryFn, TemplateContext};
+use crate::storage::Storage;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Loads every rule file the patterns name; all errors are collected.
+pub fn load_all(patterns: &[String]) -> Result<Vec<Group>, String> {
+    let files = super::expand_globs(patterns)?;
+    let mut groups = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        match super::load_file(&file) {
+            Ok((g, _)) => groups.extend(g),
+            Err(LoadErrors(e)) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(groups)
+    } else {
+        Err(errors.join("\n"))
+    }
+}
+
+/// The running groups.
+pub struct RuleManager {
+    groups: Vec<Arc<Mutex<Group>>>,
+}
+
+/// What every evaluation shares.
+struct Shared {
+    query: Arc<dyn QueryFn>,
+    storage: Arc<Storage>,
+    external_labels: BTreeMap<String, String>,
+    external_url: String,
+}
+
+impl RuleManager {
+    /// Starts one timer per group; they stop when `stop` turns true.
+    pub fn start(
+        groups: Vec<Group>,
+        default_interval: Duration,
+        query: Arc<dyn QueryFn>,
+        storage: Arc<Storage>,
+        external_labels: BTreeMap<String, String>,
+        external_url: String,
+        stop: watch::Receiver<bool>,
+    ) -> RuleManager {
+        let shared = Arc::new(Shared {
+            query,
+            storage,
+            external_labels,
+            external_url,
+        });
+        let groups: Vec<Arc<Mutex<Group>>> = groups
+            .into_iter()
+            .map(|g| Arc::new(Mutex::new(g)))
+            .collect();
+        for group in &groups {
+            let (name, interval) = {
+                let g = group.lock().unwrap_or_else(|e| e.into_inner());
+                let interval = g
+                    .interval_ms
+                    .map(|ms| Duration::from_millis(ms as u64))
+                    .unwrap_or(default_interval);
+                (g.name.clone(), interval)
+            };
+            let group = group.clone();
+            let shared = shared.clone();
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    tokio::select! {
+                        _ = ticker.tick() => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    let group = group.clone();
+                    let shared = shared.clone();
+                    let evaluated = tokio::task::spawn_blocking(move || {
+                        let mut g = group.lock().unwrap_or_else(|e| e.into_inner());
+                        let ctx = TemplateContext {
+                            external_labels: &shared.external_labels,
+                            external_url: &shared.external_url,
+                        };
+                        g.eval(
+                            crate::scrape::now_ms(),
+                            shared.query.as_ref(),
+                            &shared.storage,
+                            &ctx,
+                        )
+                    })
+                    .await;
+                    match evaluated {
+                        Ok(outcome) => {
+                            for (rule, error) in outcome.errors {
+                                tracing::warn!(event = "rule_evaluation_failed", group = %name,
+                                    rule = %rule, error = %error, "rule evaluation failed");
+                            }
+                        }
+                        Err(e) => tracing::error!(event = "error_occurred", error_type = "rules",
+                            group = %name, message = %e, "rule evaluation task failed"),
+                    }
+                }
+            });
+        }
+        RuleManager { groups }
+    }
+
+    /// The groups, for the API and status pages.
+    pub fn groups(&self) -> &[Arc<Mutex<Group>>] {
+        &self.groups
+    }
+}
