@@ -138,7 +138,8 @@ fn check_openmetrics_descriptor(comment: &str) -> Result<(), String> {
     let mut words = rest.splitn(3, ' ');
     let keyword = words.next().unwrap_or("");
     let name = words.next().unwrap_or("");
-    if !is_metric_name(name) && !(name.starts_with('"') && name.ends_with('"') && name.len() >= 2) {
+    let quoted = name.len() >= 2 && name.starts_with('"') && name.ends_with('"');
+    if !(is_metric_name(name) || quoted) {
         return Err(format!("invalid metric name {name:?} in # {keyword}"));
     }
     match keyword {
