@@ -308,3 +308,80 @@ async fn check_dashboard(prometheus: &Prometheus) {
         }
     }
 }
+
+/// `rules.datasource` sends rule queries to a Prometheus-compatible API (here
+/// the real Prometheus scraping another torchwatch); results land in the
+/// built-in store and are served by torchwatch's own query API.
+#[tokio::test]
+async fn rules_run_against_a_remote_prometheus_datasource() {
+    let watched = common::start(
+        "datasource-target",
+        &[ModelEntry::mlp("mlp")],
+        "scrape:\n  self: false\n",
+    );
+    watched.wait_ready().await;
+    let prometheus = start_prometheus(watched.base.trim_start_matches("http://"));
+    prometheus.wait_ready().await;
+    prometheus
+        .wait_for(r#"up{job="torchwatch"}"#, |v| v == 1.0)
+        .await;
+
+    let dir = TempDir::new("datasource-rules");
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: remote\n    rules:\n      - record: remote:up:sum\n        expr: sum by (job) (up)\n      - record: remote:models:count\n        expr: count(torchwatch_model_ready == 1)\n",
+    )
+    .unwrap();
+    let evaluator = common::start(
+        "datasource-evaluator",
+        &[ModelEntry::mlp("mlp")],
+        &format!(
+            "scrape:\n  self: false\nrules:\n  files: ['{}']\n  evaluation_interval: 1s\n  datasource:\n    url: {}\n",
+            rules.display(),
+            prometheus.base
+        ),
+    );
+    evaluator.wait_ready().await;
+    let client = common::client();
+    let query = |expr: &'static str| {
+        let client = client.clone();
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/query", evaluator.base),
+            &[("query", expr)],
+        )
+        .unwrap();
+        async move {
+            let body: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            assert_eq!(body["status"], "success", "{body}");
+            body["data"]["result"].as_array().unwrap().clone()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let recorded = loop {
+        let result = query("remote:up:sum").await;
+        if !result.is_empty() {
+            break result;
+        }
+        assert!(Instant::now() < deadline, "the remote rule never recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(recorded[0]["metric"]["job"], "torchwatch");
+    assert_eq!(recorded[0]["value"][1], "1");
+    let models = loop {
+        let result = query("remote:models:count").await;
+        if !result.is_empty() {
+            break result;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second remote rule never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(models[0]["value"][1], "1");
+    assert!(
+        query("up").await.is_empty(),
+        "the evaluator scrapes nothing itself: the value came from Prometheus"
+    );
+}

@@ -1,0 +1,286 @@
+//! The rule engine inside `serve`: scraping itself and a bearer-protected
+//! target, staleness when series or targets go away, a recording rule on its
+//! timer, and the Prometheus-shaped query API over the built-in store.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use serde_json::Value;
+
+const TOKEN: &str = "s3cret-token-7f1c";
+
+/// What the fake target answers: content type and body.
+type Exposition = Arc<Mutex<(&'static str, String)>>;
+
+async fn exposition(State(state): State<Exposition>, headers: HeaderMap) -> impl IntoResponse {
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {TOKEN}"))
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "text/plain")],
+            String::new(),
+        );
+    }
+    let (content_type, body) = state.lock().unwrap().clone();
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body)
+}
+
+async fn fake_target(state: Exposition) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(exposition))
+        .with_state(state);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    address
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+struct Api {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn get(&self, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
+        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), params).unwrap();
+        let response = self.client.get(url).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// The instant vector of `query` now, as (labels, value) pairs.
+    async fn vector(&self, query: &str) -> Vec<(Value, f64)> {
+        let (status, body) = self.get("/api/v1/query", &[("query", query)]).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(body["status"], "success");
+        assert_eq!(body["data"]["resultType"], "vector", "{body}");
+        body["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["metric"].clone(),
+                    r["value"][1].as_str().unwrap().parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Polls `query` until `check` accepts its result (scrapes and rules run every second).
+    async fn eventually(
+        &self,
+        query: &str,
+        what: &str,
+        check: impl Fn(&[(Value, f64)]) -> bool,
+    ) -> Vec<(Value, f64)> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.vector(query).await;
+            if check(&got) {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "{what}: {query} gave {got:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn scrapes_records_and_answers_prometheus_queries() {
+    let state: Exposition = Arc::new(Mutex::new((
+        OPENMETRICS,
+        "# TYPE fake_requests counter\nfake_requests_total{path=\"/a\",job=\"inner\"} 5\nfake_requests_total{path=\"/b\"} 7 # {trace_id=\"x\"} 1\n# EOF\n".into(),
+    )));
+    let target = fake_target(state.clone()).await;
+    let dir = common::TempDir::new("query-api");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: fake\n    interval: 1s\n    rules:\n      - record: job:fake_requests:sum\n        expr: sum by (job) (fake_requests_total)\n",
+    )
+    .unwrap();
+    let extra = format!(
+        "scrape:\n  interval: 1s\n  timeout: 1s\n  jobs:\n    - job_name: fake\n      targets: ['{target}']\n      authorization:\n        credentials_file: {}\n      labels:\n        team: ml\nrules:\n  files: ['{}']\n  evaluation_interval: 1s\n",
+        token_file.display(),
+        rules.display()
+    );
+    let server = common::start("query-api", &[common::ModelEntry::mlp("mlp")], &extra);
+    server.wait_ready().await;
+    let api = Api {
+        client: common::client(),
+        base: server.base.clone(),
+    };
+
+    let up = api
+        .eventually("up", "both targets scraped", |v| {
+            v.len() == 2 && v.iter().all(|(_, x)| *x == 1.0)
+        })
+        .await;
+    let jobs: Vec<&str> = up.iter().map(|(m, _)| m["job"].as_str().unwrap()).collect();
+    assert!(
+        jobs.contains(&"torchwatch") && jobs.contains(&"fake"),
+        "{up:?}"
+    );
+
+    let scraped = api.vector("fake_requests_total").await;
+    assert_eq!(scraped.len(), 2, "{scraped:?}");
+    let a = scraped.iter().find(|(m, _)| m["path"] == "/a").unwrap();
+    assert_eq!(a.1, 5.0);
+    assert_eq!(a.0["job"], "fake");
+    assert_eq!(
+        a.0["exported_job"], "inner",
+        "a clashing job label is kept as exported_job"
+    );
+    assert_eq!(a.0["instance"], target.as_str());
+    assert_eq!(a.0["team"], "ml");
+
+    let recorded = api
+        .eventually("job:fake_requests:sum", "recording rule ran", |v| {
+            v.len() == 1
+        })
+        .await;
+    assert_eq!(recorded[0].1, 12.0);
+    assert_eq!(recorded[0].0["job"], "fake");
+    let own = api.vector("torchwatch_build_info").await;
+    assert_eq!(own.len(), 1, "self-scrape stores torchwatch's own metrics");
+
+    // A series that leaves the exposition goes stale at the next scrape, not after 5 minutes.
+    state.lock().unwrap().1 =
+        "# TYPE fake_requests counter\nfake_requests_total{path=\"/a\",job=\"inner\"} 6\n# EOF\n"
+            .into();
+    api.eventually(
+        "fake_requests_total{path=\"/b\"}",
+        "vanished series marked stale",
+        |v| v.is_empty(),
+    )
+    .await;
+    assert_eq!(api.vector("fake_requests_total").await.len(), 1);
+
+    // A malformed exposition fails that scrape only: up 0, its series stale, the reason logged.
+    *state.lock().unwrap() = (
+        "text/plain; version=0.0.4",
+        "fake_requests_total{path=\"/a\" 1\n".into(),
+    );
+    api.eventually("up{job=\"fake\"}", "malformed scrape sets up 0", |v| {
+        v.len() == 1 && v[0].1 == 0.0
+    })
+    .await;
+    assert!(
+        api.vector("fake_requests_total").await.is_empty(),
+        "series of a down target are stale"
+    );
+    assert_eq!(api.vector("up{job=\"torchwatch\"}").await[0].1, 1.0);
+    let failures: Vec<Value> = server
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["event"] == "scrape_failed")
+        .collect();
+    assert_eq!(
+        failures.len(),
+        1,
+        "one log line per change of health: {failures:?}"
+    );
+    let reason = failures[0]["error"].as_str().unwrap();
+    assert!(
+        reason.starts_with("malformed exposition: line 1:"),
+        "{reason}"
+    );
+
+    // query_range: a matrix with one point per step.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let (status, body) = api
+        .get(
+            "/api/v1/query_range",
+            &[
+                ("query", "up{job=\"torchwatch\"}"),
+                ("start", &format!("{}", now - 3.0)),
+                ("end", &format!("{now}")),
+                ("step", "1s"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["resultType"], "matrix");
+    let values = body["data"]["result"][0]["values"].as_array().unwrap();
+    assert_eq!(values.len(), 4, "{body}");
+    assert!(values.iter().all(|p| p[1] == "1"));
+
+    // Metadata endpoints.
+    let (_, series) = api.get("/api/v1/series", &[("match[]", "up")]).await;
+    assert_eq!(series["data"].as_array().unwrap().len(), 2, "{series}");
+    let (_, labels) = api.get("/api/v1/labels", &[]).await;
+    let labels: Vec<&str> = labels["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for name in ["__name__", "instance", "job", "team", "exported_job"] {
+        assert!(labels.contains(&name), "{name} missing from {labels:?}");
+    }
+    let (_, jobs) = api
+        .get("/api/v1/label/job/values", &[("match[]", "up")])
+        .await;
+    assert_eq!(jobs["data"], serde_json::json!(["fake", "torchwatch"]));
+
+    // POST form, scalars, and Prometheus' error JSON for bad input.
+    let response = api
+        .client
+        .post(format!("{}/api/v1/query", server.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("query=1%2B1&time=100")
+        .send()
+        .await
+        .unwrap();
+    let scalar: Value = response.json().await.unwrap();
+    assert_eq!(
+        scalar["data"],
+        serde_json::json!({"resultType": "scalar", "result": [100.0, "2"]})
+    );
+    for (params, kind) in [
+        (vec![("query", "sum(")], "bad_data"),
+        (vec![("query", "up"), ("time", "yesterday")], "bad_data"),
+    ] {
+        let (status, body) = api.get("/api/v1/query", &params).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["status"], "error");
+        assert_eq!(body["errorType"], kind);
+    }
+    let (status, body) = api
+        .get(
+            "/api/v1/query_range",
+            &[
+                ("query", "up"),
+                ("start", "0"),
+                ("end", "100000"),
+                ("step", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = api.get("/api/v1/series", &[]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("no match[] parameter provided"))
+    );
+
+    // The bearer token never shows up in what torchwatch writes.
+    let log = std::fs::read_to_string(&server.log_file).unwrap();
+    assert!(!log.contains(TOKEN));
+    assert!(server.stderr_lines().iter().all(|l| !l.contains(TOKEN)));
+}
