@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/torchwatch/target
 # carries the Compose Specification's schema.
 TEST_PYTHON_PACKAGES := tritonclient[http]==2.73.0 check-jsonschema==0.39.0
 
-.PHONY: run test setup test-deps bench models
+.PHONY: run test setup test-deps bench models fuzz
 
 setup:
 	@scripts/setup
@@ -42,10 +42,18 @@ test: test-deps
 	cargo test --locked
 
 bench: setup
-	cargo bench --locked --bench metrics
+	cargo bench --locked --bench metrics --bench rules
 	bench/run
 
 # Re-exports the demo models and their reference outputs (needs the full PyTorch set).
 models:
 	scripts/setup --full
 	.venv/bin/python models/export.py
+
+# Fuzzes the exposition parsers (needs a nightly toolchain and `cargo install cargo-fuzz`).
+# The fuzz binary links LibTorch through the crate but gets no rpath, hence the library path.
+FUZZ_SECONDS ?= 120
+fuzz: setup
+	mkdir -p fuzz/corpus/exposition
+	cd fuzz && LD_LIBRARY_PATH=$(CURDIR)/.venv/lib/python3.11/site-packages/torch/lib \
+		cargo +nightly fuzz run exposition corpus/exposition seeds/exposition -- -max_total_time=$(FUZZ_SECONDS)
