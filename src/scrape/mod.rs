@@ -8,9 +8,9 @@ mod parse;
 pub use parse::{Format, ParseError, ParsedSample, parse};
 
 use crate::config::{self, ScrapeConfig};
-use crate::storage::{Labels, METRIC_NAME, Storage, stale_nan};
+use crate::storage::{Labels, METRIC_NAME, SeriesRef, Storage, stale_nan};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -134,10 +134,26 @@ pub fn targets(config: &ScrapeConfig, own_address: SocketAddr) -> Result<Vec<Tar
     Ok(out)
 }
 
-/// Per-target memory between scrapes: the series written last time.
+/// Per-target memory between scrapes, like Prometheus' scrape cache: each
+/// exposition series' final labels and store slot, and the scrape that last saw
+/// it (series not seen in the latest scrape get a staleness marker).
 #[derive(Default)]
 pub struct TargetState {
-    previous: HashSet<Labels>,
+    series: HashMap<SeriesKey, CachedSeries>,
+    scrape: u64,
+}
+
+/// An exposition series as parsed: metric name and labels in written order.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    name: String,
+    labels: Vec<(String, String)>,
+}
+
+struct CachedSeries {
+    labels: Labels,
+    slot: Option<SeriesRef>,
+    seen: u64,
 }
 
 /// The outcome of one scrape, after it was written.
@@ -265,28 +281,100 @@ pub fn ingest(
     now_ms: i64,
     state: &mut TargetState,
 ) -> usize {
-    let mut current = HashSet::with_capacity(samples.len());
+    state.scrape += 1;
+    let scrape = state.scrape;
     let mut appender = storage.appender();
     let mut written = 0;
-    let mut pairs = Vec::new();
     for s in samples {
-        pairs.clear();
-        pairs.push((METRIC_NAME.to_string(), s.name.clone()));
-        pairs.extend(s.labels.iter().cloned());
-        let labels = target_labels(target, &pairs);
-        if appender
-            .append(&labels, s.timestamp_ms.unwrap_or(now_ms), s.value)
-            .is_ok()
-        {
+        // Looked up by reference; the key is only built for series not seen before.
+        let key = SeriesKeyRef {
+            name: &s.name,
+            labels: &s.labels,
+        };
+        let cached = match state.series.get_mut(&key as &dyn AsKey) {
+            Some(c) => c,
+            None => {
+                let mut pairs = Vec::with_capacity(s.labels.len() + 1);
+                pairs.push((METRIC_NAME.to_string(), s.name.clone()));
+                pairs.extend(s.labels.iter().cloned());
+                let labels = target_labels(target, &pairs);
+                state
+                    .series
+                    .entry(SeriesKey {
+                        name: s.name.clone(),
+                        labels: s.labels.clone(),
+                    })
+                    .or_insert(CachedSeries {
+                        labels,
+                        slot: None,
+                        seen: 0,
+                    })
+            }
+        };
+        cached.seen = scrape;
+        if let Ok(slot) = appender.append_ref(
+            cached.slot,
+            &cached.labels,
+            s.timestamp_ms.unwrap_or(now_ms),
+            s.value,
+        ) {
+            cached.slot = Some(slot);
             written += 1;
         }
-        current.insert(labels);
     }
-    for gone in state.previous.difference(&current) {
-        let _ = appender.append(gone, now_ms, stale_nan());
-    }
-    state.previous = current;
+    state.series.retain(|_, c| {
+        if c.seen == scrape {
+            return true;
+        }
+        let _ = appender.append_ref(c.slot, &c.labels, now_ms, stale_nan());
+        false
+    });
     written
+}
+
+/// Borrowed form of [`SeriesKey`] for lookups without allocating.
+struct SeriesKeyRef<'a> {
+    name: &'a str,
+    labels: &'a [(String, String)],
+}
+
+trait AsKey {
+    fn parts(&self) -> (&str, &[(String, String)]);
+}
+
+impl AsKey for SeriesKey {
+    fn parts(&self) -> (&str, &[(String, String)]) {
+        (&self.name, &self.labels)
+    }
+}
+
+impl AsKey for SeriesKeyRef<'_> {
+    fn parts(&self) -> (&str, &[(String, String)]) {
+        (self.name, self.labels)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn AsKey + 'a> for SeriesKey {
+    fn borrow(&self) -> &(dyn AsKey + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn AsKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn AsKey + '_ {}
+
+impl std::hash::Hash for dyn AsKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Must hash exactly as the derived Hash of SeriesKey does.
+        let (name, labels) = self.parts();
+        name.hash(state);
+        labels.hash(state);
+    }
 }
 
 /// Starts one scrape loop per target; they stop when `stop` turns true.

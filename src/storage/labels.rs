@@ -80,6 +80,11 @@ impl Labels {
         b.build()
     }
 
+    /// True when both are the same allocation (cheap identity check for caches).
+    pub fn same_allocation(&self, other: &Labels) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Approximate heap bytes held by this set (for the storage's size report).
     pub fn heap_bytes(&self) -> usize {
         self.0

@@ -127,7 +127,12 @@ pub struct Storage {
     refused_out_of_order: AtomicU64,
 }
 
-/// Writes many samples under one lock; see [`Storage::append_batch`].
+/// A series' slot in the store, for repeated appends without a label lookup.
+/// Only valid together with the `Labels` it was returned for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeriesRef(u32);
+
+/// Writes many samples under one lock; see [`Storage::appender`].
 pub struct Appender<'a> {
     inner: std::sync::RwLockWriteGuard<'a, Inner>,
     storage: &'a Storage,
@@ -135,13 +140,33 @@ pub struct Appender<'a> {
 
 impl Appender<'_> {
     /// Stores one sample, creating the series when needed.
-    pub fn append(&mut self, labels: &Labels, t: i64, v: f64) -> Result<(), AppendError> {
+    pub fn append(&mut self, labels: &Labels, t: i64, v: f64) -> Result<SeriesRef, AppendError> {
+        self.append_ref(None, labels, t, v)
+    }
+
+    /// Like [`append`](Self::append), skipping the label lookup when `known`
+    /// (from an earlier append of the same `labels`) still names that series.
+    pub fn append_ref(
+        &mut self,
+        known: Option<SeriesRef>,
+        labels: &Labels,
+        t: i64,
+        v: f64,
+    ) -> Result<SeriesRef, AppendError> {
         let inner = &mut *self.inner;
         if t < inner.newest - self.storage.options.retention_ms {
             return Err(AppendError::TooOld);
         }
-        let id = match inner.by_labels.get(labels) {
-            Some(&id) => id,
+        let cached = known.filter(|r| {
+            inner.series[r.0 as usize]
+                .as_ref()
+                .is_some_and(|s| s.labels.same_allocation(labels))
+        });
+        let id = match cached
+            .map(|r| r.0)
+            .or_else(|| inner.by_labels.get(labels).copied())
+        {
+            Some(id) => id,
             None => {
                 if inner.by_labels.len() >= self.storage.options.max_series {
                     self.storage
@@ -164,7 +189,7 @@ impl Appender<'_> {
             }
             if t == last.t {
                 if last.v.to_bits() == v.to_bits() {
-                    return Ok(());
+                    return Ok(SeriesRef(id));
                 }
                 self.storage
                     .refused_out_of_order
@@ -174,7 +199,7 @@ impl Appender<'_> {
         }
         series.points.push(Point { t, v });
         inner.newest = inner.newest.max(t);
-        Ok(())
+        Ok(SeriesRef(id))
     }
 }
 
@@ -442,10 +467,15 @@ mod tests {
         }
         assert_eq!(app.append(&a, 0, 1.0), Err(AppendError::OutOfOrder));
         assert_eq!(app.append(&a, 9000, 1.0), Err(AppendError::Duplicate));
+        let r = app.append(&a, 9500, 1.0).unwrap();
+        // A ref for other labels falls back to the lookup.
+        let rb = app.append_ref(Some(r), &b, 9500, 2.0).unwrap();
+        assert_ne!(r, rb);
         drop(app);
         let got = s.select(&[eq("__name__", "up"), eq("job", "b")], 2000, 4000);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].points.len(), 3);
+        assert_eq!(s.select(&[eq("job", "b")], 9500, 9500)[0].points[0].v, 2.0);
         assert_eq!(got[0].points[2], Point { t: 4000, v: -4.0 });
         let absent = s.select(&[eq("__name__", "up"), eq("zone", "")], 0, 9000);
         assert_eq!(absent.len(), 2, "an empty value matches a missing label");
