@@ -440,25 +440,28 @@ fn glob_regex(pattern: &str) -> Result<regex::Regex, String> {
     regex::Regex::new(&re).map_err(|e| format!("bad glob {pattern:?}: {e}"))
 }
 
-/// `rules check`: prints promtool's report for each file; true when all are clean.
+/// `rules check`: prints promtool's report for each file; false when any file
+/// has an error (duplicate rules are reported but, as in promtool, not fatal).
 pub fn check_files(paths: &[PathBuf]) -> bool {
     let mut ok = true;
     for path in paths {
         println!("Checking {}", path.display());
         match load_file(path) {
-            Ok((groups, duplicates)) => {
+            Ok((groups, duplicates)) if duplicates.is_empty() => {
                 let count: usize = groups.iter().map(|g| g.rules.len()).sum();
-                if !duplicates.is_empty() {
-                    println!("{} duplicate rule(s) found.", duplicates.len());
-                    for d in &duplicates {
-                        println!("Metric: {}\nLabel(s):", d.name);
-                        for (k, v) in &d.labels {
-                            println!("\t{k}: {v}");
-                        }
-                    }
-                    println!("Might cause inconsistency while recording expressions.");
-                }
                 println!("  SUCCESS: {count} rules found");
+            }
+            Ok((_, duplicates)) => {
+                // A lint finding, as in promtool: reported as FAILED, yet not fatal.
+                eprintln!("  FAILED:");
+                eprintln!("lint error {} duplicate rule(s) found.", duplicates.len());
+                for d in &duplicates {
+                    eprintln!("Metric: {}\nLabel(s):", d.name);
+                    for (k, v) in &d.labels {
+                        eprintln!("\t{k}: {v}");
+                    }
+                }
+                eprintln!("Might cause inconsistency while recording expressions");
             }
             Err(LoadErrors(errors)) => {
                 ok = false;
