@@ -66,6 +66,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .build()
         .context("cannot build the scrape HTTP client")?;
     let scrape_tasks = scrape::spawn(targets, storage.clone(), http_client, stop.subscribe());
+    tokio::spawn(enforce_retention(storage.clone(), stop.subscribe()));
     let rule_count: usize = groups.iter().map(|g| g.rules.len()).sum();
     let _rules = RuleManager::start(
         groups,
@@ -142,6 +143,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(event = "shutdown_complete");
     Ok(())
+}
+
+/// Drops samples past the retention once a minute, off the scrape path.
+async fn enforce_retention(storage: Arc<Storage>, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let storage = storage.clone();
+        let _ = tokio::task::spawn_blocking(move || storage.truncate(scrape::now_ms())).await;
+    }
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -2,29 +2,16 @@
 //! interval, its rules in order, evaluation on a blocking thread so queries
 //! never stall the HTTP server.
 
-use super::{Group, LoadErrors, QueryFn, TemplateContext};
+use super::{Group, QueryFn, TemplateContext};
 use crate::storage::Storage;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Loads every rule file the patterns name; all errors are collected.
+/// Loads every rule file the patterns (globs allowed) name; all errors are collected.
 pub fn load_all(patterns: &[String]) -> Result<Vec<Group>, String> {
-    let files = super::expand_globs(patterns)?;
-    let mut groups = Vec::new();
-    let mut errors = Vec::new();
-    for file in files {
-        match super::load_file(&file) {
-            Ok((g, _)) => groups.extend(g),
-            Err(LoadErrors(e)) => errors.extend(e),
-        }
-    }
-    if errors.is_empty() {
-        Ok(groups)
-    } else {
-        Err(errors.join("\n"))
-    }
+    super::load_files(&super::expand_globs(patterns)?).map_err(|errors| errors.join("\n"))
 }
 
 /// The running groups.

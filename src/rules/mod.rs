@@ -396,7 +396,24 @@ fn build_rule(
     })
 }
 
-/// Expands glob patterns (`rules/*.yml`); a pattern without matches is an error.
+/// Loads several rule files; every problem of every file is collected.
+pub fn load_files(files: &[PathBuf]) -> Result<Vec<Group>, Vec<String>> {
+    let mut groups = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        match load_file(file) {
+            Ok((g, _)) => groups.extend(g),
+            Err(LoadErrors(e)) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(groups)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Expands glob patterns (`rules/*.yml`) in name order.
 pub fn expand_globs(patterns: &[String]) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for pattern in patterns {

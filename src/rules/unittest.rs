@@ -2,18 +2,18 @@
 //! (Prometheus 2.42's `cmd/promtool/unittest.go`), with promtool's newer
 //! float comparison (relative 1e-6, NaN equals NaN) instead of bit equality.
 
-use super::{AlertState, Group, LoadErrors, LocalQuery, QueryFn, RuleKind, TemplateContext};
+use super::{AlertState, Group, LocalQuery, QueryFn, RuleKind, TemplateContext};
 use crate::config::{TestGroup, UnitTestFile};
 use crate::promql::{self, Engine};
 use crate::storage::{Labels, METRIC_NAME, Storage, StorageOptions, is_stale, quote, stale_nan};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::Expr;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Runs every test file, printing as promtool does; true when all pass.
-pub fn run_test_files(paths: &[std::path::PathBuf]) -> bool {
+pub fn run_test_files(paths: &[PathBuf]) -> bool {
     let mut ok = true;
     for path in paths {
         println!("Unit Testing:  {}", path.display());
@@ -77,29 +77,24 @@ fn run_file(path: &Path) -> Vec<String> {
     errors
 }
 
-/// Loads the rule files afresh (alert state must not leak between test groups).
+/// Loads the rule files afresh (alert state must not leak between test groups),
+/// in `group_eval_order` when given.
 fn load_groups(
-    rule_files: &[std::path::PathBuf],
+    rule_files: &[PathBuf],
     order: &[String],
     base: &Path,
 ) -> Result<Vec<Group>, Vec<String>> {
-    let mut groups = Vec::new();
-    let mut errors = Vec::new();
-    for f in rule_files {
-        match super::load_file(f) {
-            Ok((g, _)) => groups.extend(g),
-            Err(LoadErrors(e)) => {
-                // promtool names rule files as given, relative to the test file.
-                errors.extend(e.into_iter().map(|line| {
-                    let shown = f.strip_prefix(base).unwrap_or(f).display().to_string();
-                    line.replacen(&f.display().to_string(), &shown, 1)
-                }));
-            }
-        }
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
+    let mut groups = super::load_files(rule_files).map_err(|errors| {
+        // promtool names rule files as the test file gave them, relative to it.
+        let prefix = format!("{}/", base.display());
+        errors
+            .into_iter()
+            .map(|e| match e.strip_prefix(&prefix) {
+                Some(relative) if !base.as_os_str().is_empty() => relative.to_string(),
+                _ => e,
+            })
+            .collect::<Vec<_>>()
+    })?;
     if !order.is_empty() {
         let rank = |g: &Group| {
             order
@@ -121,7 +116,7 @@ struct LoadedSeries {
 fn run_group(
     test: &TestGroup,
     eval_interval: i64,
-    rule_files: &[std::path::PathBuf],
+    rule_files: &[PathBuf],
     order: &[String],
     base: &Path,
 ) -> Vec<String> {

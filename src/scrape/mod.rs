@@ -412,7 +412,6 @@ pub fn spawn(
                         }
                         last_error = report.error;
                     }
-                    storage.truncate(now_ms());
                 }
             })
         })
