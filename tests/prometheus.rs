@@ -15,8 +15,13 @@ use serde_json::Value;
 /// A `prometheus` process scraping one target, killed on drop.
 struct Prometheus {
     child: Child,
-    base: String,
+    api: QueryClient,
     _dir: TempDir,
+}
+
+/// Prometheus' query API at `base`: Prometheus itself, or torchwatch's own.
+struct QueryClient {
+    base: String,
 }
 
 impl Drop for Prometheus {
@@ -56,8 +61,18 @@ fn start_prometheus(target: &str) -> Prometheus {
         .expect("the prometheus binary runs (make test-deps installs Debian's package)");
     Prometheus {
         child,
-        base: format!("http://127.0.0.1:{port}"),
+        api: QueryClient {
+            base: format!("http://127.0.0.1:{port}"),
+        },
         _dir: dir,
+    }
+}
+
+impl std::ops::Deref for Prometheus {
+    type Target = QueryClient;
+
+    fn deref(&self) -> &QueryClient {
+        &self.api
     }
 }
 
@@ -73,7 +88,9 @@ impl Prometheus {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
 
+impl QueryClient {
     /// Every series of an instant query; the query must succeed.
     async fn query_all(&self, expr: &str) -> Vec<Value> {
         let url = reqwest::Url::parse_with_params(
@@ -118,7 +135,8 @@ impl Prometheus {
 async fn prometheus_scrapes_and_computes_what_the_test_did() {
     let mut model = ModelEntry::mlp("mlp");
     model.cache = "{enabled: true, capacity: 1000, ttl: 5m}";
-    let server = common::start("prometheus-target", &[model], "");
+    // torchwatch also scrapes itself every second, so its own query API has the same data.
+    let server = common::start("prometheus-target", &[model], "scrape:\n  interval: 1s\n");
     server.wait_ready().await;
     let prometheus = start_prometheus(server.base.trim_start_matches("http://"));
     prometheus.wait_ready().await;
@@ -213,6 +231,11 @@ async fn prometheus_scrapes_and_computes_what_the_test_did() {
     eprintln!("{sent} requests, p99 {p99:.6} s (slowest {slowest:.6} s), hit ratio {hit_ratio:.4}");
 
     check_dashboard(&prometheus).await;
+    // Grafana can use torchwatch itself as its Prometheus datasource: the same panels work.
+    check_dashboard(&QueryClient {
+        base: server.base.clone(),
+    })
+    .await;
 
     // promtool's linter accepts the exposition as scraped.
     let text = reqwest::get(server.url("/metrics"))
@@ -254,8 +277,9 @@ fn metric_names(expr: &str) -> Vec<&str> {
 }
 
 /// Runs every panel query of the Grafana dashboard, with its variables substituted, against
-/// `prometheus`: none may fail, and every panel whose metrics exist must return data.
-async fn check_dashboard(prometheus: &Prometheus) {
+/// `prometheus` (or torchwatch's own query API): none may fail, and every panel whose metrics
+/// exist must return data.
+async fn check_dashboard(prometheus: &QueryClient) {
     let path = common::root().join("grafana/dashboards/torchwatch.json");
     let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
