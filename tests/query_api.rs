@@ -1,5 +1,5 @@
-//! The rule engine inside `serve`: scraping itself and a bearer-protected
-//! target, staleness when series or targets go away, a recording rule on its
+//! The rule engine inside `serve`: scraping itself and a target protected by
+//! bearer and basic authentication, staleness when series or targets go away, a recording rule on its
 //! timer, and the Prometheus-shaped query API over the built-in store.
 
 mod common;
@@ -13,16 +13,18 @@ use axum::response::IntoResponse;
 use serde_json::Value;
 
 const TOKEN: &str = "s3cret-token-7f1c";
+const PASSWORD: &str = "b4sic-passw0rd";
 
 /// What the fake target answers: content type and body.
 type Exposition = Arc<Mutex<(&'static str, String)>>;
 
 async fn exposition(State(state): State<Exposition>, headers: HeaderMap) -> impl IntoResponse {
-    if headers
+    // "scraper:b4sic-passw0rd" in base64, as HTTP basic authentication sends it.
+    let basic = "Basic c2NyYXBlcjpiNHNpYy1wYXNzdzByZA==";
+    let given = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        != Some(&format!("Bearer {TOKEN}"))
-    {
+        .and_then(|v| v.to_str().ok());
+    if given != Some(&format!("Bearer {TOKEN}")) && given != Some(basic) {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::CONTENT_TYPE, "text/plain")],
@@ -105,6 +107,8 @@ async fn scrapes_records_and_answers_prometheus_queries() {
     let dir = common::TempDir::new("query-api");
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, PASSWORD).unwrap();
     let rules = dir.path().join("rules.yml");
     std::fs::write(
         &rules,
@@ -112,8 +116,9 @@ async fn scrapes_records_and_answers_prometheus_queries() {
     )
     .unwrap();
     let extra = format!(
-        "scrape:\n  interval: 1s\n  timeout: 1s\n  jobs:\n    - job_name: fake\n      targets: ['{target}']\n      authorization:\n        credentials_file: {}\n      labels:\n        team: ml\nrules:\n  files: ['{}']\n  evaluation_interval: 1s\n",
+        "scrape:\n  interval: 1s\n  timeout: 1s\n  jobs:\n    - job_name: fake\n      targets: ['{target}']\n      authorization:\n        credentials_file: {}\n      labels:\n        team: ml\n    - job_name: fake-basic\n      targets: ['{target}']\n      basic_auth:\n        username: scraper\n        password_file: {}\nrules:\n  files: ['{}']\n  evaluation_interval: 1s\n",
         token_file.display(),
+        password_file.display(),
         rules.display()
     );
     let server = common::start("query-api", &[common::ModelEntry::mlp("mlp")], &extra);
@@ -124,17 +129,19 @@ async fn scrapes_records_and_answers_prometheus_queries() {
     };
 
     let up = api
-        .eventually("up", "both targets scraped", |v| {
-            v.len() == 2 && v.iter().all(|(_, x)| *x == 1.0)
+        .eventually("up", "every target scraped", |v| {
+            v.len() == 3 && v.iter().all(|(_, x)| *x == 1.0)
         })
         .await;
-    let jobs: Vec<&str> = up.iter().map(|(m, _)| m["job"].as_str().unwrap()).collect();
-    assert!(
-        jobs.contains(&"torchwatch") && jobs.contains(&"fake"),
-        "{up:?}"
+    let mut jobs: Vec<&str> = up.iter().map(|(m, _)| m["job"].as_str().unwrap()).collect();
+    jobs.sort();
+    assert_eq!(
+        jobs,
+        ["fake", "fake-basic", "torchwatch"],
+        "bearer and basic auth both accepted"
     );
 
-    let scraped = api.vector("fake_requests_total").await;
+    let scraped = api.vector("fake_requests_total{job=\"fake\"}").await;
     assert_eq!(scraped.len(), 2, "{scraped:?}");
     let a = scraped.iter().find(|(m, _)| m["path"] == "/a").unwrap();
     assert_eq!(a.1, 5.0);
@@ -147,12 +154,13 @@ async fn scrapes_records_and_answers_prometheus_queries() {
     assert_eq!(a.0["team"], "ml");
 
     let recorded = api
-        .eventually("job:fake_requests:sum", "recording rule ran", |v| {
-            v.len() == 1
-        })
+        .eventually(
+            "job:fake_requests:sum",
+            "recording rule ran for both jobs",
+            |v| v.len() == 2,
+        )
         .await;
-    assert_eq!(recorded[0].1, 12.0);
-    assert_eq!(recorded[0].0["job"], "fake");
+    assert!(recorded.iter().all(|(_, v)| *v == 12.0), "{recorded:?}");
     let own = api.vector("torchwatch_build_info").await;
     assert_eq!(own.len(), 1, "self-scrape stores torchwatch's own metrics");
 
@@ -166,15 +174,15 @@ async fn scrapes_records_and_answers_prometheus_queries() {
         |v| v.is_empty(),
     )
     .await;
-    assert_eq!(api.vector("fake_requests_total").await.len(), 1);
+    assert_eq!(api.vector("fake_requests_total").await.len(), 2);
 
     // A malformed exposition fails that scrape only: up 0, its series stale, the reason logged.
     *state.lock().unwrap() = (
         "text/plain; version=0.0.4",
         "fake_requests_total{path=\"/a\" 1\n".into(),
     );
-    api.eventually("up{job=\"fake\"}", "malformed scrape sets up 0", |v| {
-        v.len() == 1 && v[0].1 == 0.0
+    api.eventually("up{job=~\"fake.*\"}", "malformed scrape sets up 0", |v| {
+        v.len() == 2 && v.iter().all(|(_, x)| *x == 0.0)
     })
     .await;
     assert!(
@@ -189,8 +197,8 @@ async fn scrapes_records_and_answers_prometheus_queries() {
         .collect();
     assert_eq!(
         failures.len(),
-        1,
-        "one log line per change of health: {failures:?}"
+        2,
+        "one log line per target and change of health: {failures:?}"
     );
     let reason = failures[0]["error"].as_str().unwrap();
     assert!(
@@ -222,7 +230,7 @@ async fn scrapes_records_and_answers_prometheus_queries() {
 
     // Metadata endpoints.
     let (_, series) = api.get("/api/v1/series", &[("match[]", "up")]).await;
-    assert_eq!(series["data"].as_array().unwrap().len(), 2, "{series}");
+    assert_eq!(series["data"].as_array().unwrap().len(), 3, "{series}");
     let (_, labels) = api.get("/api/v1/labels", &[]).await;
     let labels: Vec<&str> = labels["data"]
         .as_array()
@@ -236,7 +244,10 @@ async fn scrapes_records_and_answers_prometheus_queries() {
     let (_, jobs) = api
         .get("/api/v1/label/job/values", &[("match[]", "up")])
         .await;
-    assert_eq!(jobs["data"], serde_json::json!(["fake", "torchwatch"]));
+    assert_eq!(
+        jobs["data"],
+        serde_json::json!(["fake", "fake-basic", "torchwatch"])
+    );
 
     // POST form, scalars, and Prometheus' error JSON for bad input.
     let response = api
@@ -281,6 +292,8 @@ async fn scrapes_records_and_answers_prometheus_queries() {
 
     // The bearer token never shows up in what torchwatch writes.
     let log = std::fs::read_to_string(&server.log_file).unwrap();
-    assert!(!log.contains(TOKEN));
-    assert!(server.stderr_lines().iter().all(|l| !l.contains(TOKEN)));
+    for secret in [TOKEN, PASSWORD] {
+        assert!(!log.contains(secret));
+        assert!(server.stderr_lines().iter().all(|l| !l.contains(secret)));
+    }
 }
