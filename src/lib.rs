@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod config;
+pub mod gofmt;
 pub mod http;
 pub mod logs;
 pub mod metrics;

@@ -2,6 +2,7 @@
 //! `{{ $value | humanize }}`, `printf`, `if`/`else`/`end`, variables, trim markers.
 //! Parsing is separate from execution so `rules check` reports syntax errors.
 
+use crate::gofmt;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -489,7 +490,7 @@ fn truthy(v: &Val) -> bool {
 fn print(v: &Val) -> String {
     match v {
         Val::Str(s) => s.clone(),
-        Val::Num(n) => format_go_float(*n),
+        Val::Num(n) => gofmt::verb_v(*n),
         Val::Bool(b) => b.to_string(),
         Val::Map(m) => {
             let inner: Vec<String> = m.iter().map(|(k, v)| format!("{k}:{v}")).collect();
@@ -542,7 +543,7 @@ fn call(name: &str, args: &[Val]) -> Result<Val, String> {
             arity(1)?;
             let v = number(&args[0], name)?;
             Val::Str(if v.abs() <= 1.0 || !v.is_finite() {
-                format!("{:.4}", go_g(v, 4))
+                format!("{:.4}", gofmt::g(v, 4))
             } else {
                 humanize(
                     v,
@@ -558,19 +559,19 @@ fn call(name: &str, args: &[Val]) -> Result<Val, String> {
         }
         "humanizePercentage" => {
             arity(1)?;
-            Val::Str(format!("{}%", go_g(number(&args[0], name)? * 100.0, 4)))
+            Val::Str(format!("{}%", gofmt::g(number(&args[0], name)? * 100.0, 4)))
         }
         "humanizeTimestamp" => {
             arity(1)?;
             let v = number(&args[0], name)?;
             Val::Str(if !v.is_finite() {
-                format_go_float(v)
+                gofmt::verb_v(v)
             } else {
                 let secs = v.trunc() as i64;
                 let nanos = ((v - v.trunc()) * 1e9).round() as u32;
                 match chrono::DateTime::from_timestamp(secs, nanos) {
                     Some(t) => t.format("%Y-%m-%d %H:%M:%S%.f +0000 UTC").to_string(),
-                    None => format_go_float(v),
+                    None => gofmt::verb_v(v),
                 }
             })
         }
@@ -703,83 +704,9 @@ fn call(name: &str, args: &[Val]) -> Result<Val, String> {
     })
 }
 
-/// Go's `%v` for float64: shortest digits, exponent form below 1e-4 or from 1e6.
-pub fn format_go_float(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
-    }
-    if v == 0.0 {
-        return if v.is_sign_negative() {
-            "-0".into()
-        } else {
-            "0".into()
-        };
-    }
-    let exp = v.abs().log10().floor() as i32;
-    if !(-4..6).contains(&exp) {
-        go_exponent(&format!("{v:e}"))
-    } else {
-        format!("{v}")
-    }
-}
-
-/// Rust's `1.5e-7` → Go's `1.5e-07`.
-fn go_exponent(rust: &str) -> String {
-    match rust.split_once('e') {
-        Some((mantissa, exp)) => {
-            let (sign, digits) = match exp.strip_prefix('-') {
-                Some(d) => ('-', d),
-                None => ('+', exp),
-            };
-            format!("{mantissa}e{sign}{digits:0>2}")
-        }
-        None => rust.to_string(),
-    }
-}
-
-/// Go's `%.{p}g`.
-fn go_g(v: f64, precision: usize) -> String {
-    if !v.is_finite() {
-        return format_go_float(v);
-    }
-    if v == 0.0 {
-        return "0".into();
-    }
-    let exp = v.abs().log10().floor() as i32;
-    let formatted = format!("{:.*e}", precision.saturating_sub(1), v);
-    // Rounding can carry into the next power of ten.
-    let exp = formatted
-        .split_once('e')
-        .and_then(|(_, e)| e.parse::<i32>().ok())
-        .unwrap_or(exp);
-    if exp < -4 || exp >= precision as i32 {
-        let (mantissa, _) = formatted.split_once('e').unwrap_or((&formatted, ""));
-        let mantissa = trim_zeros(mantissa);
-        go_exponent(&format!("{mantissa}e{exp}"))
-    } else {
-        let decimals = (precision as i32 - 1 - exp).max(0) as usize;
-        trim_zeros(&format!("{v:.decimals$}"))
-    }
-}
-
-fn trim_zeros(s: &str) -> String {
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s.to_string()
-    }
-}
-
 fn humanize(v: f64, base: f64, big: &[&str], small: &[&str]) -> String {
     if v == 0.0 || !v.is_finite() {
-        return format!("{:.4}", go_g(v, 4));
+        return format!("{:.4}", gofmt::g(v, 4));
     }
     let mut v = v;
     if v.abs() >= 1.0 {
@@ -791,7 +718,7 @@ fn humanize(v: f64, base: f64, big: &[&str], small: &[&str]) -> String {
             prefix = p;
             v /= base;
         }
-        return format!("{}{prefix}", go_g(v, 4));
+        return format!("{}{prefix}", gofmt::g(v, 4));
     }
     let mut prefix = small[0];
     for p in &small[1..] {
@@ -801,12 +728,12 @@ fn humanize(v: f64, base: f64, big: &[&str], small: &[&str]) -> String {
         prefix = p;
         v *= base;
     }
-    format!("{}{prefix}", go_g(v, 4))
+    format!("{}{prefix}", gofmt::g(v, 4))
 }
 
 fn humanize_duration(v: f64) -> String {
     if !v.is_finite() {
-        return format!("{:.4}", go_g(v, 4));
+        return format!("{:.4}", gofmt::g(v, 4));
     }
     if v.abs() < 1.0 {
         // Sub-second: SI prefixes on seconds, as Prometheus prints them.
@@ -818,7 +745,7 @@ fn humanize_duration(v: f64) -> String {
             prefix = p;
             v *= 1000.0;
         }
-        return format!("{}{prefix}s", go_g(v, 4));
+        return format!("{}{prefix}s", gofmt::g(v, 4));
     }
     let sign = if v < 0.0 { "-" } else { "" };
     let v = v.abs();
@@ -833,7 +760,7 @@ fn humanize_duration(v: f64) -> String {
     } else if minutes != 0 {
         format!("{sign}{minutes}m {seconds}s")
     } else {
-        format!("{sign}{}s", go_g(v, 4))
+        format!("{sign}{}s", gofmt::g(v, 4))
     }
 }
 
@@ -882,14 +809,10 @@ fn sprintf(format: &str, args: &[Val]) -> Result<String, String> {
             'q' => crate::storage::quote(&print(arg)),
             'd' => format!("{}", number(arg, "printf")? as i64),
             'f' | 'F' => format!("{:.*}", precision.unwrap_or(6), number(arg, "printf")?),
-            'e' => go_exponent(&format!(
-                "{:.*e}",
-                precision.unwrap_or(6),
-                number(arg, "printf")?
-            )),
+            'e' => gofmt::exponent_fixed(number(arg, "printf")?, precision.unwrap_or(6)),
             'g' => match precision {
-                Some(p) => go_g(number(arg, "printf")?, p.max(1)),
-                None => format_go_float(number(arg, "printf")?),
+                Some(p) => gofmt::g(number(arg, "printf")?, p.max(1)),
+                None => gofmt::verb_v(number(arg, "printf")?),
             },
             'x' => match arg {
                 Val::Num(n) => format!("{:x}", *n as i64),

@@ -15,7 +15,8 @@ use promql_parser::parser::Expr;
 use serde_json::{Value as Json_, json};
 
 use crate::config::PromDuration;
-use crate::promql::{self, Engine, Value, format_float_plain};
+use crate::gofmt;
+use crate::promql::{self, Engine, Value};
 use crate::storage::{Labels, Point, SeriesPoints, Storage};
 
 /// Prometheus' cap on points per series in a range query.
@@ -162,7 +163,7 @@ fn labels_json(labels: &Labels) -> Json_ {
 }
 
 fn point_json(t: i64, v: f64) -> Json_ {
-    json!([t as f64 / 1000.0, format_float_plain(v)])
+    json!([t as f64 / 1000.0, gofmt::plain(v)])
 }
 
 fn matrix_json(series: &[SeriesPoints]) -> Json_ {

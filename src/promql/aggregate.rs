@@ -1,6 +1,6 @@
 //! Aggregation operators, following Prometheus 2.x's `aggregation`.
 
-use super::eval::{Evaluator, format_float_plain};
+use super::eval::Evaluator;
 use super::{Error, Sample, Value};
 use crate::storage::{Labels, METRIC_NAME, is_valid_label_name};
 use promql_parser::parser::token::*;
@@ -99,7 +99,7 @@ pub(super) fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, E
     for mut s in input {
         if op == Op::CountValues {
             let mut b = s.labels.builder();
-            b.set(&value_label, &format_float_plain(s.v));
+            b.set(&value_label, &crate::gofmt::plain(s.v));
             s.labels = b.build();
         }
         let key: Vec<(String, String)> = s

@@ -7,6 +7,48 @@ use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Collects instant results step by step into one series per label set
+/// (range queries, subqueries).
+#[derive(Default)]
+pub(super) struct SeriesBuilder {
+    series: Vec<SeriesPoints>,
+    index: HashMap<Labels, usize>,
+}
+
+impl SeriesBuilder {
+    /// Adds the result at `t`: a vector, or a scalar as one label-less series.
+    /// Any other type is refused with its type name.
+    pub fn add(&mut self, value: Value, t: i64) -> Result<(), &'static str> {
+        let samples = match value {
+            Value::Scalar(v) => vec![Sample {
+                labels: Labels::default(),
+                v,
+            }],
+            Value::Vector(v) => v,
+            other => return Err(other.type_name()),
+        };
+        for s in samples {
+            let i = match self.index.get(&s.labels) {
+                Some(&i) => i,
+                None => {
+                    self.series.push(SeriesPoints {
+                        labels: s.labels.clone(),
+                        points: Vec::new(),
+                    });
+                    self.index.insert(s.labels, self.series.len() - 1);
+                    self.series.len() - 1
+                }
+            };
+            self.series[i].points.push(Point { t, v: s.v });
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Vec<SeriesPoints> {
+        self.series
+    }
+}
+
 /// A range argument of a function: the series and the window they were cut to.
 pub(super) struct RangeArg {
     pub series: Vec<SeriesPoints>,
@@ -40,21 +82,6 @@ fn system_time_ms(t: &SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => duration_ms(&d),
         Err(e) => -duration_ms(&e.duration()),
-    }
-}
-
-/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`, used for `count_values` labels.
-pub fn format_float_plain(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        format!("{v}")
     }
 }
 
@@ -209,40 +236,17 @@ impl<'a> Evaluator<'a> {
         if start < mint {
             start += step;
         }
-        let mut series: Vec<SeriesPoints> = Vec::new();
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut series = SeriesBuilder::default();
         let mut ts = start;
         while ts <= maxt {
-            let samples = match self.eval(expr, ts)? {
-                Value::Scalar(v) => vec![Sample {
-                    labels: Labels::default(),
-                    v,
-                }],
-                Value::Vector(v) => v,
-                other => {
-                    return Err(Error(format!(
-                        "subquery is only allowed on instant vector, got {} instead",
-                        other.type_name()
-                    )));
-                }
-            };
-            for s in samples {
-                let i = match index.get(&s.labels) {
-                    Some(&i) => i,
-                    None => {
-                        series.push(SeriesPoints {
-                            labels: s.labels.clone(),
-                            points: Vec::new(),
-                        });
-                        index.insert(s.labels, series.len() - 1);
-                        series.len() - 1
-                    }
-                };
-                series[i].points.push(Point { t: ts, v: s.v });
-            }
+            series.add(self.eval(expr, ts)?, ts).map_err(|other| {
+                Error(format!(
+                    "subquery is only allowed on instant vector, got {other} instead"
+                ))
+            })?;
             ts += step;
         }
-        Ok(series)
+        Ok(series.finish())
     }
 
     pub fn eval_vector(&self, expr: &Expr, t: i64) -> Result<Vec<Sample>, Error> {

@@ -7,13 +7,13 @@ mod binary;
 mod eval;
 mod functions;
 
-use crate::storage::{Labels, Point, Queryable, SeriesPoints};
+use crate::storage::{Labels, Queryable, SeriesPoints};
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{self, Expr};
 use std::fmt;
 use std::sync::Once;
 
-pub use eval::{format_float_plain, selector_matchers};
+pub use eval::selector_matchers;
 
 /// One element of an instant vector.
 #[derive(Clone, Debug, PartialEq)]
@@ -117,38 +117,19 @@ impl Engine {
             return Err(Error("zero or negative query resolution step widths are not accepted. Try a positive integer".into()));
         }
         let evaluator = eval::Evaluator::new(self, db, start, end);
-        let mut series: Vec<SeriesPoints> = Vec::new();
-        let mut index: std::collections::HashMap<Labels, usize> = Default::default();
+        let mut series = eval::SeriesBuilder::default();
         let mut t = start;
         while t <= end {
-            let samples = match evaluator.eval(expr, t)? {
-                Value::Scalar(v) => vec![Sample {
-                    labels: Labels::default(),
-                    v,
-                }],
-                Value::Vector(v) => v,
-                other => {
-                    return Err(Error(format!(
-                        "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
-                        match other {
-                            Value::Matrix(_) => "range vector",
-                            _ => "string",
-                        }
-                    )));
-                }
-            };
-            for s in samples {
-                let i = *index.entry(s.labels.clone()).or_insert_with(|| {
-                    series.push(SeriesPoints {
-                        labels: s.labels.clone(),
-                        points: Vec::new(),
-                    });
-                    series.len() - 1
-                });
-                series[i].points.push(Point { t, v: s.v });
-            }
+            let value = evaluator.eval(expr, t)?;
+            series.add(value, t).map_err(|other| {
+                Error(format!(
+                    "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                    if other == "matrix" { "range vector" } else { other }
+                ))
+            })?;
             t += step;
         }
+        let mut series = series.finish();
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(series)
     }

@@ -4,6 +4,7 @@
 
 use super::{AlertState, Group, LocalQuery, QueryFn, RuleKind, TemplateContext};
 use crate::config::{TestGroup, UnitTestFile};
+use crate::gofmt;
 use crate::promql::{self, Engine};
 use crate::storage::{Labels, METRIC_NAME, Storage, StorageOptions, is_stale, quote, stale_nan};
 use promql_parser::label::MatchOp;
@@ -448,38 +449,13 @@ fn go_duration(ms: i64) -> String {
     }
 }
 
-/// Go's `strconv.FormatFloat(v, 'E', -1, 64)`.
-fn format_e(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
-    }
-    let s = format!("{v:E}");
-    match s.split_once('E') {
-        Some((mantissa, exp)) => {
-            let (sign, digits) = match exp.strip_prefix('-') {
-                Some(d) => ('-', d),
-                None => ('+', exp),
-            };
-            format!("{mantissa}E{sign}{digits:0>2}")
-        }
-        None => s,
-    }
-}
-
 fn samples_string(samples: &[(Labels, f64)]) -> String {
     if samples.is_empty() {
         return "nil".into();
     }
     samples
         .iter()
-        .map(|(l, v)| format!("{l} {}", format_e(*v)))
+        .map(|(l, v)| format!("{l} {}", gofmt::exponent(*v, true)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -536,9 +512,6 @@ mod tests {
 
     #[test]
     fn go_formats() {
-        assert_eq!(format_e(1.0), "1E+00");
-        assert_eq!(format_e(61.0), "6.1E+01");
-        assert_eq!(format_e(1.5e-7), "1.5E-07");
         assert_eq!(go_duration(0), "0s");
         assert_eq!(go_duration(60_000), "1m0s");
         assert_eq!(go_duration(3_725_500), "1h2m5.5s");
