@@ -52,6 +52,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let registry = Arc::new(registry);
     metrics.register_collector(Box::new(ModelCollector(registry.clone())));
     metrics.register_collector(Box::new(StorageCollector(storage.clone())));
+    let rule_metrics = metrics.rules();
     let app = http::router(
         registry.clone(),
         Arc::new(metrics),
@@ -75,6 +76,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         storage.clone(),
         config.rules.external_labels.clone(),
         format!("http://{local}"),
+        rule_metrics,
         stop.subscribe(),
     );
     // Responses are written whole; Nagle's algorithm would only hold back the last segment.

@@ -103,7 +103,19 @@ fn sample(text: &str, series: &str) -> f64 {
 async fn metrics_match_the_readme_and_the_traffic() {
     let mut cached = ModelEntry::mlp("mlp");
     cached.cache = "{enabled: true, capacity: 100, ttl: 5m}";
-    let server = common::start("metrics", &[cached], "");
+    // One rule group, so the rule engine's families carry samples.
+    let rules_dir = common::TempDir::new("metrics-rules");
+    let rules = rules_dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - record: up:sum\n        expr: sum(up)\n      - record: broken\n        expr: label_replace(vector(1), \"a\", \"b\", \"c\", \"(\")\n",
+    )
+    .unwrap();
+    let server = common::start(
+        "metrics",
+        &[cached],
+        &format!("rules:\n  files: ['{}']\n", rules.display()),
+    );
     server.wait_ready().await;
     let client = common::client();
     let case = &references("mlp")[1];
@@ -210,6 +222,29 @@ async fn metrics_match_the_readme_and_the_traffic() {
             r#"torchwatch_cache_requests_total{model="mlp",result="miss"}"#
         ),
         1.0
+    );
+    // The group has run (its first tick is at start, long before the model was warm) and
+    // its broken rule (an invalid regular expression) failed every time.
+    let group = format!("{{rule_group=\"{};g\"}}", rules.display());
+    let iterations = sample(
+        &text,
+        &format!("torchwatch_rule_group_iterations_total{group}"),
+    );
+    assert!(iterations >= 1.0, "{iterations}");
+    // Both counters move once per run, not atomically together: a scrape may fall between.
+    let failures = sample(
+        &text,
+        &format!("torchwatch_rule_evaluation_failures_total{group}"),
+    );
+    assert!(
+        failures >= 1.0 && (iterations - failures).abs() <= 1.0,
+        "{failures} of {iterations}"
+    );
+    assert!(
+        sample(
+            &text,
+            &format!("torchwatch_rule_group_last_evaluation_timestamp_seconds{group}")
+        ) > 1.7e9
     );
     assert_eq!(
         sample(&text, r#"torchwatch_cache_entries{model="mlp"}"#),

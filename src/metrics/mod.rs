@@ -8,6 +8,7 @@
 
 mod gpu;
 mod process;
+mod rules;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use crate::config::BucketsConfig;
 
 pub use gpu::{GpuCollector, GpuSample, GpuSource};
 pub use process::ProcessCollector;
+pub use rules::{GroupMetrics, RuleMetrics};
 
 /// Content type of the Prometheus text format.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -66,6 +68,7 @@ pub struct Metrics {
     rejected: Family<ReasonLabels, Counter>,
     inference_count: Family<ModelLabel, Counter>,
     execution_count: Family<ModelLabel, Counter>,
+    rules: RuleMetrics,
 }
 
 fn histograms<M>(bounds: &[f64]) -> Family<ModelLabel, M, BucketsFn> {
@@ -125,6 +128,7 @@ impl Metrics {
             rejected: Family::default(),
             inference_count: Family::default(),
             execution_count: Family::default(),
+            rules: RuleMetrics::new(),
             registry: Registry::default(),
         };
         let registry = &mut metrics.registry;
@@ -168,6 +172,7 @@ impl Metrics {
             "Forward passes run",
             metrics.execution_count.clone(),
         );
+        metrics.rules.register(registry);
         registry.register_collector(Box::new(BuildInfo));
         registry.register_collector(Box::new(ProcessCollector::new()));
         registry.register_collector(Box::new(GpuCollector::detect()));
@@ -175,6 +180,11 @@ impl Metrics {
     }
 
     /// Adds a collector read at every scrape.
+    /// The rule engine's handles.
+    pub fn rules(&self) -> RuleMetrics {
+        self.rules.clone()
+    }
+
     pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
         self.registry.register_collector(collector);
     }

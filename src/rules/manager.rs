@@ -3,6 +3,7 @@
 //! never stall the HTTP server.
 
 use super::{Group, QueryFn, TemplateContext};
+use crate::metrics::RuleMetrics;
 use crate::storage::Storage;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ struct Shared {
 
 impl RuleManager {
     /// Starts one timer per group; they stop when `stop` turns true.
+    #[allow(clippy::too_many_arguments)] // one call site; a parameter struct would only rename them
     pub fn start(
         groups: Vec<Group>,
         default_interval: Duration,
@@ -36,6 +38,7 @@ impl RuleManager {
         storage: Arc<Storage>,
         external_labels: BTreeMap<String, String>,
         external_url: String,
+        metrics: RuleMetrics,
         stop: watch::Receiver<bool>,
     ) -> RuleManager {
         let shared = Arc::new(Shared {
@@ -49,13 +52,15 @@ impl RuleManager {
             .map(|g| Arc::new(Mutex::new(g)))
             .collect();
         for group in &groups {
-            let (name, interval) = {
+            let (name, interval, recorder) = {
                 let g = group.lock().unwrap_or_else(|e| e.into_inner());
                 let interval = g
                     .interval_ms
                     .map(|ms| Duration::from_millis(ms as u64))
                     .unwrap_or(default_interval);
-                (g.name.clone(), interval)
+                // Prometheus names a group `file;name` in its metrics.
+                let recorder = metrics.group(&format!("{};{}", g.file.display(), g.name));
+                (g.name.clone(), interval, recorder)
             };
             let group = group.clone();
             let shared = shared.clone();
@@ -70,22 +75,36 @@ impl RuleManager {
                     }
                     let group = group.clone();
                     let shared = shared.clone();
+                    let recorder = recorder.clone();
+                    let started = std::time::Instant::now();
                     let evaluated = tokio::task::spawn_blocking(move || {
                         let mut g = group.lock().unwrap_or_else(|e| e.into_inner());
                         let ctx = TemplateContext {
                             external_labels: &shared.external_labels,
                             external_url: &shared.external_url,
                         };
-                        g.eval(
-                            crate::scrape::now_ms(),
-                            shared.query.as_ref(),
-                            &shared.storage,
-                            &ctx,
-                        )
+                        let now = crate::scrape::now_ms();
+                        let outcome = g.eval(now, shared.query.as_ref(), &shared.storage, &ctx);
+                        for rule in &g.rules {
+                            recorder
+                                .evaluation_duration
+                                .observe(rule.last_duration.as_secs_f64());
+                        }
+                        recorder.last_evaluation.set(now as f64 / 1000.0);
+                        outcome
                     })
                     .await;
+                    let elapsed = started.elapsed();
+                    recorder.iterations.inc();
+                    recorder.last_duration.set(elapsed.as_secs_f64());
+                    // The ticker skips the ticks an overrun swallowed; count them.
+                    let missed = (elapsed.as_nanos() / interval.as_nanos().max(1)) as u64;
+                    if missed > 0 {
+                        recorder.missed.inc_by(missed);
+                    }
                     match evaluated {
                         Ok(outcome) => {
+                            recorder.failures.inc_by(outcome.errors.len() as u64);
                             for (rule, error) in outcome.errors {
                                 tracing::warn!(event = "rule_evaluation_failed", group = %name,
                                     rule = %rule, error = %error, "rule evaluation failed");
