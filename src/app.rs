@@ -52,16 +52,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let registry = Arc::new(registry);
     metrics.register_collector(Box::new(ModelCollector(registry.clone())));
     metrics.register_collector(Box::new(StorageCollector(storage.clone())));
-    let rule_metrics = metrics.rules();
-    let app = http::router(
-        registry.clone(),
-        Arc::new(metrics),
-        config.server.max_body_bytes,
-        http::QueryApi {
-            storage: storage.clone(),
-            engine,
-        },
-    );
     let (stop, mut stopped) = watch::channel(false);
     let http_client = reqwest::Client::builder()
         .build()
@@ -69,15 +59,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let scrape_tasks = scrape::spawn(targets, storage.clone(), http_client, stop.subscribe());
     tokio::spawn(enforce_retention(storage.clone(), stop.subscribe()));
     let rule_count: usize = groups.iter().map(|g| g.rules.len()).sum();
-    let _rules = RuleManager::start(
+    let evaluation_interval =
+        std::time::Duration::from_millis(config.rules.evaluation_interval.millis() as u64);
+    let rules = Arc::new(RuleManager::start(
         groups,
-        std::time::Duration::from_millis(config.rules.evaluation_interval.millis() as u64),
+        evaluation_interval,
         query,
         storage.clone(),
         config.rules.external_labels.clone(),
         format!("http://{local}"),
-        rule_metrics,
+        metrics.rules(),
         stop.subscribe(),
+    ));
+    let app = http::router(
+        registry.clone(),
+        Arc::new(metrics),
+        config.server.max_body_bytes,
+        http::QueryApi {
+            storage: storage.clone(),
+            engine,
+            rules,
+            evaluation_interval_s: evaluation_interval.as_secs_f64(),
+        },
     );
     // Responses are written whole; Nagle's algorithm would only hold back the last segment.
     let listener = listener.tap_io(|tcp| {

@@ -4,106 +4,24 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
+use common::{Api, FakeTarget};
 use serde_json::Value;
 
 const TOKEN: &str = "s3cret-token-7f1c";
 const PASSWORD: &str = "b4sic-passw0rd";
 
-/// What the fake target answers: content type and body.
-type Exposition = Arc<Mutex<(&'static str, String)>>;
-
-async fn exposition(State(state): State<Exposition>, headers: HeaderMap) -> impl IntoResponse {
-    // "scraper:b4sic-passw0rd" in base64, as HTTP basic authentication sends it.
-    let basic = "Basic c2NyYXBlcjpiNHNpYy1wYXNzdzByZA==";
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if given != Some(&format!("Bearer {TOKEN}")) && given != Some(basic) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::CONTENT_TYPE, "text/plain")],
-            String::new(),
-        );
-    }
-    let (content_type, body) = state.lock().unwrap().clone();
-    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body)
-}
-
-async fn fake_target(state: Exposition) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let app = axum::Router::new()
-        .route("/metrics", axum::routing::get(exposition))
-        .with_state(state);
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    address
-}
-
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-struct Api {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    async fn get(&self, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
-        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), params).unwrap();
-        let response = self.client.get(url).send().await.unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
-    }
-
-    /// The instant vector of `query` now, as (labels, value) pairs.
-    async fn vector(&self, query: &str) -> Vec<(Value, f64)> {
-        let (status, body) = self.get("/api/v1/query", &[("query", query)]).await;
-        assert_eq!(status, 200, "{query}: {body}");
-        assert_eq!(body["status"], "success");
-        assert_eq!(body["data"]["resultType"], "vector", "{body}");
-        body["data"]["result"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r["metric"].clone(),
-                    r["value"][1].as_str().unwrap().parse().unwrap(),
-                )
-            })
-            .collect()
-    }
-
-    /// Polls `query` until `check` accepts its result (scrapes and rules run every second).
-    async fn eventually(
-        &self,
-        query: &str,
-        what: &str,
-        check: impl Fn(&[(Value, f64)]) -> bool,
-    ) -> Vec<(Value, f64)> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = self.vector(query).await;
-            if check(&got) {
-                return got;
-            }
-            assert!(Instant::now() < deadline, "{what}: {query} gave {got:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
+/// "scraper:b4sic-passw0rd" in base64, as HTTP basic authentication sends it.
+const BASIC: &str = "Basic c2NyYXBlcjpiNHNpYy1wYXNzdzByZA==";
 
 #[tokio::test]
 async fn scrapes_records_and_answers_prometheus_queries() {
-    let state: Exposition = Arc::new(Mutex::new((
+    let target = FakeTarget::start(
+        vec![format!("Bearer {TOKEN}"), BASIC.to_string()],
         OPENMETRICS,
         "# TYPE fake_requests counter\nfake_requests_total{path=\"/a\",job=\"inner\"} 5\nfake_requests_total{path=\"/b\"} 7 # {trace_id=\"x\"} 1\n# EOF\n".into(),
-    )));
-    let target = fake_target(state.clone()).await;
+    )
+    .await;
     let dir = common::TempDir::new("query-api");
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
@@ -116,17 +34,16 @@ async fn scrapes_records_and_answers_prometheus_queries() {
     )
     .unwrap();
     let extra = format!(
-        "scrape:\n  interval: 1s\n  timeout: 1s\n  jobs:\n    - job_name: fake\n      targets: ['{target}']\n      authorization:\n        credentials_file: {}\n      labels:\n        team: ml\n    - job_name: fake-basic\n      targets: ['{target}']\n      basic_auth:\n        username: scraper\n        password_file: {}\nrules:\n  files: ['{}']\n  evaluation_interval: 1s\n",
+        "scrape:\n  interval: 1s\n  timeout: 1s\n  jobs:\n    - job_name: fake\n      targets: ['{}']\n      authorization:\n        credentials_file: {}\n      labels:\n        team: ml\n    - job_name: fake-basic\n      targets: ['{}']\n      basic_auth:\n        username: scraper\n        password_file: {}\nrules:\n  files: ['{}']\n  evaluation_interval: 1s\n",
+        target.address,
         token_file.display(),
+        target.address,
         password_file.display(),
         rules.display()
     );
     let server = common::start("query-api", &[common::ModelEntry::mlp("mlp")], &extra);
     server.wait_ready().await;
-    let api = Api {
-        client: common::client(),
-        base: server.base.clone(),
-    };
+    let api = Api::new(&server);
 
     let up = api
         .eventually("up", "every target scraped", |v| {
@@ -150,7 +67,7 @@ async fn scrapes_records_and_answers_prometheus_queries() {
         a.0["exported_job"], "inner",
         "a clashing job label is kept as exported_job"
     );
-    assert_eq!(a.0["instance"], target.as_str());
+    assert_eq!(a.0["instance"], target.address.as_str());
     assert_eq!(a.0["team"], "ml");
 
     let recorded = api
@@ -165,9 +82,10 @@ async fn scrapes_records_and_answers_prometheus_queries() {
     assert_eq!(own.len(), 1, "self-scrape stores torchwatch's own metrics");
 
     // A series that leaves the exposition goes stale at the next scrape, not after 5 minutes.
-    state.lock().unwrap().1 =
-        "# TYPE fake_requests counter\nfake_requests_total{path=\"/a\",job=\"inner\"} 6\n# EOF\n"
-            .into();
+    target.set(
+        OPENMETRICS,
+        "# TYPE fake_requests counter\nfake_requests_total{path=\"/a\",job=\"inner\"} 6\n# EOF\n",
+    );
     api.eventually(
         "fake_requests_total{path=\"/b\"}",
         "vanished series marked stale",
@@ -177,9 +95,9 @@ async fn scrapes_records_and_answers_prometheus_queries() {
     assert_eq!(api.vector("fake_requests_total").await.len(), 2);
 
     // A malformed exposition fails that scrape only: up 0, its series stale, the reason logged.
-    *state.lock().unwrap() = (
+    target.set(
         "text/plain; version=0.0.4",
-        "fake_requests_total{path=\"/a\" 1\n".into(),
+        "fake_requests_total{path=\"/a\" 1\n",
     );
     api.eventually("up{job=~\"fake.*\"}", "malformed scrape sets up 0", |v| {
         v.len() == 2 && v.iter().all(|(_, x)| *x == 0.0)

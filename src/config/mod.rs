@@ -489,10 +489,11 @@ impl Config {
                 return Err(format!("{at}: targets: give at least one host:port"));
             }
             let interval = job.interval.unwrap_or(self.scrape.interval);
-            let timeout = job.timeout.unwrap_or(self.scrape.timeout);
-            if interval.millis() <= 0 || timeout > interval {
+            // As in Prometheus, an inherited timeout is cut to the interval; only a
+            // job's own longer timeout is an error.
+            if interval.millis() <= 0 || job.timeout.is_some_and(|t| t > interval) {
                 return Err(format!(
-                    "{at}: interval must be > 0s and timeout ({timeout}) at most the interval ({interval})"
+                    "{at}: interval must be > 0s and timeout at most the interval ({interval})"
                 ));
             }
         }
@@ -657,6 +658,33 @@ mod tests {
         let text = format!("metrics: {{buckets: {{batch_size: [1, 4, 2]}}}}\n{MINIMAL}");
         let err = Config::parse(&text, "t.yaml").unwrap_err().to_string();
         assert!(err.contains("metrics.buckets.batch_size"), "{err}");
+    }
+
+    #[test]
+    fn scrape_timeouts_follow_prometheus() {
+        let job = |timeout: &str| {
+            format!(
+                "scrape: {{interval: 1s, jobs: [{{job_name: j, targets: ['h:1']{timeout}}}]}}\n{MINIMAL}"
+            )
+        };
+        assert!(
+            Config::parse(&job(""), "t.yaml").is_ok(),
+            "the 10s default is cut to 1s"
+        );
+        let err = Config::parse(&job(", timeout: 5s"), "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("scrape.jobs[0] (j)"), "{err}");
+        let err = Config::parse(
+            &format!("storage: {{retention: 1.5h}}\n{MINIMAL}"),
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("1.5h"),
+            "Prometheus durations have no fractions: {err}"
+        );
     }
 
     #[test]

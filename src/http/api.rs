@@ -17,6 +17,7 @@ use serde_json::{Value as Json_, json};
 use crate::config::PromDuration;
 use crate::gofmt;
 use crate::promql::{self, Engine, Value};
+use crate::rules::{Alert, RuleManager, RuleStatus};
 use crate::storage::{Labels, Point, SeriesPoints, Storage};
 
 /// Prometheus' cap on points per series in a range query.
@@ -31,6 +32,10 @@ pub struct QueryApi {
     pub storage: Arc<Storage>,
     /// Engine settings (lookback, default subquery step).
     pub engine: Engine,
+    /// The rule groups, for `/api/v1/rules` and `/api/v1/alerts`.
+    pub rules: Arc<RuleManager>,
+    /// Interval of groups without their own, seconds.
+    pub evaluation_interval_s: f64,
 }
 
 /// Routes under `/api/v1`, ready to nest in any router.
@@ -41,6 +46,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: QueryApi) -> Router<S> {
         .route("/series", get(series).post(series))
         .route("/labels", get(labels).post(labels))
         .route("/label/{name}/values", get(label_values))
+        .route("/rules", get(rules))
+        .route("/alerts", get(alerts))
         .with_state(api)
 }
 
@@ -311,4 +318,98 @@ async fn label_values(
     values.sort();
     values.dedup();
     Ok(success(json!(values)))
+}
+
+/// RFC 3339 with fractional seconds, as Prometheus' API writes times.
+pub(super) fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_default()
+}
+
+fn string_map(map: &std::collections::BTreeMap<String, String>) -> Json_ {
+    json!(map)
+}
+
+fn alert_json(alert: &Alert) -> Json_ {
+    json!({
+        "labels": labels_json(&alert.labels),
+        "annotations": string_map(&alert.annotations),
+        "state": alert.state.as_str(),
+        "activeAt": rfc3339(alert.active_at),
+        "value": gofmt::exponent(alert.value, false),
+    })
+}
+
+fn rule_json(rule: &RuleStatus) -> Json_ {
+    let mut out = json!({
+        "name": rule.name,
+        "query": rule.query,
+        "labels": string_map(&rule.labels),
+        "health": rule.health(),
+        "lastError": rule.last_error.clone().unwrap_or_default(),
+        "evaluationTime": rule.evaluation_time_s,
+        "lastEvaluation": rule.last_evaluation.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        "type": rule.kind,
+    });
+    if rule.kind == "alerting" {
+        out["duration"] = json!(rule.for_s);
+        out["keepFiringFor"] = json!(rule.keep_firing_for_s);
+        out["annotations"] = string_map(&rule.annotations);
+        out["state"] = json!(rule.state().as_str());
+        out["alerts"] = Json_::Array(rule.alerts.iter().map(alert_json).collect());
+    }
+    out
+}
+
+/// `/api/v1/rules`, optionally `type=alert|record`.
+async fn rules(State(api): State<QueryApi>, Form(params): Params) -> Result<Response, ApiError> {
+    let wanted = match param(&params, "type") {
+        None | Some("") => None,
+        Some("alert") => Some("alerting"),
+        Some("record") => Some("recording"),
+        Some(other) => {
+            return Err(ApiError::bad_data(format!(
+                "invalid parameter \"type\": {other:?} is neither alert nor record"
+            )));
+        }
+    };
+    let groups: Vec<Json_> = api
+        .rules
+        .snapshot(api.evaluation_interval_s)
+        .iter()
+        .map(|g| {
+            let rules: Vec<Json_> = g
+                .rules
+                .iter()
+                .filter(|r| wanted.is_none_or(|w| r.kind == w))
+                .map(rule_json)
+                .collect();
+            let last = g.rules.iter().filter_map(|r| r.last_evaluation).max();
+            json!({
+                "name": g.name,
+                "file": g.file,
+                "interval": g.interval_s,
+                "limit": g.limit,
+                "rules": rules,
+                "evaluationTime": g.rules.iter().map(|r| r.evaluation_time_s).sum::<f64>(),
+                "lastEvaluation": last.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            })
+        })
+        .collect();
+    Ok(success(json!({ "groups": groups })))
+}
+
+/// `/api/v1/alerts`: every pending and firing alert.
+async fn alerts(State(api): State<QueryApi>) -> Response {
+    let alerts: Vec<Json_> = api
+        .rules
+        .snapshot(api.evaluation_interval_s)
+        .iter()
+        .flat_map(|g| g.rules.iter())
+        .flat_map(|r| r.alerts.iter())
+        .filter(|a| a.state != crate::rules::AlertState::Inactive)
+        .map(alert_json)
+        .collect();
+    success(json!({ "alerts": alerts }))
 }

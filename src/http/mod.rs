@@ -3,6 +3,7 @@
 
 mod api;
 mod protocol;
+mod status;
 
 pub use api::QueryApi;
 
@@ -65,6 +66,7 @@ pub fn router(
         .route("/metrics", get(scrape))
         .nest("/v2/models/{name}", model_routes.clone())
         .nest("/v2/models/{name}/versions/{version}", model_routes)
+        .merge(status::router(query_api.clone()))
         .nest("/api/v1", api::router(query_api))
         .fallback(not_found)
         .layer(middleware::from_fn(observe))

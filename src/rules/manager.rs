@@ -124,3 +124,128 @@ impl RuleManager {
         &self.groups
     }
 }
+
+/// A point-in-time copy of a group's state, for the API and the status page.
+#[derive(Debug, Clone)]
+pub struct GroupStatus {
+    /// Group name.
+    pub name: String,
+    /// The file it came from.
+    pub file: String,
+    /// Evaluation interval in seconds.
+    pub interval_s: f64,
+    /// Per-rule limit (0 = none).
+    pub limit: usize,
+    /// The rules in order.
+    pub rules: Vec<RuleStatus>,
+}
+
+/// One rule's state.
+#[derive(Debug, Clone)]
+pub struct RuleStatus {
+    /// Record or alert name.
+    pub name: String,
+    /// The expression as written.
+    pub query: String,
+    /// `alerting` or `recording`.
+    pub kind: &'static str,
+    /// Labels the rule sets.
+    pub labels: BTreeMap<String, String>,
+    /// Annotation templates (alerting rules).
+    pub annotations: BTreeMap<String, String>,
+    /// `for`, in seconds.
+    pub for_s: f64,
+    /// `keep_firing_for`, in seconds.
+    pub keep_firing_for_s: f64,
+    /// Last evaluation (ms), if any.
+    pub last_evaluation: Option<i64>,
+    /// How long it took, seconds.
+    pub evaluation_time_s: f64,
+    /// The last error, if the last evaluation failed.
+    pub last_error: Option<String>,
+    /// Pending, firing and recently resolved alerts.
+    pub alerts: Vec<super::Alert>,
+}
+
+impl RuleStatus {
+    /// `ok`, `err`, or `unknown` before the first evaluation, as Prometheus reports health.
+    pub fn health(&self) -> &'static str {
+        match (&self.last_evaluation, &self.last_error) {
+            (None, _) => "unknown",
+            (_, Some(_)) => "err",
+            _ => "ok",
+        }
+    }
+
+    /// The most severe state among the rule's alerts (`inactive` without any).
+    pub fn state(&self) -> super::AlertState {
+        use super::AlertState::*;
+        self.alerts
+            .iter()
+            .map(|a| a.state)
+            .max_by_key(|s| match s {
+                Inactive => 0,
+                Pending => 1,
+                Firing => 2,
+            })
+            .unwrap_or(Inactive)
+    }
+}
+
+impl RuleManager {
+    /// Copies every group's state; `default_interval_s` for groups without their own.
+    pub fn snapshot(&self, default_interval_s: f64) -> Vec<GroupStatus> {
+        self.groups
+            .iter()
+            .map(|g| {
+                let g = g.lock().unwrap_or_else(|e| e.into_inner());
+                GroupStatus {
+                    name: g.name.clone(),
+                    file: g.file.display().to_string(),
+                    interval_s: g
+                        .interval_ms
+                        .map(|ms| ms as f64 / 1000.0)
+                        .unwrap_or(default_interval_s),
+                    limit: g.limit,
+                    rules: g.rules.iter().map(rule_status).collect(),
+                }
+            })
+            .collect()
+    }
+}
+
+fn rule_status(rule: &super::Rule) -> RuleStatus {
+    let (query, kind, labels, annotations, for_ms, keep_ms, alerts) = match &rule.kind {
+        super::RuleKind::Recording(r) => (
+            r.expr_text.clone(),
+            "recording",
+            r.labels.clone(),
+            BTreeMap::new(),
+            0,
+            0,
+            Vec::new(),
+        ),
+        super::RuleKind::Alerting(a) => (
+            a.expr_text.clone(),
+            "alerting",
+            a.labels.clone(),
+            a.annotations.clone(),
+            a.for_ms,
+            a.keep_firing_for_ms,
+            a.active_alerts().into_iter().cloned().collect(),
+        ),
+    };
+    RuleStatus {
+        name: rule.name().to_string(),
+        query,
+        kind,
+        labels,
+        annotations,
+        for_s: for_ms as f64 / 1000.0,
+        keep_firing_for_s: keep_ms as f64 / 1000.0,
+        last_evaluation: rule.last_evaluation,
+        evaluation_time_s: rule.last_duration.as_secs_f64(),
+        last_error: rule.last_error.clone(),
+        alerts,
+    }
+}

@@ -9,7 +9,7 @@ mod unittest;
 
 pub use alerting::{Alert, AlertState, AlertingRule, RESOLVED_RETENTION_MS, TemplateContext};
 pub use datasource::{LocalQuery, QueryFn, RemoteQuery};
-pub use manager::{RuleManager, load_all};
+pub use manager::{GroupStatus, RuleManager, RuleStatus, load_all};
 pub use unittest::run_test_files;
 
 use crate::config::{self, RuleEntry, RuleFile};

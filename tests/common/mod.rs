@@ -345,3 +345,110 @@ pub async fn post_binary(
         .map(|v| v.to_str().unwrap().to_owned());
     (status, retry_after, response.json().await.unwrap())
 }
+
+/// A scrape target the test controls: serves `/metrics` with the content type
+/// and body last set, to requests carrying one of the accepted `Authorization`
+/// values (any request when none are given).
+pub struct FakeTarget {
+    pub address: String,
+    state: std::sync::Arc<std::sync::Mutex<(&'static str, String)>>,
+}
+
+impl FakeTarget {
+    pub async fn start(
+        accepted_auth: Vec<String>,
+        content_type: &'static str,
+        body: String,
+    ) -> FakeTarget {
+        use axum::http::{HeaderMap, StatusCode, header};
+        let state = std::sync::Arc::new(std::sync::Mutex::new((content_type, body)));
+        let served = state.clone();
+        let handler = move |headers: HeaderMap| {
+            let served = served.clone();
+            let accepted = accepted_auth.clone();
+            async move {
+                let given = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !accepted.is_empty() && !accepted.iter().any(|a| a == given) {
+                    return (
+                        StatusCode::UNAUTHORIZED,
+                        [(header::CONTENT_TYPE, "text/plain")],
+                        String::new(),
+                    );
+                }
+                let (content_type, body) = served.lock().unwrap().clone();
+                (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body)
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let app = axum::Router::new().route("/metrics", axum::routing::get(handler));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeTarget { address, state }
+    }
+
+    /// Changes what the next scrape gets.
+    pub fn set(&self, content_type: &'static str, body: &str) {
+        *self.state.lock().unwrap() = (content_type, body.to_string());
+    }
+}
+
+/// Prometheus' query API of a running torchwatch.
+pub struct Api {
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(server: &Server) -> Api {
+        Api {
+            client: client(),
+            base: server.base.clone(),
+        }
+    }
+
+    pub async fn get(&self, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
+        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), params).unwrap();
+        let response = self.client.get(url).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// The instant vector of `query` now, as (labels, value) pairs.
+    pub async fn vector(&self, query: &str) -> Vec<(Value, f64)> {
+        let (status, body) = self.get("/api/v1/query", &[("query", query)]).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(body["status"], "success");
+        assert_eq!(body["data"]["resultType"], "vector", "{body}");
+        body["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["metric"].clone(),
+                    r["value"][1].as_str().unwrap().parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Polls `query` until `check` accepts its result (scrapes and rules run every second).
+    pub async fn eventually(
+        &self,
+        query: &str,
+        what: &str,
+        check: impl Fn(&[(Value, f64)]) -> bool,
+    ) -> Vec<(Value, f64)> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.vector(query).await;
+            if check(&got) {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "{what}: {query} gave {got:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

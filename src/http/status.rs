@@ -1,0 +1,138 @@
+//! The HTML page at `/`: rule groups, their rules' health and state, last
+//! evaluation and error, and active alerts, like Prometheus' alerts and rules
+//! pages. Rendered on the server; no JavaScript.
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::Html;
+use axum::routing::get;
+use std::fmt::Write as _;
+
+use super::api::{QueryApi, rfc3339};
+use crate::rules::{AlertState, RuleStatus};
+
+/// The `/` route.
+pub fn router<S: Clone + Send + Sync + 'static>(api: QueryApi) -> Router<S> {
+    Router::new().route("/", get(page)).with_state(api)
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn labels_html<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    pairs
+        .into_iter()
+        .map(|(k, v)| {
+            format!(
+                "<span class=label>{}=&quot;{}&quot;</span>",
+                escape(k),
+                escape(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn state_class(state: AlertState) -> &'static str {
+    match state {
+        AlertState::Firing => "firing",
+        AlertState::Pending => "pending",
+        AlertState::Inactive => "inactive",
+    }
+}
+
+fn rule_row(out: &mut String, rule: &RuleStatus) {
+    let state = if rule.kind == "alerting" {
+        let s = rule.state();
+        format!("<span class={}>{}</span>", state_class(s), s.as_str())
+    } else {
+        String::new()
+    };
+    let _ = write!(
+        out,
+        "<tr><td>{}</td><td>{}</td><td><span class={}>{}</span> {state}</td><td>{}</td><td>{:.3} ms</td><td><code>{}</code></td><td class=error>{}</td></tr>",
+        escape(&rule.name),
+        rule.kind,
+        rule.health(),
+        rule.health(),
+        rule.last_evaluation
+            .map(rfc3339)
+            .unwrap_or_else(|| "never".into()),
+        rule.evaluation_time_s * 1000.0,
+        escape(&rule.query),
+        escape(rule.last_error.as_deref().unwrap_or("")),
+    );
+    if !rule.alerts.is_empty() {
+        out.push_str("<tr><td></td><td colspan=6><table class=alerts><tr><th>labels</th><th>state</th><th>active since</th><th>value</th></tr>");
+        for alert in &rule.alerts {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td class={}>{}</td><td>{}</td><td>{}</td></tr>",
+                labels_html(
+                    alert
+                        .labels
+                        .iter()
+                        .map(|l| (l.name.as_str(), l.value.as_str()))
+                ),
+                state_class(alert.state),
+                alert.state.as_str(),
+                rfc3339(alert.active_at),
+                crate::gofmt::verb_v(alert.value),
+            );
+        }
+        out.push_str("</table></td></tr>");
+    }
+}
+
+async fn page(State(api): State<QueryApi>) -> Html<String> {
+    let groups = api.rules.snapshot(api.evaluation_interval_s);
+    let alerts = groups.iter().flat_map(|g| &g.rules).flat_map(|r| &r.alerts);
+    let firing = alerts
+        .clone()
+        .filter(|a| a.state == AlertState::Firing)
+        .count();
+    let pending = alerts.filter(|a| a.state == AlertState::Pending).count();
+    let mut out = String::from(
+        "<!doctype html><html><head><meta charset=utf-8><title>torchwatch rules and alerts</title><style>\
+         body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1em}\
+         td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}\
+         .firing{color:#fff;background:#c0392b}.pending{background:#f1c40f}.inactive,.ok{color:#1e8449}\
+         .err,.error{color:#c0392b}.unknown{color:#888}.label{background:#eef;padding:0 3px;margin:1px}\
+         code{white-space:pre-wrap}</style></head><body><h1>torchwatch</h1>",
+    );
+    let _ = write!(
+        out,
+        "<p>{} rule groups, {} rules; <b>{firing}</b> alerts firing, <b>{pending}</b> pending. JSON: <a href=\"/api/v1/rules\">/api/v1/rules</a>, <a href=\"/api/v1/alerts\">/api/v1/alerts</a>; metrics: <a href=\"/metrics\">/metrics</a>.</p>",
+        groups.len(),
+        groups.iter().map(|g| g.rules.len()).sum::<usize>()
+    );
+    for g in &groups {
+        let _ = write!(
+            out,
+            "<h2>{}</h2><p>{} · every {}s{}</p><table><tr><th>rule</th><th>type</th><th>health / state</th><th>last evaluation</th><th>took</th><th>expression</th><th>last error</th></tr>",
+            escape(&g.name),
+            escape(&g.file),
+            g.interval_s,
+            if g.limit > 0 {
+                format!(" · limit {}", g.limit)
+            } else {
+                String::new()
+            }
+        );
+        for rule in &g.rules {
+            rule_row(&mut out, rule);
+        }
+        out.push_str("</table>");
+    }
+    if groups.is_empty() {
+        out.push_str(
+            "<p>No rule files are loaded (see <code>rules.files</code> in the config).</p>",
+        );
+    }
+    out.push_str("</body></html>");
+    Html(out)
+}
