@@ -94,6 +94,15 @@ enum RulesCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Write rule files as plain Prometheus rules (short-form alerts compiled to `expr`).
+    Export {
+        /// Rule files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Directory the exported files are written to, under their own names.
+        #[arg(long, short)]
+        output_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -203,6 +212,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let ok = match command {
                 RulesCommand::Check { files } => rules::check_files(&files),
                 RulesCommand::Test { files } => rules::run_test_files(&files),
+                RulesCommand::Export { files, output_dir } => {
+                    std::fs::create_dir_all(&output_dir)
+                        .with_context(|| format!("cannot create {}", output_dir.display()))?;
+                    rules::export_files(&files, &output_dir)
+                }
             };
             Ok(if ok {
                 ExitCode::SUCCESS

@@ -285,3 +285,128 @@ fn rules_check_prints_what_promtool_prints_for_a_clean_file() {
         );
     }
 }
+
+const SHORT_FORM: &str = r#"groups:
+  - name: tutorial
+    labels:
+      team: ml
+    rules:
+      - alert: high_cpu_usage
+        metric: rate(cpu_seconds_total[1m]) / cpu_cores
+        condition: greater_than
+        threshold: 0.9
+        for: 2m
+        annotations:
+          summary: '{{ $value | humanizePercentage }} of the CPU'
+      - alert: model_not_ready
+        metric: model_ready
+        condition: equals
+        threshold: 0
+"#;
+
+fn short_form_test(rule_file: &str) -> String {
+    format!(
+        r#"rule_files: [{rule_file}]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: cpu_seconds_total
+        values: '0+57x10'
+      - series: cpu_cores
+        values: '1x10'
+      - series: model_ready
+        values: '1 1 0 0 1'
+    alert_rule_test:
+      - eval_time: 2m
+        alertname: high_cpu_usage
+        exp_alerts: []
+      - eval_time: 3m
+        alertname: high_cpu_usage
+        exp_alerts:
+          - exp_labels: {{team: ml}}
+            exp_annotations: {{summary: '95% of the CPU'}}
+      - eval_time: 2m
+        alertname: model_not_ready
+        exp_alerts:
+          - exp_labels: {{team: ml}}
+      - eval_time: 4m
+        alertname: model_not_ready
+        exp_alerts: []
+"#
+    )
+}
+
+#[test]
+fn short_form_rules_compile_to_prometheus_rules_promtool_accepts() {
+    let tmp = common::TempDir::new("short-form");
+    std::fs::write(tmp.path().join("short.yml"), SHORT_FORM).unwrap();
+    std::fs::write(
+        tmp.path().join("short-test.yml"),
+        short_form_test("short.yml"),
+    )
+    .unwrap();
+    let out = torchwatch(&["rules", "test", "short-test.yml"], tmp.path());
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = torchwatch(
+        &["rules", "export", "short.yml", "-o", "exported"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let exported = std::fs::read_to_string(tmp.path().join("exported/short.yml")).unwrap();
+    assert!(
+        exported.contains("expr: (rate(cpu_seconds_total[1m]) / cpu_cores) > 0.9"),
+        "{exported}"
+    );
+    assert!(exported.contains("expr: model_ready == 0"), "{exported}");
+    assert!(
+        !exported.contains("metric:") && !exported.contains("threshold:"),
+        "{exported}"
+    );
+    // The exported file behaves the same, for torchwatch and for promtool.
+    std::fs::write(
+        tmp.path().join("exported/test.yml"),
+        short_form_test("short.yml"),
+    )
+    .unwrap();
+    let out = torchwatch(&["rules", "test", "test.yml"], &tmp.path().join("exported"));
+    assert!(out.status.success(), "{}", text(&out));
+    if promtool_available() {
+        for args in [
+            &["check", "rules", "short.yml"][..],
+            &["test", "rules", "test.yml"][..],
+        ] {
+            let theirs = Command::new("promtool")
+                .args(args)
+                .current_dir(tmp.path().join("exported"))
+                .output()
+                .unwrap();
+            assert!(
+                theirs.status.success(),
+                "promtool {args:?}: {}",
+                text(&theirs)
+            );
+        }
+    }
+
+    // Mistakes in the short form are reported with their position.
+    std::fs::write(
+        tmp.path().join("bad.yml"),
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        metric: up\n        condition: above\n        threshold: 1\n      - alert: B\n        metric: up\n        expr: up\n",
+    )
+    .unwrap();
+    let out = torchwatch(&["rules", "check", "bad.yml"], tmp.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.yml: 6:20: group \"g\", rule 1, \"A\": unknown condition \"above\": use one of greater_than, less_than, equals, not_equals, greater_than_or_equal, less_than_or_equal"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "bad.yml: 9:17: group \"g\", rule 2, \"B\": set either 'expr' or the short form"
+        ),
+        "{stderr}"
+    );
+}

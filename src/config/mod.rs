@@ -14,8 +14,8 @@ mod rules;
 
 pub use duration::PromDuration;
 pub use rules::{
-    AlertTest, ExpectedAlert, ExpectedSample, ExprTest, ExprText, InputSeries, RuleEntry, RuleFile,
-    RuleGroup, TestGroup, UnitTestFile,
+    AlertTest, ExpectedAlert, ExpectedSample, ExportedFile, ExportedGroup, ExportedRule, ExprTest,
+    ExprText, InputSeries, RuleEntry, RuleFile, RuleGroup, TestGroup, UnitTestFile,
 };
 
 /// The `torchwatch.yaml` file given to `torchwatch serve`.

@@ -2,7 +2,7 @@
 //! Positions are kept (`Spanned`) so errors can name file:line:column.
 
 use super::duration::PromDuration;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 
@@ -47,6 +47,12 @@ pub struct RuleEntry {
     pub alert: Option<Spanned<String>>,
     /// The PromQL expression.
     pub expr: Option<Spanned<ExprText>>,
+    /// Short form, instead of `expr`: the metric (or expression) compared...
+    pub metric: Option<Spanned<String>>,
+    /// ...by this comparison (`greater_than`, `less_than`, `equals`, ...)...
+    pub condition: Option<Spanned<String>>,
+    /// ...with this number.
+    pub threshold: Option<f64>,
     /// How long the condition must hold before the alert fires.
     #[serde(rename = "for")]
     pub for_: Option<PromDuration>,
@@ -173,4 +179,55 @@ pub struct ExpectedSample {
     pub labels: String,
     /// The value.
     pub value: f64,
+}
+
+/// A rule file as `rules export` writes it: plain Prometheus 2.x syntax (no
+/// short form, group labels folded into each rule).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportedFile {
+    /// The groups.
+    pub groups: Vec<ExportedGroup>,
+}
+
+/// One exported group.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportedGroup {
+    /// Name.
+    pub name: String,
+    /// Interval, when the source set one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Limit, when not 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Query offset (Prometheus 2.53 and later), when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_offset: Option<String>,
+    /// The rules.
+    pub rules: Vec<ExportedRule>,
+}
+
+/// One exported rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportedRule {
+    /// Recording rule name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    /// Alert name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
+    /// PromQL.
+    pub expr: String,
+    /// `for`, when set.
+    #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
+    pub for_: Option<String>,
+    /// `keep_firing_for`, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_firing_for: Option<String>,
+    /// Labels.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }

@@ -302,16 +302,40 @@ fn build_rule(
         (None, None) => problem(None, "one of 'record' or 'alert' must be set".into()),
         _ => {}
     }
-    let expr = match &entry.expr {
-        None => {
+    let expr = match (&entry.expr, &entry.metric) {
+        (Some(_), Some(m)) => {
+            problem(
+                Some((m.referenced.line(), m.referenced.column())),
+                "set either 'expr' or the short form 'metric', 'condition', 'threshold', not both"
+                    .into(),
+            );
+            None
+        }
+        (None, Some(metric)) => match short_form(entry) {
+            Ok(text) => match promql::parse(&text) {
+                Ok(expr) => Some((text, expr)),
+                Err(err) => {
+                    problem(
+                        Some((metric.referenced.line(), metric.referenced.column())),
+                        format!("could not parse expression {text:?}: {err}"),
+                    );
+                    None
+                }
+            },
+            Err((pos, message)) => {
+                problem(pos, message);
+                None
+            }
+        },
+        (None, None) => {
             problem(None, "field 'expr' must be set in rule".into());
             None
         }
-        Some(e) if e.value.0.trim().is_empty() => {
+        (Some(e), None) if e.value.0.trim().is_empty() => {
             problem(None, "field 'expr' must be set in rule".into());
             None
         }
-        Some(e) => match promql::parse(&e.value.0) {
+        (Some(e), None) => match promql::parse(&e.value.0) {
             Ok(expr) => Some((e.value.0.clone(), expr)),
             Err(err) => {
                 problem(
@@ -322,6 +346,15 @@ fn build_rule(
             }
         },
     };
+    if entry.metric.is_none() && (entry.condition.is_some() || entry.threshold.is_some()) {
+        problem(None, "'condition' and 'threshold' need 'metric'".into());
+    }
+    if entry.record.is_some() && entry.metric.is_some() {
+        problem(
+            None,
+            "the short form ('metric', 'condition', 'threshold') is for alerts".into(),
+        );
+    }
     let mut labels = group_labels.clone();
     labels.extend(entry.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     for name in entry.labels.keys() {
@@ -413,6 +446,64 @@ pub fn load_files(files: &[PathBuf]) -> Result<Vec<Group>, Vec<String>> {
     }
 }
 
+/// The comparisons of the short rule form and their PromQL operators.
+const CONDITIONS: [(&str, &str); 6] = [
+    ("greater_than", ">"),
+    ("less_than", "<"),
+    ("equals", "=="),
+    ("not_equals", "!="),
+    ("greater_than_or_equal", ">="),
+    ("less_than_or_equal", "<="),
+];
+
+/// Compiles `metric` / `condition` / `threshold` to `metric > threshold`; a
+/// metric that is an expression is parenthesised.
+fn short_form(entry: &RuleEntry) -> Result<String, (Option<(u64, u64)>, String)> {
+    let Some(metric) = &entry.metric else {
+        return Err((None, "field 'metric' must be set".into()));
+    };
+    let at = |s: &serde_saphyr::Spanned<String>| Some((s.referenced.line(), s.referenced.column()));
+    let Some(condition) = &entry.condition else {
+        return Err((
+            at(metric),
+            "the short form needs 'condition' next to 'metric'".into(),
+        ));
+    };
+    let Some(op) = CONDITIONS
+        .iter()
+        .find(|(name, _)| *name == condition.value)
+        .map(|(_, op)| op)
+    else {
+        let names: Vec<&str> = CONDITIONS.iter().map(|(n, _)| *n).collect();
+        return Err((
+            at(condition),
+            format!(
+                "unknown condition {:?}: use one of {}",
+                condition.value,
+                names.join(", ")
+            ),
+        ));
+    };
+    let Some(threshold) = entry.threshold else {
+        return Err((
+            at(metric),
+            "the short form needs 'threshold' next to 'metric'".into(),
+        ));
+    };
+    if !threshold.is_finite() {
+        return Err((at(metric), "'threshold' must be a finite number".into()));
+    }
+    let m = metric.value.trim();
+    let simple =
+        promql::parse(m).is_ok_and(|e| matches!(e, promql_parser::parser::Expr::VectorSelector(_)));
+    let lhs = if simple {
+        m.to_string()
+    } else {
+        format!("({m})")
+    };
+    Ok(format!("{lhs} {op} {}", crate::gofmt::plain(threshold)))
+}
+
 /// Expands glob patterns (`rules/*.yml`) in name order.
 pub fn expand_globs(patterns: &[String]) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
@@ -455,6 +546,91 @@ fn glob_regex(pattern: &str) -> Result<regex::Regex, String> {
     }
     re.push('$');
     regex::Regex::new(&re).map_err(|e| format!("bad glob {pattern:?}: {e}"))
+}
+
+/// The loaded groups as plain Prometheus rules (what `rules export` writes).
+pub fn export(groups: &[Group]) -> config::ExportedFile {
+    use crate::config::{ExportedGroup, ExportedRule, PromDuration};
+    let duration = |ms: i64| (ms > 0).then(|| PromDuration(ms).to_string());
+    config::ExportedFile {
+        groups: groups
+            .iter()
+            .map(|g| ExportedGroup {
+                name: g.name.clone(),
+                interval: g.interval_ms.and_then(duration),
+                limit: (g.limit > 0).then_some(g.limit),
+                query_offset: duration(g.query_offset_ms),
+                rules: g
+                    .rules
+                    .iter()
+                    .map(|r| match &r.kind {
+                        RuleKind::Recording(rec) => ExportedRule {
+                            record: Some(rec.name.clone()),
+                            alert: None,
+                            expr: rec.expr_text.clone(),
+                            for_: None,
+                            keep_firing_for: None,
+                            labels: rec.labels.clone(),
+                            annotations: BTreeMap::new(),
+                        },
+                        RuleKind::Alerting(a) => ExportedRule {
+                            record: None,
+                            alert: Some(a.name.clone()),
+                            expr: a.expr_text.clone(),
+                            for_: duration(a.for_ms),
+                            keep_firing_for: duration(a.keep_firing_for_ms),
+                            labels: a.labels.clone(),
+                            annotations: a.annotations.clone(),
+                        },
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// `rules export`: writes each file, compiled to plain Prometheus rules, under
+/// `out_dir` with its own file name; false (after printing why) on any problem.
+pub fn export_files(paths: &[PathBuf], out_dir: &Path) -> bool {
+    let mut names = HashSet::new();
+    let mut ok = true;
+    for path in paths {
+        let Some(name) = path.file_name() else {
+            eprintln!("{}: not a file", path.display());
+            ok = false;
+            continue;
+        };
+        if !names.insert(name.to_owned()) {
+            eprintln!(
+                "{}: another input has the same file name; export them separately",
+                path.display()
+            );
+            ok = false;
+            continue;
+        }
+        let groups = match load_file(path) {
+            Ok((groups, _)) => groups,
+            Err(LoadErrors(errors)) => {
+                for e in errors {
+                    eprintln!("{e}");
+                }
+                ok = false;
+                continue;
+            }
+        };
+        let target = out_dir.join(name);
+        let written = serde_saphyr::to_string(&export(&groups))
+            .map_err(|e| e.to_string())
+            .and_then(|yaml| std::fs::write(&target, yaml).map_err(|e| e.to_string()));
+        match written {
+            Ok(()) => println!("{} -> {}", path.display(), target.display()),
+            Err(e) => {
+                eprintln!("{}: cannot write: {e}", target.display());
+                ok = false;
+            }
+        }
+    }
+    ok
 }
 
 /// `rules check`: prints promtool's report for each file; false when any file
