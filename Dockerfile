@@ -18,6 +18,7 @@ COPY --from=build /usr/local/bin/torchwatch /usr/local/bin/torchwatch
 WORKDIR /app
 COPY models/*.pt models/
 COPY torchwatch.yaml .
+COPY rules/*.yml rules/
 EXPOSE 8080
 ENTRYPOINT ["torchwatch"]
 CMD ["serve", "--config", "/app/torchwatch.yaml", "--listen", "0.0.0.0:8080"]

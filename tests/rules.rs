@@ -410,3 +410,58 @@ fn short_form_rules_compile_to_prometheus_rules_promtool_accepts() {
         "{stderr}"
     );
 }
+
+/// The default policies under `rules/`: their unit tests pass, and Prometheus'
+/// own tools accept the files as they are (they are plain Prometheus syntax).
+#[test]
+fn default_policies_pass_their_unit_tests() {
+    let dir = common::root().join("rules/tests");
+    let files = test_files(&dir);
+    assert!(!files.is_empty(), "no unit tests under rules/tests");
+    for file in &files {
+        let out = torchwatch(&["rules", "test", file], &dir);
+        assert!(out.status.success(), "{file}:\n{}", text(&out));
+        if promtool_available() {
+            let theirs = Command::new("promtool")
+                .args(["test", "rules", file])
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                theirs.status.success(),
+                "promtool {file}:\n{}",
+                text(&theirs)
+            );
+        }
+    }
+    let rules_dir = common::root().join("rules");
+    let out = torchwatch(&["rules", "check", "torchwatch.yml"], &rules_dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let tmp = common::TempDir::new("default-export");
+    let out = torchwatch(
+        &[
+            "rules",
+            "export",
+            "torchwatch.yml",
+            "-o",
+            tmp.path().to_str().unwrap(),
+        ],
+        &rules_dir,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    if promtool_available() {
+        for dir in [rules_dir.as_path(), tmp.path()] {
+            let theirs = Command::new("promtool")
+                .args(["check", "rules", "torchwatch.yml"])
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(
+                theirs.status.success(),
+                "promtool check rules in {}: {}",
+                dir.display(),
+                text(&theirs)
+            );
+        }
+    }
+}
