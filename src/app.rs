@@ -10,77 +10,141 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use std::path::PathBuf;
+
 use crate::config::Config;
 use crate::http;
-use crate::metrics::{Metrics, ModelCollector, StorageCollector};
+use crate::metrics::{Metrics, ModelCollector, ReloadMetrics, StorageCollector};
 use crate::promql::Engine;
-use crate::rules::{self, LocalQuery, QueryFn, RemoteQuery, RuleManager};
-use crate::scrape;
+use crate::rules::{self, LocalQuery, QueryFn, RemoteQuery, RuleContext, RuleManager};
+use crate::scrape::{self, Scraper};
 use crate::serve::Registry;
 use crate::storage::{Storage, StorageOptions};
 
+/// The monitoring half of `serve` that a reload replaces: scrape targets, rule
+/// groups and where rule queries run. Start-up and reload share [`Monitoring::apply`].
+struct Monitoring {
+    config_path: PathBuf,
+    local: std::net::SocketAddr,
+    storage: Arc<Storage>,
+    scraper: Scraper,
+    rules: Arc<RuleManager>,
+    reload_metrics: ReloadMetrics,
+}
+
+impl Monitoring {
+    /// Checks everything `config` asks for, then switches to it; on any error
+    /// nothing changes.
+    fn apply(&self, config: &Config) -> Result<(), String> {
+        let targets = scrape::targets(&config.scrape, self.local)?;
+        let groups = rules::load_all(&config.rules.files)?;
+        let query: Arc<dyn QueryFn> = match &config.rules.datasource {
+            Some(remote) => Arc::new(RemoteQuery::new(remote, tokio::runtime::Handle::current())?),
+            None => Arc::new(LocalQuery {
+                engine: engine(config),
+                storage: self.storage.clone(),
+            }),
+        };
+        let (target_count, group_count) = (targets.len(), groups.len());
+        let rule_count: usize = groups.iter().map(|g| g.rules.len()).sum();
+        self.scraper.apply(targets);
+        self.rules.apply(
+            groups,
+            RuleContext {
+                query,
+                storage: self.storage.clone(),
+                external_labels: config.rules.external_labels.clone(),
+                external_url: format!("http://{}", self.local),
+                default_interval: std::time::Duration::from_millis(
+                    config.rules.evaluation_interval.millis() as u64,
+                ),
+            },
+        );
+        tracing::info!(
+            event = "monitoring_configured",
+            scrape_targets = target_count,
+            rule_groups = group_count,
+            rules = rule_count,
+            "scrape targets and rules in effect"
+        );
+        Ok(())
+    }
+
+    /// Re-reads the config file and its rule files, all or nothing.
+    fn reload(&self) -> Result<(), String> {
+        let outcome = Config::load(&self.config_path)
+            .map_err(|e| e.to_string())
+            .and_then(|config| self.apply(&config));
+        self.reload_metrics
+            .record(outcome.is_ok(), scrape::now_ms() as f64 / 1000.0);
+        match &outcome {
+            Ok(()) => {
+                tracing::info!(event = "config_reloaded", config = %self.config_path.display(),
+                "configuration reloaded (models and server settings need a restart)")
+            }
+            Err(e) => {
+                tracing::error!(event = "config_reload_failed", config = %self.config_path.display(),
+                error = %e, "reload refused; the previous configuration stays in effect")
+            }
+        }
+        outcome
+    }
+}
+
+fn engine(config: &Config) -> Engine {
+    Engine {
+        lookback_ms: config.rules.lookback_delta.millis(),
+        default_subquery_step_ms: config.rules.evaluation_interval.millis(),
+    }
+}
+
 /// Runs the server until a shutdown signal, then drains. Errors are one line for the terminal.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// SIGHUP and `POST /-/reload` re-read `config_path`'s scrape and rule settings.
+pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let listen = config.server.listen;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
-    // Everything that can be refused is checked before models start loading.
-    let targets = scrape::targets(&config.scrape, local).map_err(anyhow::Error::msg)?;
-    let groups = rules::load_all(&config.rules.files).map_err(anyhow::Error::msg)?;
+    let (stop, mut stopped) = watch::channel(false);
     let storage = Arc::new(Storage::new(StorageOptions {
         retention_ms: config.storage.retention.millis(),
         max_series: config.storage.max_series,
     }));
-    let engine = Engine {
-        lookback_ms: config.rules.lookback_delta.millis(),
-        default_subquery_step_ms: config.rules.evaluation_interval.millis(),
-    };
-    let query: Arc<dyn QueryFn> = match &config.rules.datasource {
-        Some(remote) => Arc::new(
-            RemoteQuery::new(remote, tokio::runtime::Handle::current())
-                .map_err(anyhow::Error::msg)?,
-        ),
-        None => Arc::new(LocalQuery {
-            engine,
-            storage: storage.clone(),
-        }),
-    };
     let mut metrics = Metrics::new(&config.metrics.buckets);
+    let http_client = reqwest::Client::builder()
+        .build()
+        .context("cannot build the scrape HTTP client")?;
+    let monitoring = Arc::new(Monitoring {
+        config_path,
+        local,
+        storage: storage.clone(),
+        scraper: Scraper::new(storage.clone(), http_client, stop.subscribe()),
+        rules: Arc::new(RuleManager::new(metrics.rules(), stop.subscribe())),
+        reload_metrics: metrics.reload(),
+    });
+    // Everything that can be refused is checked before models start loading.
+    monitoring.apply(&config).map_err(anyhow::Error::msg)?;
+    monitoring
+        .reload_metrics
+        .record(true, scrape::now_ms() as f64 / 1000.0);
+    tokio::spawn(enforce_retention(storage.clone(), stop.subscribe()));
+    tokio::spawn(reload_on_sighup(monitoring.clone(), stop.subscribe()));
     let (registry, loaded) = Registry::start(&config.models, &metrics);
     let registry = Arc::new(registry);
     metrics.register_collector(Box::new(ModelCollector(registry.clone())));
     metrics.register_collector(Box::new(StorageCollector(storage.clone())));
-    let (stop, mut stopped) = watch::channel(false);
-    let http_client = reqwest::Client::builder()
-        .build()
-        .context("cannot build the scrape HTTP client")?;
-    let scrape_tasks = scrape::spawn(targets, storage.clone(), http_client, stop.subscribe());
-    tokio::spawn(enforce_retention(storage.clone(), stop.subscribe()));
-    let rule_count: usize = groups.iter().map(|g| g.rules.len()).sum();
-    let evaluation_interval =
-        std::time::Duration::from_millis(config.rules.evaluation_interval.millis() as u64);
-    let rules = Arc::new(RuleManager::start(
-        groups,
-        evaluation_interval,
-        query,
-        storage.clone(),
-        config.rules.external_labels.clone(),
-        format!("http://{local}"),
-        metrics.rules(),
-        stop.subscribe(),
-    ));
+    let reloader = monitoring.clone();
     let app = http::router(
         registry.clone(),
         Arc::new(metrics),
         config.server.max_body_bytes,
         http::QueryApi {
             storage: storage.clone(),
-            engine,
-            rules,
-            evaluation_interval_s: evaluation_interval.as_secs_f64(),
+            engine: engine(&config),
+            rules: monitoring.rules.clone(),
         },
+        Arc::new(move || reloader.reload()),
     );
     // Responses are written whole; Nagle's algorithm would only hold back the last segment.
     let listener = listener.tap_io(|tcp| {
@@ -94,8 +158,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .into_future(),
     );
     tracing::info!(event = "server_started", listen = %local, models = config.models.len(),
-        scrape_targets = scrape_tasks.len(), rules = rule_count,
-        "listening; models are loading");
+        scrape_targets = monitoring.scraper.len(), "listening; models are loading");
 
     let mut signal = std::pin::pin!(shutdown_signal());
     let signalled_early = tokio::select! {
@@ -160,6 +223,23 @@ async fn enforce_retention(storage: Arc<Storage>, mut stop: watch::Receiver<bool
         }
         let storage = storage.clone();
         let _ = tokio::task::spawn_blocking(move || storage.truncate(scrape::now_ms())).await;
+    }
+}
+
+/// SIGHUP reloads, as for Prometheus.
+async fn reload_on_sighup(monitoring: Arc<Monitoring>, mut stop: watch::Receiver<bool>) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let monitoring = monitoring.clone();
+        // Reading files and waiting for a running evaluation block.
+        let _ = tokio::task::spawn_blocking(move || monitoring.reload()).await;
     }
 }
 

@@ -149,7 +149,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             log_level,
             drain_timeout,
         } => {
-            let mut config = Config::load(&config)?;
+            let path = config;
+            let mut config = Config::load(&path)?;
             if let Some(listen) = listen {
                 config.server.listen = listen;
             }
@@ -165,7 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _logs = logs::init(&config.logging.level, config.logging.file.as_deref())?;
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(app::serve(config))?;
+            runtime.block_on(app::serve(config, path))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Profile {

@@ -34,8 +34,6 @@ pub struct QueryApi {
     pub engine: Engine,
     /// The rule groups, for `/api/v1/rules` and `/api/v1/alerts`.
     pub rules: Arc<RuleManager>,
-    /// Interval of groups without their own, seconds.
-    pub evaluation_interval_s: f64,
 }
 
 /// Routes under `/api/v1`, ready to nest in any router.
@@ -376,7 +374,7 @@ async fn rules(State(api): State<QueryApi>, Form(params): Params) -> Result<Resp
     };
     let groups: Vec<Json_> = api
         .rules
-        .snapshot(api.evaluation_interval_s)
+        .snapshot()
         .iter()
         .map(|g| {
             let rules: Vec<Json_> = g
@@ -404,7 +402,7 @@ async fn rules(State(api): State<QueryApi>, Form(params): Params) -> Result<Resp
 async fn alerts(State(api): State<QueryApi>) -> Response {
     let alerts: Vec<Json_> = api
         .rules
-        .snapshot(api.evaluation_interval_s)
+        .snapshot()
         .iter()
         .flat_map(|g| g.rules.iter())
         .flat_map(|r| r.alerts.iter())

@@ -48,11 +48,15 @@ struct AppState {
 
 /// Builds the router over the served models and the query API; bodies above
 /// `max_body_bytes` get 413.
+/// Re-reads the configuration; the error says why it was refused.
+pub type ReloadHook = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 pub fn router(
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     max_body_bytes: usize,
     query_api: QueryApi,
+    reload: ReloadHook,
 ) -> Router {
     let model_routes = Router::new()
         .route("/", get(model_metadata))
@@ -67,6 +71,25 @@ pub fn router(
         .nest("/v2/models/{name}", model_routes.clone())
         .nest("/v2/models/{name}/versions/{version}", model_routes)
         .merge(status::router(query_api.clone()))
+        .route(
+            "/-/reload",
+            post(move || {
+                let reload = reload.clone();
+                async move {
+                    match tokio::task::spawn_blocking(move || reload()).await {
+                        Ok(Ok(())) => (StatusCode::OK, String::new()),
+                        Ok(Err(e)) => (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("failed to reload config: {e}\n"),
+                        ),
+                        Err(e) => (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("reload failed: {e}\n"),
+                        ),
+                    }
+                }
+            }),
+        )
         .nest("/api/v1", api::router(query_api))
         .fallback(not_found)
         .layer(middleware::from_fn(observe))

@@ -89,7 +89,7 @@ fn rule_row(out: &mut String, rule: &RuleStatus) {
 }
 
 async fn page(State(api): State<QueryApi>) -> Html<String> {
-    let groups = api.rules.snapshot(api.evaluation_interval_s);
+    let groups = api.rules.snapshot();
     let alerts = groups.iter().flat_map(|g| &g.rules).flat_map(|r| &r.alerts);
     let firing = alerts
         .clone()

@@ -69,6 +69,24 @@ pub struct Metrics {
     inference_count: Family<ModelLabel, Counter>,
     execution_count: Family<ModelLabel, Counter>,
     rules: RuleMetrics,
+    reload: ReloadMetrics,
+}
+
+/// Outcome of the last configuration reload, as Prometheus reports its own.
+#[derive(Clone, Default)]
+pub struct ReloadMetrics {
+    successful: prometheus_client::metrics::gauge::Gauge,
+    success_timestamp: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl ReloadMetrics {
+    /// Records a reload (or the start-up load) and its outcome at `now` (Unix seconds).
+    pub fn record(&self, ok: bool, now: f64) {
+        self.successful.set(i64::from(ok));
+        if ok {
+            self.success_timestamp.set(now);
+        }
+    }
 }
 
 fn histograms<M>(bounds: &[f64]) -> Family<ModelLabel, M, BucketsFn> {
@@ -129,6 +147,7 @@ impl Metrics {
             inference_count: Family::default(),
             execution_count: Family::default(),
             rules: RuleMetrics::new(),
+            reload: ReloadMetrics::default(),
             registry: Registry::default(),
         };
         let registry = &mut metrics.registry;
@@ -173,6 +192,16 @@ impl Metrics {
             metrics.execution_count.clone(),
         );
         metrics.rules.register(registry);
+        registry.register(
+            "torchwatch_config_last_reload_successful",
+            "Whether the last configuration reload succeeded (1) or failed and the previous configuration is still in use (0)",
+            metrics.reload.successful.clone(),
+        );
+        registry.register(
+            "torchwatch_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully, Unix seconds",
+            metrics.reload.success_timestamp.clone(),
+        );
         registry.register_collector(Box::new(BuildInfo));
         registry.register_collector(Box::new(ProcessCollector::new()));
         registry.register_collector(Box::new(GpuCollector::detect()));
@@ -180,6 +209,11 @@ impl Metrics {
     }
 
     /// Adds a collector read at every scrape.
+    /// The reload outcome's handles.
+    pub fn reload(&self) -> ReloadMetrics {
+        self.reload.clone()
+    }
+
     /// The rule engine's handles.
     pub fn rules(&self) -> RuleMetrics {
         self.rules.clone()

@@ -104,6 +104,11 @@ impl AlertingRule {
         }
     }
 
+    /// Takes over another rule's alerts (on reload).
+    pub(super) fn adopt_alerts(&mut self, from: &mut AlertingRule) {
+        self.active = std::mem::take(&mut from.active);
+    }
+
     /// Alerts that are pending, firing, or resolved but still retained, sorted by labels.
     pub fn active_alerts(&self) -> Vec<&Alert> {
         let mut alerts: Vec<&Alert> = self.active.values().collect();

@@ -15,113 +15,149 @@ pub fn load_all(patterns: &[String]) -> Result<Vec<Group>, String> {
     super::load_files(&super::expand_globs(patterns)?).map_err(|errors| errors.join("\n"))
 }
 
-/// The running groups.
-pub struct RuleManager {
-    groups: Vec<Arc<Mutex<Group>>>,
+/// What every evaluation shares; replaced as a whole on reload.
+pub struct RuleContext {
+    /// Where queries run.
+    pub query: Arc<dyn QueryFn>,
+    /// Where results are written.
+    pub storage: Arc<Storage>,
+    /// `$externalLabels` of templates.
+    pub external_labels: BTreeMap<String, String>,
+    /// `$externalURL` of templates.
+    pub external_url: String,
+    /// Interval of groups without their own.
+    pub default_interval: Duration,
 }
 
-/// What every evaluation shares.
-struct Shared {
-    query: Arc<dyn QueryFn>,
-    storage: Arc<Storage>,
-    external_labels: BTreeMap<String, String>,
-    external_url: String,
+/// The running groups, each on its own timer; replaceable as a whole (reload).
+pub struct RuleManager {
+    running: Mutex<Running>,
+    metrics: RuleMetrics,
+    stop: watch::Receiver<bool>,
+}
+
+struct Running {
+    groups: Vec<Arc<Mutex<Group>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    default_interval: Duration,
 }
 
 impl RuleManager {
-    /// Starts one timer per group; they stop when `stop` turns true.
-    #[allow(clippy::too_many_arguments)] // one call site; a parameter struct would only rename them
-    pub fn start(
-        groups: Vec<Group>,
-        default_interval: Duration,
-        query: Arc<dyn QueryFn>,
-        storage: Arc<Storage>,
-        external_labels: BTreeMap<String, String>,
-        external_url: String,
-        metrics: RuleMetrics,
-        stop: watch::Receiver<bool>,
-    ) -> RuleManager {
-        let shared = Arc::new(Shared {
-            query,
-            storage,
-            external_labels,
-            external_url,
-        });
-        let groups: Vec<Arc<Mutex<Group>>> = groups
+    /// A manager with no groups; timers stop when `stop` turns true.
+    pub fn new(metrics: RuleMetrics, stop: watch::Receiver<bool>) -> RuleManager {
+        RuleManager {
+            running: Mutex::new(Running {
+                groups: Vec::new(),
+                tasks: Vec::new(),
+                default_interval: Duration::from_secs(60),
+            }),
+            metrics,
+            stop,
+        }
+    }
+
+    /// Replaces the running groups. Like Prometheus, a new group takes over the
+    /// state of the old group with the same file and name: alerts and staleness
+    /// tracking of rules with the same name and labels carry over.
+    pub fn apply(&self, groups: Vec<Group>, context: RuleContext) {
+        let context = Arc::new(context);
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        for task in running.tasks.drain(..) {
+            task.abort();
+        }
+        let mut old: Vec<Arc<Mutex<Group>>> = std::mem::take(&mut running.groups);
+        let mut groups: Vec<Group> = groups;
+        for group in &mut groups {
+            if let Some(i) = old.iter().position(|o| {
+                let o = o.lock().unwrap_or_else(|e| e.into_inner());
+                o.name == group.name && o.file == group.file
+            }) {
+                let previous = old.swap_remove(i);
+                // An evaluation still running finishes before its state moves.
+                let mut previous = previous.lock().unwrap_or_else(|e| e.into_inner());
+                group.copy_state_from(&mut previous);
+            }
+        }
+        running.default_interval = context.default_interval;
+        running.groups = groups
             .into_iter()
             .map(|g| Arc::new(Mutex::new(g)))
             .collect();
-        for group in &groups {
-            let (name, interval, recorder) = {
-                let g = group.lock().unwrap_or_else(|e| e.into_inner());
-                let interval = g
-                    .interval_ms
-                    .map(|ms| Duration::from_millis(ms as u64))
-                    .unwrap_or(default_interval);
-                // Prometheus names a group `file;name` in its metrics.
-                let recorder = metrics.group(&format!("{};{}", g.file.display(), g.name));
-                (g.name.clone(), interval, recorder)
-            };
-            let group = group.clone();
-            let shared = shared.clone();
-            let mut stop = stop.clone();
-            tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(interval);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                loop {
-                    tokio::select! {
-                        _ = ticker.tick() => {}
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                    let group = group.clone();
-                    let shared = shared.clone();
-                    let recorder = recorder.clone();
-                    let started = std::time::Instant::now();
-                    let evaluated = tokio::task::spawn_blocking(move || {
-                        let mut g = group.lock().unwrap_or_else(|e| e.into_inner());
-                        let ctx = TemplateContext {
-                            external_labels: &shared.external_labels,
-                            external_url: &shared.external_url,
-                        };
-                        let now = crate::scrape::now_ms();
-                        let outcome = g.eval(now, shared.query.as_ref(), &shared.storage, &ctx);
-                        for rule in &g.rules {
-                            recorder
-                                .evaluation_duration
-                                .observe(rule.last_duration.as_secs_f64());
-                        }
-                        recorder.last_evaluation.set(now as f64 / 1000.0);
-                        outcome
-                    })
-                    .await;
-                    let elapsed = started.elapsed();
-                    recorder.iterations.inc();
-                    recorder.last_duration.set(elapsed.as_secs_f64());
-                    // The ticker skips the ticks an overrun swallowed; count them.
-                    let missed = (elapsed.as_nanos() / interval.as_nanos().max(1)) as u64;
-                    if missed > 0 {
-                        recorder.missed.inc_by(missed);
-                    }
-                    match evaluated {
-                        Ok(outcome) => {
-                            recorder.failures.inc_by(outcome.errors.len() as u64);
-                            for (rule, error) in outcome.errors {
-                                tracing::warn!(event = "rule_evaluation_failed", group = %name,
-                                    rule = %rule, error = %error, "rule evaluation failed");
-                            }
-                        }
-                        Err(e) => tracing::error!(event = "error_occurred", error_type = "rules",
-                            group = %name, message = %e, "rule evaluation task failed"),
-                    }
-                }
-            });
-        }
-        RuleManager { groups }
+        running.tasks = running
+            .groups
+            .iter()
+            .map(|group| self.spawn_group(group.clone(), context.clone()))
+            .collect();
     }
 
-    /// The groups, for the API and status pages.
-    pub fn groups(&self) -> &[Arc<Mutex<Group>>] {
-        &self.groups
+    fn spawn_group(
+        &self,
+        group: Arc<Mutex<Group>>,
+        shared: Arc<RuleContext>,
+    ) -> tokio::task::JoinHandle<()> {
+        let (name, interval, recorder) = {
+            let g = group.lock().unwrap_or_else(|e| e.into_inner());
+            let interval = g
+                .interval_ms
+                .map(|ms| Duration::from_millis(ms as u64))
+                .unwrap_or(shared.default_interval);
+            // Prometheus names a group `file;name` in its metrics.
+            let recorder = self
+                .metrics
+                .group(&format!("{};{}", g.file.display(), g.name));
+            (g.name.clone(), interval, recorder)
+        };
+        let mut stop = self.stop.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                let group = group.clone();
+                let shared = shared.clone();
+                let recorder = recorder.clone();
+                let started = std::time::Instant::now();
+                let evaluated = tokio::task::spawn_blocking(move || {
+                    let mut g = group.lock().unwrap_or_else(|e| e.into_inner());
+                    let ctx = TemplateContext {
+                        external_labels: &shared.external_labels,
+                        external_url: &shared.external_url,
+                    };
+                    let now = crate::scrape::now_ms();
+                    let outcome = g.eval(now, shared.query.as_ref(), &shared.storage, &ctx);
+                    for rule in &g.rules {
+                        recorder
+                            .evaluation_duration
+                            .observe(rule.last_duration.as_secs_f64());
+                    }
+                    recorder.last_evaluation.set(now as f64 / 1000.0);
+                    outcome
+                })
+                .await;
+                let elapsed = started.elapsed();
+                recorder.iterations.inc();
+                recorder.last_duration.set(elapsed.as_secs_f64());
+                // The ticker skips the ticks an overrun swallowed; count them.
+                let missed = (elapsed.as_nanos() / interval.as_nanos().max(1)) as u64;
+                if missed > 0 {
+                    recorder.missed.inc_by(missed);
+                }
+                match evaluated {
+                    Ok(outcome) => {
+                        recorder.failures.inc_by(outcome.errors.len() as u64);
+                        for (rule, error) in outcome.errors {
+                            tracing::warn!(event = "rule_evaluation_failed", group = %name,
+                                rule = %rule, error = %error, "rule evaluation failed");
+                        }
+                    }
+                    Err(e) => tracing::error!(event = "error_occurred", error_type = "rules",
+                        group = %name, message = %e, "rule evaluation task failed"),
+                }
+            }
+        })
     }
 }
 
@@ -193,9 +229,12 @@ impl RuleStatus {
 }
 
 impl RuleManager {
-    /// Copies every group's state; `default_interval_s` for groups without their own.
-    pub fn snapshot(&self, default_interval_s: f64) -> Vec<GroupStatus> {
-        self.groups
+    /// Copies every group's state.
+    pub fn snapshot(&self) -> Vec<GroupStatus> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let default_interval_s = running.default_interval.as_secs_f64();
+        running
+            .groups
             .iter()
             .map(|g| {
                 let g = g.lock().unwrap_or_else(|e| e.into_inner());

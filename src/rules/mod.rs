@@ -9,7 +9,7 @@ mod unittest;
 
 pub use alerting::{Alert, AlertState, AlertingRule, RESOLVED_RETENTION_MS, TemplateContext};
 pub use datasource::{LocalQuery, QueryFn, RemoteQuery};
-pub use manager::{GroupStatus, RuleManager, RuleStatus, load_all};
+pub use manager::{GroupStatus, RuleContext, RuleManager, RuleStatus, load_all};
 pub use unittest::run_test_files;
 
 use crate::config::{self, RuleEntry, RuleFile};
@@ -72,6 +72,14 @@ impl Rule {
         }
     }
 
+    fn same_kind_and_labels(&self, other: &Rule) -> bool {
+        match (&self.kind, &other.kind) {
+            (RuleKind::Recording(a), RuleKind::Recording(b)) => a.labels == b.labels,
+            (RuleKind::Alerting(a), RuleKind::Alerting(b)) => a.labels == b.labels,
+            _ => false,
+        }
+    }
+
     fn expr(&self) -> (&Expr, &str) {
         match &self.kind {
             RuleKind::Recording(r) => (&r.expr, &r.expr_text),
@@ -105,6 +113,29 @@ pub struct GroupOutcome {
 }
 
 impl Group {
+    /// Takes over `old`'s state for rules with the same kind, name and labels
+    /// (Prometheus' `CopyState`): active alerts and the series written last, so
+    /// a reload neither restarts `for` clocks nor loses staleness markers.
+    pub(crate) fn copy_state_from(&mut self, old: &mut Group) {
+        let mut taken = vec![false; old.rules.len()];
+        for rule in &mut self.rules {
+            let found = old.rules.iter().enumerate().position(|(i, o)| {
+                !taken[i] && o.name() == rule.name() && o.same_kind_and_labels(rule)
+            });
+            let Some(i) = found else {
+                continue;
+            };
+            taken[i] = true;
+            let o = &mut old.rules[i];
+            rule.previous_series = std::mem::take(&mut o.previous_series);
+            if let (RuleKind::Alerting(new), RuleKind::Alerting(previous)) =
+                (&mut rule.kind, &mut o.kind)
+            {
+                new.adopt_alerts(previous);
+            }
+        }
+    }
+
     /// Evaluates every rule in order at `ts` (ms), writing recording results,
     /// `ALERTS` series and staleness markers into `storage` rule by rule, so a
     /// later rule sees an earlier rule's output.

@@ -377,45 +377,133 @@ impl std::hash::Hash for dyn AsKey + '_ {
     }
 }
 
-/// Starts one scrape loop per target; they stop when `stop` turns true.
-pub fn spawn(
-    targets: Vec<Target>,
+/// The scrape loops, one per target; [`Scraper::apply`] swaps the target list
+/// (reload): loops of unchanged targets keep running, removed targets get their
+/// series marked stale, as in Prometheus.
+pub struct Scraper {
     storage: Arc<Storage>,
     client: reqwest::Client,
     stop: watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    targets
-        .into_iter()
-        .map(|target| {
-            let storage = storage.clone();
-            let client = client.clone();
-            let mut stop = stop.clone();
-            tokio::spawn(async move {
-                let mut state = TargetState::default();
-                let mut ticker = tokio::time::interval(target.interval);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                let mut last_error: Option<String> = None;
-                loop {
-                    tokio::select! {
-                        _ = ticker.tick() => {}
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                    let report =
-                        scrape_once(&client, &target, &storage, &mut state, now_ms()).await;
-                    // One log line per change of health, not one per failing scrape.
-                    if report.error != last_error {
-                        match &report.error {
-                            Some(e) => tracing::warn!(event = "scrape_failed", job = %target.job,
-                                instance = %target.instance, error = %e, "target is down"),
-                            None => tracing::info!(event = "scrape_recovered", job = %target.job,
-                                instance = %target.instance, samples = report.samples, "target is up"),
-                        }
-                        last_error = report.error;
+    running: std::sync::Mutex<Vec<RunningTarget>>,
+}
+
+struct RunningTarget {
+    identity: u64,
+    retire: watch::Sender<bool>,
+}
+
+/// Everything that makes a target's loop: a change to any of it restarts the loop.
+fn identity(target: &Target) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        &target.job,
+        &target.instance,
+        &target.url,
+        target.interval,
+        target.timeout,
+    )
+        .hash(&mut h);
+    target.extra_labels.hash(&mut h);
+    match &target.auth {
+        Some(Auth::Basic { username, password }) => (1u8, username, password).hash(&mut h),
+        Some(Auth::Bearer(token)) => (2u8, token).hash(&mut h),
+        None => 0u8.hash(&mut h),
+    }
+    h.finish()
+}
+
+impl Scraper {
+    /// A scraper with no targets; loops stop when `stop` turns true.
+    pub fn new(
+        storage: Arc<Storage>,
+        client: reqwest::Client,
+        stop: watch::Receiver<bool>,
+    ) -> Scraper {
+        Scraper {
+            storage,
+            client,
+            stop,
+            running: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Scrapes exactly `targets` from now on.
+    pub fn apply(&self, targets: Vec<Target>) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted: Vec<u64> = targets.iter().map(identity).collect();
+        running.retain(|r| {
+            let keep = wanted.contains(&r.identity);
+            if !keep {
+                let _ = r.retire.send(true);
+            }
+            keep
+        });
+        for (target, id) in targets.into_iter().zip(wanted) {
+            if running.iter().any(|r| r.identity == id) {
+                continue;
+            }
+            let (retire, retired) = watch::channel(false);
+            self.spawn(target, retired);
+            running.push(RunningTarget {
+                identity: id,
+                retire,
+            });
+        }
+    }
+
+    /// How many targets are scraped.
+    pub fn len(&self) -> usize {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// True without targets.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn spawn(&self, target: Target, mut retired: watch::Receiver<bool>) {
+        let storage = self.storage.clone();
+        let client = self.client.clone();
+        let mut stop = self.stop.clone();
+        tokio::spawn(async move {
+            let mut state = TargetState::default();
+            let mut ticker = tokio::time::interval(target.interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut last_error: Option<String> = None;
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = retired.wait_for(|r| *r) => {
+                        retire(&storage, &target, &mut state, now_ms());
+                        return;
                     }
                 }
-            })
-        })
-        .collect()
+                let report = scrape_once(&client, &target, &storage, &mut state, now_ms()).await;
+                // One log line per change of health, not one per failing scrape.
+                if report.error != last_error {
+                    match &report.error {
+                        Some(e) => tracing::warn!(event = "scrape_failed", job = %target.job,
+                            instance = %target.instance, error = %e, "target is down"),
+                        None => tracing::info!(event = "scrape_recovered", job = %target.job,
+                            instance = %target.instance, samples = report.samples, "target is up"),
+                    }
+                    last_error = report.error;
+                }
+            }
+        });
+    }
+}
+
+/// A target left the configuration: every series it produced, `up` included, ends now.
+fn retire(storage: &Storage, target: &Target, state: &mut TargetState, now_ms: i64) {
+    ingest(storage, target, &[], now_ms, state);
+    let mut appender = storage.appender();
+    for name in ["up", "scrape_duration_seconds", "scrape_samples_scraped"] {
+        let labels = target_labels(target, &[(METRIC_NAME.to_string(), name.to_string())]);
+        let _ = appender.append(&labels, now_ms, stale_nan());
+    }
 }
 
 /// Wall-clock milliseconds since the epoch.

@@ -183,11 +183,21 @@ impl Server {
 
     /// Sends SIGTERM.
     pub fn signal_term(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`, ...).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([&format!("-{name}"), &self.pid().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// The config file `start` wrote, for tests that change it and reload.
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("torchwatch.yaml")
     }
 
     /// Waits for the process to exit (after a signal) and returns its status. On timeout the

@@ -1,0 +1,181 @@
+//! Hot reload (`POST /-/reload` and SIGHUP): all or nothing, alerts of unchanged
+//! rules keep their state, an invalid file leaves the running rules untouched,
+//! and a target removed from the config goes stale at once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Api, FakeTarget};
+use serde_json::Value;
+
+const TEXT: &str = "text/plain; version=0.0.4";
+
+const ALERT: &str = "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - alert: High\n        expr: fake_value > 10\n        for: 1h\n";
+
+async fn rules(api: &Api) -> Vec<Value> {
+    let (status, body) = api.get("/api/v1/rules", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn reload(api: &Api) -> (u16, String) {
+    let response = api
+        .client
+        .post(format!("{}/-/reload", api.base))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+async fn metric(api: &Api, name: &str) -> f64 {
+    let text = api
+        .client
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn reload_keeps_state_refuses_bad_files_and_retires_targets() {
+    let target = FakeTarget::start(Vec::new(), TEXT, "fake_value 20\n".into()).await;
+    let dir = common::TempDir::new("reload-rules");
+    let rules_file = dir.path().join("rules.yml");
+    std::fs::write(&rules_file, ALERT).unwrap();
+    let scrape = format!(
+        "scrape:\n  interval: 1s\n  jobs:\n    - job_name: fake\n      targets: ['{}']\n",
+        target.address
+    );
+    let rules_section = format!("rules:\n  files: ['{}']\n", rules_file.display());
+    let server = common::start(
+        "reload",
+        &[common::ModelEntry::mlp("mlp")],
+        &format!("{scrape}{rules_section}"),
+    );
+    server.wait_ready().await;
+    let api = Api::new(&server);
+
+    // The alert is pending (for: 1h), so its activeAt shows whether the clock survives.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let active_at = loop {
+        let rules = rules(&api).await;
+        if let Some(alert) = rules[0]["alerts"].as_array().and_then(|a| a.first()) {
+            assert_eq!(alert["state"], "pending");
+            break alert["activeAt"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alert never became pending: {rules:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // A valid change: one more rule; the unchanged alert keeps its state.
+    std::fs::write(
+        &rules_file,
+        format!("{ALERT}      - record: fake:doubled\n        expr: fake_value * 2\n"),
+    )
+    .unwrap();
+    assert_eq!(reload(&api).await, (200, String::new()));
+    let after = rules(&api).await;
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[1]["name"], "fake:doubled");
+    assert_eq!(
+        after[0]["alerts"][0]["activeAt"], active_at,
+        "the for clock survives a reload"
+    );
+    assert_eq!(after[0]["alerts"][0]["state"], "pending");
+    api.eventually("fake:doubled", "new rule evaluated", |v| {
+        v.len() == 1 && v[0].1 == 40.0
+    })
+    .await;
+    assert_eq!(
+        metric(&api, "torchwatch_config_last_reload_successful").await,
+        1.0
+    );
+
+    // An invalid file: refused with file:line, old rules keep running, the gauge says so.
+    std::fs::write(
+        &rules_file,
+        "groups:\n  - name: g\n    rules:\n      - record: broken\n        expr: 'sum(('\n",
+    )
+    .unwrap();
+    let (status, body) = reload(&api).await;
+    assert_eq!(status, 500, "{body}");
+    let location = format!(
+        "{}: 5:15: group \"g\", rule 1, \"broken\": could not parse expression",
+        rules_file.display()
+    );
+    assert!(
+        body.starts_with("failed to reload config: ") && body.contains(&location),
+        "{body}"
+    );
+    assert_eq!(
+        rules(&api).await.len(),
+        2,
+        "the running rules are untouched"
+    );
+    assert_eq!(
+        metric(&api, "torchwatch_config_last_reload_successful").await,
+        0.0
+    );
+    let logged = server
+        .log_lines()
+        .into_iter()
+        .find(|l| l["event"] == "config_reload_failed")
+        .expect("config_reload_failed logged");
+    assert!(
+        logged["error"].as_str().unwrap().contains(&location),
+        "{logged}"
+    );
+
+    // SIGHUP, like Prometheus: the target's job is removed, so its series go stale now,
+    // not after the 5-minute lookback.
+    std::fs::write(&rules_file, ALERT).unwrap();
+    std::fs::write(
+        server.config_path(),
+        std::fs::read_to_string(server.config_path())
+            .unwrap()
+            .replace(&scrape, "scrape:\n  interval: 1s\n"),
+    )
+    .unwrap();
+    assert_eq!(api.vector("up{job=\"fake\"}").await.len(), 1);
+    server.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&api, "torchwatch_config_last_reload_successful").await != 1.0 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    api.eventually("up{job=\"fake\"}", "removed target marked stale", |v| {
+        v.is_empty()
+    })
+    .await;
+    assert!(api.vector("fake_value").await.is_empty());
+    // With its input gone the pending alert is dropped at the next evaluation, as in Prometheus.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let after = rules(&api).await;
+        assert_eq!(after.len(), 1, "the reloaded rule file has one rule");
+        if after[0]["alerts"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pending alert kept without its input: {after:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
