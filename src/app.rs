@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use crate::config::Config;
 use crate::http;
 use crate::metrics::{Metrics, ModelCollector, ReloadMetrics, StorageCollector};
+use crate::notify;
 use crate::promql::Engine;
 use crate::rules::{self, LocalQuery, QueryFn, RemoteQuery, RuleContext, RuleManager};
 use crate::scrape::{self, Scraper};
@@ -30,6 +31,9 @@ struct Monitoring {
     scraper: Scraper,
     rules: Arc<RuleManager>,
     reload_metrics: ReloadMetrics,
+    client: reqwest::Client,
+    plans: watch::Sender<Arc<notify::Plan>>,
+    alerts: notify::AlertSink,
 }
 
 impl Monitoring {
@@ -45,7 +49,9 @@ impl Monitoring {
                 storage: self.storage.clone(),
             }),
         };
+        let plan = notify::Plan::build(&config.notify, &self.client)?;
         let (target_count, group_count) = (targets.len(), groups.len());
+        self.plans.send_replace(Arc::new(plan));
         let rule_count: usize = groups.iter().map(|g| g.rules.len()).sum();
         self.scraper.apply(targets);
         self.rules.apply(
@@ -58,6 +64,7 @@ impl Monitoring {
                 default_interval: std::time::Duration::from_millis(
                     config.rules.evaluation_interval.millis() as u64,
                 ),
+                alerts: Some(self.alerts.clone()),
             },
         );
         tracing::info!(
@@ -115,13 +122,26 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let http_client = reqwest::Client::builder()
         .build()
         .context("cannot build the scrape HTTP client")?;
+    let (plans, current_plan) = watch::channel(Arc::new(
+        notify::Plan::build(&Default::default(), &http_client).map_err(anyhow::Error::msg)?,
+    ));
+    let alerts = notify::start(
+        current_plan,
+        format!("http://{local}"),
+        config.notify.queue_capacity.unwrap_or(10_000),
+        metrics.notify(),
+        stop.subscribe(),
+    );
     let monitoring = Arc::new(Monitoring {
         config_path,
         local,
         storage: storage.clone(),
-        scraper: Scraper::new(storage.clone(), http_client, stop.subscribe()),
+        scraper: Scraper::new(storage.clone(), http_client.clone(), stop.subscribe()),
         rules: Arc::new(RuleManager::new(metrics.rules(), stop.subscribe())),
         reload_metrics: metrics.reload(),
+        client: http_client,
+        plans,
+        alerts,
     });
     // Everything that can be refused is checked before models start loading.
     monitoring.apply(&config).map_err(anyhow::Error::msg)?;

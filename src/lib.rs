@@ -11,6 +11,7 @@ pub mod http;
 pub mod logs;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod profile;
 pub mod promql;
 pub mod rules;

@@ -10,9 +10,11 @@ use serde::{Deserialize, Deserializer};
 use crate::tensor::DataType;
 
 mod duration;
+mod notify;
 mod rules;
 
 pub use duration::PromDuration;
+pub use notify::{NotifyConfig, ReceiverConfig, RouteConfig, WebhookConfig};
 pub use rules::{
     AlertTest, ExpectedAlert, ExpectedSample, ExportedFile, ExportedGroup, ExportedRule, ExprTest,
     ExprText, InputSeries, RuleEntry, RuleFile, RuleGroup, TestGroup, UnitTestFile,
@@ -40,6 +42,9 @@ pub struct Config {
     /// Rule files and where their queries run.
     #[serde(default)]
     pub rules: RulesConfig,
+    /// Where alerts are sent.
+    #[serde(default)]
+    pub notify: NotifyConfig,
     /// The models to serve; at least one.
     pub models: Vec<ModelConfig>,
 }

@@ -7,6 +7,7 @@
 //! mirrored on the request path.
 
 mod gpu;
+mod notify;
 mod process;
 mod rules;
 
@@ -26,6 +27,7 @@ use prometheus_client::registry::Registry;
 use crate::config::BucketsConfig;
 
 pub use gpu::{GpuCollector, GpuSample, GpuSource};
+pub use notify::NotifyMetrics;
 pub use process::ProcessCollector;
 pub use rules::{GroupMetrics, RuleMetrics};
 
@@ -70,6 +72,7 @@ pub struct Metrics {
     execution_count: Family<ModelLabel, Counter>,
     rules: RuleMetrics,
     reload: ReloadMetrics,
+    notify: NotifyMetrics,
 }
 
 /// Outcome of the last configuration reload, as Prometheus reports its own.
@@ -148,6 +151,7 @@ impl Metrics {
             execution_count: Family::default(),
             rules: RuleMetrics::new(),
             reload: ReloadMetrics::default(),
+            notify: NotifyMetrics::new(),
             registry: Registry::default(),
         };
         let registry = &mut metrics.registry;
@@ -192,6 +196,7 @@ impl Metrics {
             metrics.execution_count.clone(),
         );
         metrics.rules.register(registry);
+        metrics.notify.register(registry);
         registry.register(
             "torchwatch_config_last_reload_successful",
             "Whether the last configuration reload succeeded (1) or failed and the previous configuration is still in use (0)",
@@ -209,6 +214,11 @@ impl Metrics {
     }
 
     /// Adds a collector read at every scrape.
+    /// The notifier's handles.
+    pub fn notify(&self) -> NotifyMetrics {
+        self.notify.clone()
+    }
+
     /// The reload outcome's handles.
     pub fn reload(&self) -> ReloadMetrics {
         self.reload.clone()

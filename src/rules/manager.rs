@@ -27,6 +27,8 @@ pub struct RuleContext {
     pub external_url: String,
     /// Interval of groups without their own.
     pub default_interval: Duration,
+    /// Where firing and resolved alerts go after each evaluation.
+    pub alerts: Option<crate::notify::AlertSink>,
 }
 
 /// The running groups, each on its own timer; replaceable as a whole (reload).
@@ -128,6 +130,12 @@ impl RuleManager {
                     };
                     let now = crate::scrape::now_ms();
                     let outcome = g.eval(now, shared.query.as_ref(), &shared.storage, &ctx);
+                    if let Some(sink) = &shared.alerts {
+                        let alerts = g.notifications(&shared.external_url);
+                        if !alerts.is_empty() {
+                            sink.submit(alerts);
+                        }
+                    }
                     for rule in &g.rules {
                         recorder
                             .evaluation_duration

@@ -136,6 +136,40 @@ impl Group {
         }
     }
 
+    /// The alerts to notify about, as Prometheus sends them to Alertmanager:
+    /// firing ones and resolved ones still retained, never pending ones.
+    pub fn notifications(&self, external_url: &str) -> Vec<crate::notify::Alert> {
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            let RuleKind::Alerting(a) = &rule.kind else {
+                continue;
+            };
+            let generator_url = reqwest::Url::parse_with_params(
+                &format!("{}/api/v1/query", external_url.trim_end_matches('/')),
+                &[("query", a.expr_text.as_str())],
+            )
+            .map(String::from)
+            .unwrap_or_default();
+            for alert in a.active_alerts() {
+                if alert.state == AlertState::Pending {
+                    continue;
+                }
+                out.push(crate::notify::Alert {
+                    labels: alert.labels.clone(),
+                    annotations: alert.annotations.clone(),
+                    starts_at: alert.fired_at.unwrap_or(alert.active_at),
+                    ends_at: if alert.state == AlertState::Inactive {
+                        alert.resolved_at
+                    } else {
+                        None
+                    },
+                    generator_url: generator_url.clone(),
+                });
+            }
+        }
+        out
+    }
+
     /// Evaluates every rule in order at `ts` (ms), writing recording results,
     /// `ALERTS` series and staleness markers into `storage` rule by rule, so a
     /// later rule sees an earlier rule's output.

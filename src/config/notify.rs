@@ -1,0 +1,85 @@
+//! The `notify:` section: Alertmanager's routing tree and receivers, in-process.
+
+use super::duration::PromDuration;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// `notify:` — where alerts go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// The routing tree's root; every alert enters here.
+    pub route: Option<RouteConfig>,
+    /// Named receivers the routes point at.
+    pub receivers: Vec<ReceiverConfig>,
+    /// Alerts waiting for the dispatcher at most; more are dropped and counted.
+    pub queue_capacity: Option<usize>,
+}
+
+/// One node of the routing tree (Alertmanager's `route`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    /// Receiver of alerts this node routes; inherited when absent.
+    pub receiver: Option<String>,
+    /// Label matchers, e.g. `severity="critical"`, `team=~"ml|infra"`; all must match.
+    pub matchers: Vec<String>,
+    /// Keep looking at later siblings after this route matched.
+    #[serde(rename = "continue")]
+    pub continue_: bool,
+    /// Labels that split alerts into notification groups; `...` = every label.
+    pub group_by: Option<Vec<String>>,
+    /// Wait before the first notification of a new group (30s).
+    pub group_wait: Option<PromDuration>,
+    /// Wait between notifications about a changed group (5m).
+    pub group_interval: Option<PromDuration>,
+    /// Wait before repeating an unchanged notification (4h).
+    pub repeat_interval: Option<PromDuration>,
+    /// Child routes, tried in order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// A named receiver with its integrations.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// Name routes refer to.
+    pub name: String,
+    /// Webhooks receiving Alertmanager's JSON payload.
+    #[serde(default)]
+    pub webhook_configs: Vec<WebhookConfig>,
+}
+
+/// A webhook (Alertmanager's `webhook_config`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The URL (a secret: it often carries a token).
+    pub url: Option<String>,
+    /// File whose first line is the URL.
+    pub url_file: Option<PathBuf>,
+    /// Environment variable holding the URL.
+    pub url_env: Option<String>,
+    /// Also notify when a group's alerts resolve (default true).
+    #[serde(default = "yes")]
+    pub send_resolved: bool,
+    /// At most this many alerts per message (0 = all); the rest are counted in `truncatedAlerts`.
+    #[serde(default)]
+    pub max_alerts: usize,
+    /// Per-attempt timeout (10s).
+    pub timeout: Option<PromDuration>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &"<secret>")
+            .field("send_resolved", &self.send_resolved)
+            .field("max_alerts", &self.max_alerts)
+            .finish()
+    }
+}

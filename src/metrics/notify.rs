@@ -1,0 +1,87 @@
+//! The notifier's self-metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    receiver: String,
+    integration: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IntegrationLabel {
+    integration: String,
+}
+
+#[derive(Clone)]
+struct DurationBuckets;
+
+impl MetricConstructor<Histogram> for DurationBuckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])
+    }
+}
+
+/// Handles the dispatcher records into.
+#[derive(Clone)]
+pub struct NotifyMetrics {
+    outcomes: Family<OutcomeLabels, Counter>,
+    durations: Family<IntegrationLabel, Histogram, DurationBuckets>,
+    /// Alerts dropped because the dispatcher's queue was full.
+    pub dropped: Counter,
+}
+
+impl NotifyMetrics {
+    pub(super) fn new() -> NotifyMetrics {
+        NotifyMetrics {
+            outcomes: Family::default(),
+            durations: Family::new_with_constructor(DurationBuckets),
+            dropped: Counter::default(),
+        }
+    }
+
+    pub(super) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "torchwatch_notifications",
+            "Notification attempts by receiver, integration and outcome (success, retry, failure)",
+            self.outcomes.clone(),
+        );
+        registry.register(
+            "torchwatch_notification_duration_seconds",
+            "Duration of one notification attempt",
+            self.durations.clone(),
+        );
+        registry.register(
+            "torchwatch_notification_alerts_dropped",
+            "Alerts dropped because the notification queue was full",
+            self.dropped.clone(),
+        );
+    }
+
+    /// Counts one attempt's outcome.
+    pub fn outcome(&self, receiver: &str, integration: &str, outcome: &str) {
+        self.outcomes
+            .get_or_create(&OutcomeLabels {
+                receiver: receiver.into(),
+                integration: integration.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Records one attempt's duration.
+    pub fn observe_duration(&self, integration: &str, seconds: f64) {
+        self.durations
+            .get_or_create(&IntegrationLabel {
+                integration: integration.into(),
+            })
+            .observe(seconds);
+    }
+}

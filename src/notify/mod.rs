@@ -1,0 +1,713 @@
+//! Notifications, Alertmanager's model in-process: alerts from the rule engine
+//! are routed through a tree of label matchers into groups (`group_by`), and
+//! each group notifies its receiver after `group_wait`, on changes every
+//! `group_interval`, and again after `repeat_interval`. Sends retry with
+//! exponential backoff and never block rule evaluation.
+
+mod webhook;
+
+use crate::config::{NotifyConfig, RouteConfig};
+use crate::metrics::NotifyMetrics;
+use crate::storage::Labels;
+use promql_parser::label::Matcher;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+pub use webhook::Webhook;
+
+/// An alert as the rule engine hands it over.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
+    /// Labels, `alertname` included.
+    pub labels: Labels,
+    /// Expanded annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// When it started firing (ms).
+    pub starts_at: i64,
+    /// When it resolved (ms); `None` while firing.
+    pub ends_at: Option<i64>,
+    /// Link to the expression that produced it.
+    pub generator_url: String,
+}
+
+impl Alert {
+    /// Alertmanager's fingerprint: FNV-1a 64 over the sorted label pairs.
+    pub fn fingerprint(&self) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for label in self.labels.iter() {
+            for bytes in [
+                label.name.as_bytes(),
+                &[0xff],
+                label.value.as_bytes(),
+                &[0xff],
+            ] {
+                for b in bytes {
+                    hash ^= u64::from(*b);
+                    hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+                }
+            }
+        }
+        hash
+    }
+
+    fn resolved(&self) -> bool {
+        self.ends_at.is_some()
+    }
+}
+
+/// What one notification carries.
+#[derive(Clone, Debug)]
+pub struct Message {
+    /// Receiver name.
+    pub receiver: String,
+    /// `route-path:group-labels`, stable per group.
+    pub group_key: String,
+    /// The labels the group was formed by.
+    pub group_labels: Labels,
+    /// Alerts, firing first.
+    pub alerts: Vec<Alert>,
+    /// torchwatch's URL.
+    pub external_url: String,
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_default()
+}
+
+fn label_map(labels: &Labels) -> Value {
+    Value::Object(
+        labels
+            .iter()
+            .map(|l| (l.name.clone(), Value::String(l.value.clone())))
+            .collect(),
+    )
+}
+
+impl Message {
+    /// `firing` when any alert fires, else `resolved`.
+    pub fn status(&self) -> &'static str {
+        if self.alerts.iter().any(|a| !a.resolved()) {
+            "firing"
+        } else {
+            "resolved"
+        }
+    }
+
+    /// Labels every alert shares with the same value.
+    pub fn common_labels(&self) -> Labels {
+        let Some(first) = self.alerts.first() else {
+            return Labels::default();
+        };
+        Labels::from_pairs(
+            first
+                .labels
+                .iter()
+                .filter(|l| self.alerts.iter().all(|a| a.labels.get(&l.name) == l.value))
+                .map(|l| (l.name.clone(), l.value.clone())),
+        )
+    }
+
+    /// Annotations every alert shares with the same value.
+    pub fn common_annotations(&self) -> BTreeMap<String, String> {
+        let Some(first) = self.alerts.first() else {
+            return BTreeMap::new();
+        };
+        first
+            .annotations
+            .iter()
+            .filter(|(k, v)| {
+                self.alerts
+                    .iter()
+                    .all(|a| a.annotations.get(*k) == Some(*v))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Alertmanager's webhook payload, version 4; `max_alerts` 0 = all.
+    pub fn webhook_payload(&self, max_alerts: usize) -> Value {
+        let shown = if max_alerts == 0 {
+            self.alerts.len()
+        } else {
+            max_alerts.min(self.alerts.len())
+        };
+        let alerts: Vec<Value> = self.alerts[..shown]
+            .iter()
+            .map(|a| {
+                json!({
+                    "status": if a.resolved() { "resolved" } else { "firing" },
+                    "labels": label_map(&a.labels),
+                    "annotations": a.annotations,
+                    "startsAt": rfc3339(a.starts_at),
+                    "endsAt": a.ends_at.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+                    "generatorURL": a.generator_url,
+                    "fingerprint": format!("{:016x}", a.fingerprint()),
+                })
+            })
+            .collect();
+        json!({
+            "version": "4",
+            "groupKey": self.group_key,
+            "truncatedAlerts": self.alerts.len() - shown,
+            "status": self.status(),
+            "receiver": self.receiver,
+            "groupLabels": label_map(&self.group_labels),
+            "commonLabels": label_map(&self.common_labels()),
+            "commonAnnotations": self.common_annotations(),
+            "externalURL": self.external_url,
+            "alerts": alerts,
+        })
+    }
+}
+
+/// Why a send failed, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendError {
+    /// What went wrong (never the URL or a credential).
+    pub message: String,
+    /// Connection errors, timeouts, 5xx and 429 are worth retrying.
+    pub retryable: bool,
+}
+
+impl SendError {
+    fn from_reqwest(e: &reqwest::Error) -> SendError {
+        let kind = if e.is_timeout() {
+            "timeout"
+        } else if e.is_connect() {
+            "connection failed"
+        } else {
+            "request failed"
+        };
+        SendError {
+            message: kind.into(),
+            retryable: e.is_timeout() || e.is_connect() || e.is_request(),
+        }
+    }
+
+    fn check_status(status: reqwest::StatusCode) -> Result<(), SendError> {
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(SendError {
+            message: format!("receiver answered HTTP {status}"),
+            retryable: status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS,
+        })
+    }
+}
+
+/// One integration of a receiver (webhook, Slack, email, ...).
+pub trait Notifier: Send + Sync {
+    /// `webhook`, `slack`, ... for metrics and logs.
+    fn integration(&self) -> &'static str;
+    /// Whether resolved alerts are sent.
+    fn send_resolved(&self) -> bool;
+    /// One attempt to deliver `message`.
+    fn notify<'a>(
+        &'a self,
+        message: &'a Message,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SendError>> + Send + 'a>>;
+}
+
+/// A named receiver and its integrations.
+pub struct Receiver {
+    name: String,
+    integrations: Vec<Arc<dyn Notifier>>,
+}
+
+/// A route with its inherited settings resolved.
+#[derive(Clone, Debug)]
+struct Route {
+    /// Alertmanager's route key: `{}` for the root, `{}/{matchers}` below.
+    key: String,
+    receiver: String,
+    matchers: Vec<Matcher>,
+    continue_: bool,
+    /// `None`: group by every label (`...`).
+    group_by: Option<Vec<String>>,
+    group_wait: Duration,
+    group_interval: Duration,
+    repeat_interval: Duration,
+    children: Vec<Route>,
+}
+
+fn parse_matcher(text: &str) -> Result<Matcher, String> {
+    let expr = crate::promql::parse(&format!("{{{text}}}"))
+        .map_err(|e| format!("matcher {text:?}: {e}"))?;
+    match expr {
+        promql_parser::parser::Expr::VectorSelector(vs) if vs.matchers.matchers.len() == 1 => {
+            Ok(vs.matchers.matchers[0].clone())
+        }
+        _ => Err(format!(
+            "matcher {text:?}: write one matcher like severity=\"critical\""
+        )),
+    }
+}
+
+fn build_route(
+    config: &RouteConfig,
+    parent: Option<&Route>,
+    receivers: &[String],
+) -> Result<Route, String> {
+    let ms = |d: Option<crate::config::PromDuration>, inherited: Option<Duration>, default: u64| {
+        d.map(|d| Duration::from_millis(d.millis() as u64))
+            .or(inherited)
+            .unwrap_or(Duration::from_secs(default))
+    };
+    let matchers = config
+        .matchers
+        .iter()
+        .map(|m| parse_matcher(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let receiver = config
+        .receiver
+        .clone()
+        .or_else(|| parent.map(|p| p.receiver.clone()))
+        .ok_or("notify.route: the root route needs a receiver")?;
+    if !receivers.contains(&receiver) {
+        return Err(format!(
+            "notify.route: receiver {receiver:?} is not defined under notify.receivers"
+        ));
+    }
+    let key = match parent {
+        None => "{}".to_string(),
+        Some(p) => format!("{}/{{{}}}", p.key, config.matchers.join(",")),
+    };
+    let group_by = match &config.group_by {
+        Some(names) if names.iter().any(|n| n == "...") => None,
+        Some(names) => Some(names.clone()),
+        None => parent.map_or(Some(Vec::new()), |p| p.group_by.clone()),
+    };
+    let mut route = Route {
+        key,
+        receiver,
+        matchers,
+        continue_: config.continue_,
+        group_by,
+        group_wait: ms(config.group_wait, parent.map(|p| p.group_wait), 30),
+        group_interval: ms(config.group_interval, parent.map(|p| p.group_interval), 300),
+        repeat_interval: ms(
+            config.repeat_interval,
+            parent.map(|p| p.repeat_interval),
+            4 * 3600,
+        ),
+        children: Vec::new(),
+    };
+    for child in &config.routes {
+        let built = build_route(child, Some(&route), receivers)?;
+        route.children.push(built);
+    }
+    Ok(route)
+}
+
+impl Route {
+    /// Alertmanager's matching: the deepest matching routes, children in order,
+    /// stopping at the first match unless it says `continue`.
+    fn matching<'r>(&'r self, labels: &Labels, out: &mut Vec<&'r Route>) -> bool {
+        if !self
+            .matchers
+            .iter()
+            .all(|m| m.is_match(labels.get(&m.name)))
+        {
+            return false;
+        }
+        let before = out.len();
+        for child in &self.children {
+            if child.matching(labels, out) && !child.continue_ {
+                break;
+            }
+        }
+        if out.len() == before {
+            out.push(self);
+        }
+        true
+    }
+
+    fn group_labels(&self, labels: &Labels) -> Labels {
+        match &self.group_by {
+            None => labels.clone(),
+            Some(names) => {
+                Labels::from_pairs(names.iter().map(|n| (n.clone(), labels.get(n).to_string())))
+            }
+        }
+    }
+}
+
+/// The routing tree and receivers built from `notify:`; checked before use.
+pub struct Plan {
+    root: Option<Route>,
+    receivers: HashMap<String, Arc<Receiver>>,
+}
+
+impl Plan {
+    /// Builds the tree and the receivers; secrets are read now.
+    pub fn build(config: &NotifyConfig, client: &reqwest::Client) -> Result<Plan, String> {
+        let mut receivers = HashMap::new();
+        for r in &config.receivers {
+            let mut integrations: Vec<Arc<dyn Notifier>> = Vec::new();
+            for w in &r.webhook_configs {
+                integrations.push(Arc::new(Webhook::new(w, client.clone(), &r.name)?));
+            }
+            if receivers
+                .insert(
+                    r.name.clone(),
+                    Arc::new(Receiver {
+                        name: r.name.clone(),
+                        integrations,
+                    }),
+                )
+                .is_some()
+            {
+                return Err(format!("notify.receivers: {:?} is defined twice", r.name));
+            }
+        }
+        let names: Vec<String> = receivers.keys().cloned().collect();
+        let root = config
+            .route
+            .as_ref()
+            .map(|r| build_route(r, None, &names))
+            .transpose()?;
+        Ok(Plan { root, receivers })
+    }
+}
+
+/// Hands alerts from the rule engine to the dispatcher without ever blocking.
+#[derive(Clone)]
+pub struct AlertSink {
+    sender: mpsc::Sender<Vec<Alert>>,
+    metrics: NotifyMetrics,
+}
+
+impl AlertSink {
+    /// Queues one evaluation's alerts; when the queue is full they are dropped and counted.
+    pub fn submit(&self, alerts: Vec<Alert>) {
+        let count = alerts.len() as u64;
+        if self.sender.try_send(alerts).is_err() {
+            self.metrics.dropped.inc_by(count);
+        }
+    }
+}
+
+struct Group {
+    route: Route,
+    receiver: Arc<Receiver>,
+    labels: Labels,
+    alerts: HashMap<u64, Alert>,
+    next_flush: Instant,
+    /// Firing and resolved fingerprints of the last delivered notification.
+    notified: Option<(HashSet<u64>, HashSet<u64>, Instant)>,
+    in_flight: bool,
+}
+
+struct Delivered {
+    key: String,
+    firing: HashSet<u64>,
+    resolved: HashSet<u64>,
+    ok: bool,
+}
+
+/// Starts the dispatcher; `plans` delivers the current routing plan (replaced on reload).
+pub fn start(
+    plans: watch::Receiver<Arc<Plan>>,
+    external_url: String,
+    queue_capacity: usize,
+    metrics: NotifyMetrics,
+    stop: watch::Receiver<bool>,
+) -> AlertSink {
+    let (sender, receiver) = mpsc::channel(queue_capacity.max(1));
+    tokio::spawn(dispatch(
+        plans,
+        receiver,
+        external_url,
+        metrics.clone(),
+        stop,
+    ));
+    AlertSink { sender, metrics }
+}
+
+async fn dispatch(
+    mut plans: watch::Receiver<Arc<Plan>>,
+    mut incoming: mpsc::Receiver<Vec<Alert>>,
+    external_url: String,
+    metrics: NotifyMetrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut groups: HashMap<String, Group> = HashMap::new();
+    let (done_tx, mut done) = mpsc::unbounded_channel::<Delivered>();
+    let mut ticker = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            batch = incoming.recv() => {
+                let Some(batch) = batch else { return };
+                let plan = plans.borrow_and_update().clone();
+                let Some(root) = &plan.root else { continue };
+                for alert in batch {
+                    let mut routes = Vec::new();
+                    root.matching(&alert.labels, &mut routes);
+                    for route in routes {
+                        let labels = route.group_labels(&alert.labels);
+                        let key = format!("{}:{}", route.key, labels.to_string().replace(", ", ","));
+                        let Some(receiver) = plan.receivers.get(&route.receiver) else { continue };
+                        let group = groups.entry(key).or_insert_with(|| Group {
+                            route: route.clone(),
+                            receiver: receiver.clone(),
+                            labels,
+                            alerts: HashMap::new(),
+                            next_flush: Instant::now() + route.group_wait,
+                            notified: None,
+                            in_flight: false,
+                        });
+                        group.alerts.insert(alert.fingerprint(), alert.clone());
+                    }
+                }
+            }
+            Some(result) = done.recv() => {
+                if let Some(group) = groups.get_mut(&result.key) {
+                    group.in_flight = false;
+                    if result.ok {
+                        group.notified = Some((result.firing, result.resolved.clone(), Instant::now()));
+                        // Resolved alerts that were delivered are done with.
+                        group.alerts.retain(|fp, a| !(a.resolved() && result.resolved.contains(fp)));
+                    }
+                }
+                groups.retain(|_, g| g.in_flight || !g.alerts.is_empty());
+            }
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                for (key, group) in groups.iter_mut() {
+                    if group.in_flight || group.next_flush > now {
+                        continue;
+                    }
+                    group.next_flush = now + group.route.group_interval;
+                    flush(key, group, &external_url, &metrics, &done_tx);
+                }
+                groups.retain(|_, g| g.in_flight || !g.alerts.is_empty());
+            }
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Alertmanager's dedup stage: notify when the firing set changed, something
+/// resolved, or the repeat interval passed.
+fn flush(
+    key: &str,
+    group: &mut Group,
+    external_url: &str,
+    metrics: &NotifyMetrics,
+    done: &mpsc::UnboundedSender<Delivered>,
+) {
+    let firing: HashSet<u64> = group
+        .alerts
+        .iter()
+        .filter(|(_, a)| !a.resolved())
+        .map(|(fp, _)| *fp)
+        .collect();
+    let resolved: HashSet<u64> = group
+        .alerts
+        .iter()
+        .filter(|(_, a)| a.resolved())
+        .map(|(fp, _)| *fp)
+        .collect();
+    let needed = match &group.notified {
+        None => !firing.is_empty(),
+        Some((last_firing, last_resolved, at)) => {
+            !firing.is_subset(last_firing)
+                || !resolved.is_subset(last_resolved)
+                    && resolved.iter().any(|fp| last_firing.contains(fp))
+                || (!firing.is_empty() && at.elapsed() >= group.route.repeat_interval)
+        }
+    };
+    if !needed {
+        // Nothing new: drop resolved alerts nobody was told were firing.
+        group.alerts.retain(|_, a| !a.resolved());
+        return;
+    }
+    let mut alerts: Vec<Alert> = group.alerts.values().cloned().collect();
+    alerts.sort_by(|a, b| {
+        a.resolved()
+            .cmp(&b.resolved())
+            .then_with(|| a.labels.cmp(&b.labels))
+    });
+    let message = Message {
+        receiver: group.receiver.name.clone(),
+        group_key: key.to_string(),
+        group_labels: group.labels.clone(),
+        alerts,
+        external_url: external_url.to_string(),
+    };
+    group.in_flight = true;
+    let receiver = group.receiver.clone();
+    let deadline = group.route.group_interval;
+    let metrics = metrics.clone();
+    let done = done.clone();
+    let key = key.to_string();
+    tokio::spawn(async move {
+        let mut ok = true;
+        for integration in &receiver.integrations {
+            let mut message = message.clone();
+            if !integration.send_resolved() {
+                message.alerts.retain(|a| !a.resolved());
+                if message.alerts.is_empty() {
+                    continue;
+                }
+            }
+            ok &= deliver(integration.as_ref(), &message, deadline, &metrics).await;
+        }
+        let _ = done.send(Delivered {
+            key,
+            firing,
+            resolved,
+            ok,
+        });
+    });
+}
+
+/// Sends with exponential backoff on retryable errors until `deadline` (the
+/// group interval) has passed.
+async fn deliver(
+    integration: &dyn Notifier,
+    message: &Message,
+    deadline: Duration,
+    metrics: &NotifyMetrics,
+) -> bool {
+    let give_up = Instant::now() + deadline;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let started = Instant::now();
+        let outcome = integration.notify(message).await;
+        metrics.observe_duration(integration.integration(), started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(()) => {
+                metrics.outcome(&message.receiver, integration.integration(), "success");
+                return true;
+            }
+            Err(e) if e.retryable && Instant::now() + backoff < give_up => {
+                metrics.outcome(&message.receiver, integration.integration(), "retry");
+                tracing::warn!(event = "notification_retry", receiver = %message.receiver,
+                    integration = integration.integration(), error = %e.message,
+                    retry_in_ms = backoff.as_millis() as u64, "notification failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                metrics.outcome(&message.receiver, integration.integration(), "failure");
+                tracing::error!(event = "notification_failed", receiver = %message.receiver,
+                    integration = integration.integration(), error = %e.message,
+                    "notification given up");
+                return false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(pairs: &[(&str, &str)]) -> Alert {
+        Alert {
+            labels: Labels::from_pairs(pairs.iter().copied()),
+            annotations: BTreeMap::new(),
+            starts_at: 0,
+            ends_at: None,
+            generator_url: String::new(),
+        }
+    }
+
+    #[test]
+    fn fingerprint_is_alertmanagers() {
+        // Alertmanager: model.LabelSet{"alertname": "Test"}.Fingerprint() = 0x... (FNV-1a 64).
+        let a = alert(&[("alertname", "Test")]);
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in b"alertname\xffTest\xff" {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        assert_eq!(a.fingerprint(), h);
+        assert_ne!(
+            a.fingerprint(),
+            alert(&[("alertname", "Other")]).fingerprint()
+        );
+    }
+
+    #[test]
+    fn routes_match_like_alertmanager() {
+        let config: NotifyConfig = serde_saphyr::from_str(
+            r#"
+route:
+  receiver: default
+  group_by: [alertname]
+  routes:
+    - matchers: ['severity="critical"']
+      receiver: pager
+      continue: true
+    - matchers: ['team=~"ml|data"']
+      receiver: ml
+      group_by: ['...']
+receivers:
+  - name: default
+  - name: pager
+  - name: ml
+"#,
+        )
+        .unwrap();
+        crate::install_tls_provider();
+        let plan = Plan::build(&config, &reqwest::Client::new()).unwrap();
+        let root = plan.root.unwrap();
+        let routed = |pairs: &[(&str, &str)]| {
+            let mut out = Vec::new();
+            root.matching(&Labels::from_pairs(pairs.iter().copied()), &mut out);
+            out.iter().map(|r| r.receiver.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(routed(&[("alertname", "A")]), ["default"]);
+        assert_eq!(
+            routed(&[("alertname", "A"), ("severity", "critical"), ("team", "ml")]),
+            ["pager", "ml"]
+        );
+        assert_eq!(routed(&[("alertname", "A"), ("team", "data")]), ["ml"]);
+        let ml = &root.children[1];
+        assert_eq!(ml.key, "{}/{team=~\"ml|data\"}");
+        let labels = Labels::from_pairs([("alertname", "A"), ("team", "ml")]);
+        assert_eq!(
+            ml.group_labels(&labels),
+            labels,
+            "... groups by every label"
+        );
+        assert_eq!(root.group_labels(&labels).to_string(), "{alertname=\"A\"}");
+        assert_eq!(
+            ml.group_wait,
+            Duration::from_secs(30),
+            "defaults as in Alertmanager"
+        );
+    }
+
+    #[test]
+    fn webhook_payload_has_alertmanagers_fields() {
+        let mut resolved = alert(&[("alertname", "A"), ("instance", "b"), ("job", "j")]);
+        resolved.ends_at = Some(2000);
+        let mut firing = alert(&[("alertname", "A"), ("instance", "a"), ("job", "j")]);
+        firing.annotations.insert("summary".into(), "s".into());
+        let message = Message {
+            receiver: "hook".into(),
+            group_key: "{}:{alertname=\"A\"}".into(),
+            group_labels: Labels::from_pairs([("alertname", "A")]),
+            alerts: vec![firing, resolved],
+            external_url: "http://tw".into(),
+        };
+        let p = message.webhook_payload(1);
+        assert_eq!(p["version"], "4");
+        assert_eq!(p["status"], "firing");
+        assert_eq!(p["truncatedAlerts"], 1);
+        assert_eq!(p["commonLabels"], json!({"alertname": "A", "job": "j"}));
+        assert_eq!(p["commonAnnotations"], json!({}));
+        assert_eq!(p["alerts"].as_array().unwrap().len(), 1);
+        assert_eq!(p["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+        assert_eq!(p["alerts"][0]["fingerprint"].as_str().unwrap().len(), 16);
+    }
+}

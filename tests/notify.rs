@@ -1,0 +1,168 @@
+//! Notifications end to end: an alert fires, the webhook receiver (down for the
+//! first two attempts) gets Alertmanager's payload exactly once, then the
+//! resolved notice; retries are counted and the secret URL never shows up.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use common::{Api, FakeTarget};
+use serde_json::Value;
+
+const TEXT: &str = "text/plain; version=0.0.4";
+const SECRET_PATH: &str = "/hooks/T0KEN-9f8e7d";
+
+#[derive(Default)]
+struct Received {
+    refused: usize,
+    bodies: Vec<Value>,
+}
+
+async fn receiver(refuse_first: usize) -> (String, Arc<Mutex<Received>>) {
+    let state = Arc::new(Mutex::new(Received::default()));
+    let shared = state.clone();
+    let app = axum::Router::new().route(
+        SECRET_PATH,
+        axum::routing::post(move |body: axum::Json<Value>| {
+            let shared = shared.clone();
+            async move {
+                let mut r = shared.lock().unwrap();
+                if r.refused < refuse_first {
+                    r.refused += 1;
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                r.bodies.push(body.0);
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}{SECRET_PATH}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, state)
+}
+
+async fn wait_for_bodies(state: &Arc<Mutex<Received>>, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bodies = state.lock().unwrap().bodies.clone();
+        if bodies.len() >= n {
+            return bodies;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} notifications: {bodies:?}",
+            bodies.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn webhook_gets_alertmanagers_payload_once_then_the_resolved_notice() {
+    let (url, received) = receiver(2).await;
+    let target = FakeTarget::start(Vec::new(), TEXT, "fake_value 20\n".into()).await;
+    let dir = common::TempDir::new("notify");
+    let url_file = dir.path().join("webhook-url");
+    std::fs::write(&url_file, format!("{url}\n")).unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - alert: Hot\n        expr: fake_value > 10\n        labels:\n          severity: page\n        annotations:\n          summary: 'value {{ $value }}'\n",
+    )
+    .unwrap();
+    let server = common::start(
+        "notify",
+        &[common::ModelEntry::mlp("mlp")],
+        &format!(
+            "scrape:\n  interval: 1s\n  jobs:\n    - job_name: fake\n      targets: ['{}']\nrules:\n  files: ['{}']\nnotify:\n  route:\n    receiver: hook\n    group_by: [alertname]\n    group_wait: 0s\n    group_interval: 5s\n    repeat_interval: 1h\n  receivers:\n    - name: hook\n      webhook_configs:\n        - url_file: {}\n",
+            target.address,
+            rules.display(),
+            url_file.display()
+        ),
+    );
+    server.wait_ready().await;
+
+    let firing = wait_for_bodies(&received, 1).await.remove(0);
+    assert_eq!(
+        received.lock().unwrap().refused,
+        2,
+        "two refused attempts before delivery"
+    );
+    assert_eq!(firing["version"], "4");
+    assert_eq!(firing["status"], "firing");
+    assert_eq!(firing["receiver"], "hook");
+    assert_eq!(firing["groupKey"], "{}:{alertname=\"Hot\"}");
+    assert_eq!(firing["truncatedAlerts"], 0);
+    assert_eq!(
+        firing["groupLabels"],
+        serde_json::json!({"alertname": "Hot"})
+    );
+    assert_eq!(
+        firing["commonLabels"],
+        serde_json::json!({"alertname": "Hot", "instance": target.address, "job": "fake", "severity": "page"})
+    );
+    assert_eq!(
+        firing["commonAnnotations"],
+        serde_json::json!({"summary": "value 20"})
+    );
+    assert_eq!(firing["externalURL"], server.base);
+    let alert = &firing["alerts"][0];
+    assert_eq!(alert["status"], "firing");
+    assert_eq!(alert["labels"], firing["commonLabels"]);
+    assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
+    assert!(alert["startsAt"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        alert["generatorURL"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}/api/v1/query?query=fake_value", server.base)),
+        "{alert}"
+    );
+    let fingerprint = alert["fingerprint"].as_str().unwrap();
+    assert!(fingerprint.len() == 16 && fingerprint.chars().all(|c| c.is_ascii_hexdigit()));
+
+    // The condition clears: one resolved notice, with the same fingerprint.
+    target.set(TEXT, "fake_value 1\n");
+    let bodies = wait_for_bodies(&received, 2).await;
+    let resolved = &bodies[1];
+    assert_eq!(resolved["status"], "resolved");
+    assert_eq!(resolved["alerts"][0]["status"], "resolved");
+    assert_eq!(resolved["alerts"][0]["fingerprint"], fingerprint);
+    assert_ne!(resolved["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+    assert_eq!(resolved["alerts"][0]["startsAt"], alert["startsAt"]);
+
+    // Nothing more: no duplicate within the group interval and the evaluations after it.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        received.lock().unwrap().bodies.len(),
+        2,
+        "{:?}",
+        received.lock().unwrap().bodies
+    );
+
+    let api = Api::new(&server);
+    let metrics = api
+        .client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (outcome, count) in [("retry", 2), ("success", 2)] {
+        let line = format!(
+            "torchwatch_notifications_total{{receiver=\"hook\",integration=\"webhook\",outcome=\"{outcome}\"}} {count}"
+        );
+        assert!(metrics.contains(&line), "{line} missing");
+    }
+    // The webhook URL carries a token: it is in no log line, error or metric.
+    let log = std::fs::read_to_string(&server.log_file).unwrap();
+    assert!(log.contains("notification_retry"), "retries are logged");
+    for text in [&log, &metrics, &server.stderr_lines().join("\n")] {
+        assert!(!text.contains("T0KEN-9f8e7d"));
+    }
+}
