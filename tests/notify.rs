@@ -1,6 +1,7 @@
 //! Notifications end to end: an alert fires, the webhook receiver (down for the
 //! first two attempts) gets Alertmanager's payload exactly once, then the
-//! resolved notice; retries are counted and the secret URL never shows up.
+//! resolved notice; an inhibited alert is never sent; retries are counted and
+//! the secret URL never shows up.
 
 mod common;
 
@@ -70,14 +71,14 @@ async fn webhook_gets_alertmanagers_payload_once_then_the_resolved_notice() {
     let rules = dir.path().join("rules.yml");
     std::fs::write(
         &rules,
-        "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - alert: Hot\n        expr: fake_value > 10\n        labels:\n          severity: page\n        annotations:\n          summary: 'value {{ $value }}'\n",
+        "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - alert: Hot\n        expr: fake_value > 10\n        labels:\n          severity: page\n        annotations:\n          summary: 'value {{ $value }}'\n      - alert: Warm\n        expr: fake_value > 5\n        labels:\n          severity: warning\n",
     )
     .unwrap();
     let server = common::start(
         "notify",
         &[common::ModelEntry::mlp("mlp")],
         &format!(
-            "scrape:\n  interval: 1s\n  jobs:\n    - job_name: fake\n      targets: ['{}']\nrules:\n  files: ['{}']\nnotify:\n  route:\n    receiver: hook\n    group_by: [alertname]\n    group_wait: 0s\n    group_interval: 5s\n    repeat_interval: 1h\n  receivers:\n    - name: hook\n      webhook_configs:\n        - url_file: {}\n",
+            "scrape:\n  interval: 1s\n  jobs:\n    - job_name: fake\n      targets: ['{}']\nrules:\n  files: ['{}']\nnotify:\n  route:\n    receiver: hook\n    group_by: [alertname]\n    group_wait: 0s\n    group_interval: 5s\n    repeat_interval: 1h\n  receivers:\n    - name: hook\n      webhook_configs:\n        - url_file: {}\n  inhibit_rules:\n    - source_matchers: ['severity=\"page\"']\n      target_matchers: ['severity=\"warning\"']\n      equal: [job]\n",
             target.address,
             rules.display(),
             url_file.display()
@@ -128,7 +129,7 @@ async fn webhook_gets_alertmanagers_payload_once_then_the_resolved_notice() {
     target.set(TEXT, "fake_value 1\n");
     let bodies = wait_for_bodies(&received, 2).await;
     let resolved = &bodies[1];
-    assert_eq!(resolved["status"], "resolved");
+    assert_eq!(resolved["status"], "resolved", "{bodies:?}");
     assert_eq!(resolved["alerts"][0]["status"], "resolved");
     assert_eq!(resolved["alerts"][0]["fingerprint"], fingerprint);
     assert_ne!(resolved["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");

@@ -14,6 +14,22 @@ pub struct NotifyConfig {
     pub receivers: Vec<ReceiverConfig>,
     /// Alerts waiting for the dispatcher at most; more are dropped and counted.
     pub queue_capacity: Option<usize>,
+    /// Mute some alerts while others fire.
+    pub inhibit_rules: Vec<InhibitRuleConfig>,
+}
+
+/// Alertmanager's `inhibit_rules` entry: while an alert matching
+/// `source_matchers` fires, alerts matching `target_matchers` with the same
+/// values of the `equal` labels are not notified.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InhibitRuleConfig {
+    /// Matchers the muting alert satisfies.
+    pub source_matchers: Vec<String>,
+    /// Matchers the muted alert satisfies.
+    pub target_matchers: Vec<String>,
+    /// Labels both must share.
+    pub equal: Vec<String>,
 }
 
 /// One node of the routing tree (Alertmanager's `route`).

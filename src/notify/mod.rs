@@ -338,10 +338,50 @@ impl Route {
     }
 }
 
-/// The routing tree and receivers built from `notify:`; checked before use.
+/// A compiled inhibition rule.
+struct Inhibition {
+    source: Vec<Matcher>,
+    target: Vec<Matcher>,
+    equal: Vec<String>,
+}
+
+fn matches_all(matchers: &[Matcher], labels: &Labels) -> bool {
+    matchers.iter().all(|m| m.is_match(labels.get(&m.name)))
+}
+
+impl Inhibition {
+    /// Whether a firing alert among `firing` mutes `target`.
+    fn mutes<'a>(&self, target: &Alert, mut firing: impl Iterator<Item = &'a Alert>) -> bool {
+        matches_all(&self.target, &target.labels)
+            && firing.any(|source| {
+                source.labels != target.labels
+                    && matches_all(&self.source, &source.labels)
+                    && self
+                        .equal
+                        .iter()
+                        .all(|n| source.labels.get(n) == target.labels.get(n))
+            })
+    }
+}
+
+/// The routing tree, receivers and inhibition rules built from `notify:`; checked before use.
 pub struct Plan {
     root: Option<Route>,
     receivers: HashMap<String, Arc<Receiver>>,
+    inhibitions: Vec<Inhibition>,
+}
+
+impl Plan {
+    /// Whether any inhibition rule mutes `alert` given the alerts firing now.
+    fn muted(&self, alert: &Alert, current: &HashMap<u64, (Alert, Instant)>) -> bool {
+        !alert.resolved()
+            && self.inhibitions.iter().any(|rule| {
+                rule.mutes(
+                    alert,
+                    current.values().map(|(a, _)| a).filter(|a| !a.resolved()),
+                )
+            })
+    }
 }
 
 impl Plan {
@@ -372,7 +412,29 @@ impl Plan {
             .as_ref()
             .map(|r| build_route(r, None, &names))
             .transpose()?;
-        Ok(Plan { root, receivers })
+        let compile = |ms: &[String]| {
+            ms.iter()
+                .map(|m| parse_matcher(m))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let inhibitions = config
+            .inhibit_rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let at = |e: String| format!("notify.inhibit_rules[{i}]: {e}");
+                Ok(Inhibition {
+                    source: compile(&r.source_matchers).map_err(at)?,
+                    target: compile(&r.target_matchers).map_err(at)?,
+                    equal: r.equal.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Plan {
+            root,
+            receivers,
+            inhibitions,
+        })
     }
 }
 
@@ -438,6 +500,9 @@ async fn dispatch(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut groups: HashMap<String, Group> = HashMap::new();
+    // Every alert the rule engine reported lately, for inhibition; one not
+    // reported for 15 minutes is gone (the rule engine reports each evaluation).
+    let mut current: HashMap<u64, (Alert, Instant)> = HashMap::new();
     let (done_tx, mut done) = mpsc::unbounded_channel::<Delivered>();
     let mut ticker = tokio::time::interval(Duration::from_millis(50));
     loop {
@@ -447,6 +512,7 @@ async fn dispatch(
                 let plan = plans.borrow_and_update().clone();
                 let Some(root) = &plan.root else { continue };
                 for alert in batch {
+                    current.insert(alert.fingerprint(), (alert.clone(), Instant::now()));
                     let mut routes = Vec::new();
                     root.matching(&alert.labels, &mut routes);
                     for route in routes {
@@ -479,12 +545,15 @@ async fn dispatch(
             }
             _ = ticker.tick() => {
                 let now = Instant::now();
+                current.retain(|_, (_, seen)| now.duration_since(*seen) < Duration::from_secs(15 * 60));
+                let plan = plans.borrow().clone();
                 for (key, group) in groups.iter_mut() {
                     if group.in_flight || group.next_flush > now {
                         continue;
                     }
                     group.next_flush = now + group.route.group_interval;
-                    flush(key, group, &external_url, &metrics, &done_tx);
+                    let muted = |a: &Alert| plan.muted(a, &current);
+                    flush(key, group, &muted, &external_url, &metrics, &done_tx);
                 }
                 groups.retain(|_, g| g.in_flight || !g.alerts.is_empty());
             }
@@ -498,14 +567,16 @@ async fn dispatch(
 fn flush(
     key: &str,
     group: &mut Group,
+    muted: &dyn Fn(&Alert) -> bool,
     external_url: &str,
     metrics: &NotifyMetrics,
     done: &mpsc::UnboundedSender<Delivered>,
 ) {
+    // Muted alerts are left out, as Alertmanager's mute stage does.
     let firing: HashSet<u64> = group
         .alerts
         .iter()
-        .filter(|(_, a)| !a.resolved())
+        .filter(|(_, a)| !a.resolved() && !muted(a))
         .map(|(fp, _)| *fp)
         .collect();
     let resolved: HashSet<u64> = group
@@ -528,7 +599,12 @@ fn flush(
         group.alerts.retain(|_, a| !a.resolved());
         return;
     }
-    let mut alerts: Vec<Alert> = group.alerts.values().cloned().collect();
+    let mut alerts: Vec<Alert> = group
+        .alerts
+        .values()
+        .filter(|a| !muted(a))
+        .cloned()
+        .collect();
     alerts.sort_by(|a, b| {
         a.resolved()
             .cmp(&b.resolved())
@@ -684,6 +760,46 @@ receivers:
             ml.group_wait,
             Duration::from_secs(30),
             "defaults as in Alertmanager"
+        );
+    }
+
+    #[test]
+    fn inhibition_needs_a_firing_source_with_equal_labels() {
+        let config: NotifyConfig = serde_saphyr::from_str(
+            "inhibit_rules:\n  - source_matchers: ['severity=\"critical\"']\n    target_matchers: ['severity=\"warning\"']\n    equal: [instance]\n",
+        )
+        .unwrap();
+        crate::install_tls_provider();
+        let plan = Plan::build(&config, &reqwest::Client::new()).unwrap();
+        let now = Instant::now();
+        let critical = alert(&[
+            ("alertname", "Down"),
+            ("severity", "critical"),
+            ("instance", "a"),
+        ]);
+        let warning_a = alert(&[
+            ("alertname", "Slow"),
+            ("severity", "warning"),
+            ("instance", "a"),
+        ]);
+        let warning_b = alert(&[
+            ("alertname", "Slow"),
+            ("severity", "warning"),
+            ("instance", "b"),
+        ]);
+        let mut current: HashMap<u64, (Alert, Instant)> = [&critical, &warning_a, &warning_b]
+            .into_iter()
+            .map(|a| (a.fingerprint(), (a.clone(), now)))
+            .collect();
+        assert!(plan.muted(&warning_a, &current));
+        assert!(!plan.muted(&warning_b, &current), "equal: instance differs");
+        assert!(!plan.muted(&critical, &current));
+        let mut resolved = critical.clone();
+        resolved.ends_at = Some(1);
+        current.insert(critical.fingerprint(), (resolved, now));
+        assert!(
+            !plan.muted(&warning_a, &current),
+            "a resolved source mutes nothing"
         );
     }
 
