@@ -167,3 +167,148 @@ async fn webhook_gets_alertmanagers_payload_once_then_the_resolved_notice() {
         assert!(!text.contains("T0KEN-9f8e7d"));
     }
 }
+
+/// Debian's `prometheus-alertmanager`, on a temporary config, killed on drop.
+struct Alertmanager {
+    child: std::process::Child,
+    base: String,
+    _dir: common::TempDir,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_alertmanager() -> Alertmanager {
+    let dir = common::TempDir::new("alertmanager");
+    let config = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+    )
+    .unwrap();
+    let port = common::free_port();
+    let child = std::process::Command::new("prometheus-alertmanager")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus-alertmanager runs (make test-deps installs Debian's package)");
+    let am = Alertmanager {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    };
+    let client = common::client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client
+        .get(format!("{}/-/ready", am.base))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(Instant::now() < deadline, "alertmanager not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    am
+}
+
+/// The alerts Alertmanager holds named `name` (its v2 API lists unresolved ones).
+async fn alerts_in(am: &Alertmanager, name: &str) -> Vec<Value> {
+    let body: Value = common::client()
+        .get(format!("{}/api/v2/alerts", am.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body.as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["labels"]["alertname"] == name)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn alerts_are_forwarded_to_a_real_alertmanager() {
+    let am = start_alertmanager().await;
+    let target = FakeTarget::start(Vec::new(), TEXT, "fake_value 20\n".into()).await;
+    let dir = common::TempDir::new("forward");
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - alert: Hot\n        expr: fake_value > 10\n        labels:\n          severity: page\n        annotations:\n          summary: 'value {{ $value }}'\n",
+    )
+    .unwrap();
+    let server = common::start(
+        "forward",
+        &[common::ModelEntry::mlp("mlp")],
+        &format!(
+            "scrape:\n  interval: 1s\n  jobs:\n    - job_name: fake\n      targets: ['{}']\nrules:\n  files: ['{}']\nnotify:\n  alertmanagers:\n    - url: {}\n",
+            target.address,
+            rules.display(),
+            am.base
+        ),
+    );
+    server.wait_ready().await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alert = loop {
+        if let Some(a) = alerts_in(&am, "Hot").await.pop() {
+            break a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Alertmanager never got the alert"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(alert["status"]["state"], "active");
+    assert_eq!(alert["labels"]["severity"], "page");
+    assert_eq!(alert["labels"]["job"], "fake");
+    assert_eq!(alert["annotations"]["summary"], "value 20");
+    assert!(
+        alert["generatorURL"]
+            .as_str()
+            .unwrap()
+            .contains("/api/v1/query?query=fake_value")
+    );
+    // Prometheus' endsAt for a firing alert: four resend delays (4 minutes) ahead.
+    let ends = chrono::DateTime::parse_from_rfc3339(alert["endsAt"].as_str().unwrap()).unwrap();
+    let ahead = ends.timestamp() - chrono::Utc::now().timestamp();
+    assert!((200..=245).contains(&ahead), "endsAt {ahead} s ahead");
+
+    // Resolved: sent once with its resolution time, so Alertmanager drops it.
+    target.set(TEXT, "fake_value 1\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !alerts_in(&am, "Hot").await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "Alertmanager still holds the resolved alert"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = common::client()
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("torchwatch_notifications_total{receiver=\"alertmanager\",integration=\"alertmanager\",outcome=\"success\"} 2"),
+        "one firing and one resolved post"
+    );
+}

@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,14 +30,6 @@ impl Drop for Prometheus {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_prometheus(target: &str) -> Prometheus {
     let dir = TempDir::new("prometheus");
     let config = format!(
@@ -47,7 +38,7 @@ fn start_prometheus(target: &str) -> Prometheus {
     );
     let config_path = dir.path().join("prometheus.yml");
     std::fs::write(&config_path, config).unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", config_path.display()))
         .arg(format!(

@@ -14,7 +14,9 @@ mod notify;
 mod rules;
 
 pub use duration::PromDuration;
-pub use notify::{InhibitRuleConfig, NotifyConfig, ReceiverConfig, RouteConfig, WebhookConfig};
+pub use notify::{
+    AlertmanagerConfig, InhibitRuleConfig, NotifyConfig, ReceiverConfig, RouteConfig, WebhookConfig,
+};
 pub use rules::{
     AlertTest, ExpectedAlert, ExpectedSample, ExportedFile, ExportedGroup, ExportedRule, ExprTest,
     ExprText, InputSeries, RuleEntry, RuleFile, RuleGroup, TestGroup, UnitTestFile,

@@ -16,6 +16,19 @@ pub struct NotifyConfig {
     pub queue_capacity: Option<usize>,
     /// Mute some alerts while others fire.
     pub inhibit_rules: Vec<InhibitRuleConfig>,
+    /// Real Alertmanagers every firing and resolved alert is also sent to, as
+    /// Prometheus sends them (they route, group and notify themselves).
+    pub alertmanagers: Vec<AlertmanagerConfig>,
+}
+
+/// One Alertmanager (its v2 API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// Base URL, e.g. `http://alertmanager:9093`.
+    pub url: String,
+    /// Per-request timeout (10s).
+    pub timeout: Option<PromDuration>,
 }
 
 /// Alertmanager's `inhibit_rules` entry: while an alert matching

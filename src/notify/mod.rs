@@ -4,6 +4,7 @@
 //! `group_interval`, and again after `repeat_interval`. Sends retry with
 //! exponential backoff and never block rule evaluation.
 
+mod alertmanager;
 mod webhook;
 
 use crate::config::{NotifyConfig, RouteConfig};
@@ -17,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+pub use alertmanager::{Alertmanager, RESEND_DELAY};
 pub use webhook::Webhook;
 
 /// An alert as the rule engine hands it over.
@@ -369,6 +371,7 @@ pub struct Plan {
     root: Option<Route>,
     receivers: HashMap<String, Arc<Receiver>>,
     inhibitions: Vec<Inhibition>,
+    alertmanagers: Vec<Arc<Alertmanager>>,
 }
 
 impl Plan {
@@ -430,10 +433,16 @@ impl Plan {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let alertmanagers = config
+            .alertmanagers
+            .iter()
+            .map(|a| Alertmanager::new(a, client.clone()).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Plan {
             root,
             receivers,
             inhibitions,
+            alertmanagers,
         })
     }
 }
@@ -503,6 +512,8 @@ async fn dispatch(
     // Every alert the rule engine reported lately, for inhibition; one not
     // reported for 15 minutes is gone (the rule engine reports each evaluation).
     let mut current: HashMap<u64, (Alert, Instant)> = HashMap::new();
+    // What each alert last went to the Alertmanagers as, and when (resolved?, at).
+    let mut forwarded: HashMap<u64, (bool, Instant)> = HashMap::new();
     let (done_tx, mut done) = mpsc::unbounded_channel::<Delivered>();
     let mut ticker = tokio::time::interval(Duration::from_millis(50));
     loop {
@@ -510,7 +521,15 @@ async fn dispatch(
             batch = incoming.recv() => {
                 let Some(batch) = batch else { return };
                 let plan = plans.borrow_and_update().clone();
-                let Some(root) = &plan.root else { continue };
+                if !plan.alertmanagers.is_empty() {
+                    forward(&plan, &batch, &mut forwarded, &external_url, &metrics);
+                }
+                let Some(root) = &plan.root else {
+                    for alert in batch {
+                        current.insert(alert.fingerprint(), (alert, Instant::now()));
+                    }
+                    continue;
+                };
                 for alert in batch {
                     current.insert(alert.fingerprint(), (alert.clone(), Instant::now()));
                     let mut routes = Vec::new();
@@ -546,6 +565,7 @@ async fn dispatch(
             _ = ticker.tick() => {
                 let now = Instant::now();
                 current.retain(|_, (_, seen)| now.duration_since(*seen) < Duration::from_secs(15 * 60));
+                forwarded.retain(|fp, _| current.contains_key(fp));
                 let plan = plans.borrow().clone();
                 for (key, group) in groups.iter_mut() {
                     if group.in_flight || group.next_flush > now {
@@ -559,6 +579,50 @@ async fn dispatch(
             }
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// Sends to every Alertmanager what Prometheus would send now: new and
+/// just-resolved alerts, and firing ones not re-sent for `RESEND_DELAY`.
+fn forward(
+    plan: &Plan,
+    batch: &[Alert],
+    forwarded: &mut HashMap<u64, (bool, Instant)>,
+    external_url: &str,
+    metrics: &NotifyMetrics,
+) {
+    let now = Instant::now();
+    let due: Vec<Alert> = batch
+        .iter()
+        .filter(|a| match forwarded.get(&a.fingerprint()) {
+            None => true,
+            Some((was_resolved, at)) => {
+                (a.resolved() && !was_resolved)
+                    || (!a.resolved() && now.duration_since(*at) >= RESEND_DELAY)
+            }
+        })
+        .cloned()
+        .collect();
+    if due.is_empty() {
+        return;
+    }
+    for a in &due {
+        forwarded.insert(a.fingerprint(), (a.resolved(), now));
+    }
+    let message = Message {
+        receiver: "alertmanager".into(),
+        group_key: String::new(),
+        group_labels: Labels::default(),
+        alerts: due,
+        external_url: external_url.to_string(),
+    };
+    for am in &plan.alertmanagers {
+        let am = am.clone();
+        let message = message.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            deliver(am.as_ref(), &message, RESEND_DELAY, &metrics).await;
+        });
     }
 }
 

@@ -15,6 +15,15 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// A port free on 127.0.0.1 right now, for servers the tests start.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The repository root, where `models/` lives.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
