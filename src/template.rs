@@ -107,18 +107,72 @@ impl Template {
 
     /// Expands the template for one alert.
     pub fn expand(&self, data: &AlertData) -> Result<String, String> {
-        let mut vars: Vec<(String, Val)> = vec![
-            ("$labels".into(), Val::Map(data.labels.clone())),
+        let fields: Vec<(&str, Val)> = vec![
+            ("Labels", Val::Map(data.labels.clone())),
+            ("ExternalLabels", Val::Map(data.external_labels.clone())),
+            ("ExternalURL", Val::Str(data.external_url.into())),
+            ("Value", Val::Num(data.value)),
+        ];
+        // Prometheus defines these shorthands before every alert template.
+        let mut vars: Vec<(String, Val)> = fields
+            .iter()
+            .map(|(name, v)| {
+                let var = match *name {
+                    "Labels" => "$labels",
+                    "ExternalLabels" => "$externalLabels",
+                    "ExternalURL" => "$externalURL",
+                    _ => "$value",
+                };
+                (var.to_string(), v.clone())
+            })
+            .collect();
+        let mut out = String::new();
+        exec(&self.nodes, &fields, &mut vars, &mut out)?;
+        Ok(out)
+    }
+
+    /// Expands the template for one notification (Alertmanager's data model:
+    /// `.Status`, `.Receiver`, `.GroupLabels`, `.CommonLabels`,
+    /// `.CommonAnnotations`, `.ExternalURL`).
+    pub fn expand_notification(&self, data: &NotificationData) -> Result<String, String> {
+        let fields: Vec<(&str, Val)> = vec![
+            ("Status", Val::Str(data.status.into())),
+            ("Receiver", Val::Str(data.receiver.into())),
+            ("GroupLabels", Val::Map(data.group_labels.clone())),
+            ("CommonLabels", Val::Map(data.common_labels.clone())),
             (
-                "$externalLabels".into(),
-                Val::Map(data.external_labels.clone()),
+                "CommonAnnotations",
+                Val::Map(data.common_annotations.clone()),
             ),
-            ("$externalURL".into(), Val::Str(data.external_url.into())),
-            ("$value".into(), Val::Num(data.value)),
+            ("ExternalURL", Val::Str(data.external_url.into())),
         ];
         let mut out = String::new();
-        exec(&self.nodes, data, &mut vars, &mut out)?;
+        exec(&self.nodes, &fields, &mut Vec::new(), &mut out)?;
         Ok(out)
+    }
+}
+
+/// What a notification template sees.
+pub struct NotificationData<'a> {
+    /// `firing` or `resolved`.
+    pub status: &'a str,
+    /// Receiver name.
+    pub receiver: &'a str,
+    /// The group's labels.
+    pub group_labels: BTreeMap<String, String>,
+    /// Labels all alerts share.
+    pub common_labels: BTreeMap<String, String>,
+    /// Annotations all alerts share.
+    pub common_annotations: BTreeMap<String, String>,
+    /// torchwatch's URL.
+    pub external_url: &'a str,
+}
+
+/// Like [`expand_or_error`] for a notification template.
+pub fn expand_notification_or_error(text: &str, data: &NotificationData) -> String {
+    match Template::parse(text).and_then(|t| t.expand_notification(data)) {
+        Ok(s) => s,
+        Err(e) => format!("<error expanding template: {e}>"),
     }
 }
 
@@ -365,7 +419,7 @@ fn unescape(s: &str) -> String {
 
 fn exec(
     nodes: &[Node],
-    data: &AlertData,
+    data: &[(&str, Val)],
     vars: &mut Vec<(String, Val)>,
     out: &mut String,
 ) -> Result<(), String> {
@@ -395,7 +449,7 @@ fn exec(
 
 fn eval_pipeline(
     p: &Pipeline,
-    data: &AlertData,
+    data: &[(&str, Val)],
     vars: &mut Vec<(String, Val)>,
 ) -> Result<Val, String> {
     let mut previous: Option<Val> = None;
@@ -412,7 +466,7 @@ fn eval_pipeline(
 fn eval_command(
     cmd: &[Operand],
     piped: Option<Val>,
-    data: &AlertData,
+    data: &[(&str, Val)],
     vars: &mut Vec<(String, Val)>,
 ) -> Result<Val, String> {
     let Operand::Function(name) = &cmd[0] else {
@@ -431,7 +485,7 @@ fn eval_command(
 
 fn eval_operand(
     op: &Operand,
-    data: &AlertData,
+    data: &[(&str, Val)],
     vars: &mut Vec<(String, Val)>,
 ) -> Result<Val, String> {
     Ok(match op {
@@ -453,13 +507,11 @@ fn eval_operand(
             let Some((first, rest)) = path.split_first() else {
                 return Ok(Val::Nil);
             };
-            let root = match first.as_str() {
-                "Labels" => Val::Map(data.labels.clone()),
-                "ExternalLabels" => Val::Map(data.external_labels.clone()),
-                "ExternalURL" => Val::Str(data.external_url.into()),
-                "Value" => Val::Num(data.value),
-                other => return Err(format!("can't evaluate field {other}")),
-            };
+            let root = data
+                .iter()
+                .find(|(name, _)| name == first)
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| format!("can't evaluate field {first}"))?;
             walk(root, rest)?
         }
     })

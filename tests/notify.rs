@@ -312,3 +312,64 @@ async fn alerts_are_forwarded_to_a_real_alertmanager() {
         "one firing and one resolved post"
     );
 }
+
+#[tokio::test]
+async fn slack_gets_a_templated_message_with_the_rules_fields() {
+    let (url, received) = receiver(0).await;
+    let target = FakeTarget::start(Vec::new(), TEXT, "queue_depth 42\n".into()).await;
+    let dir = common::TempDir::new("slack");
+    let url_file = dir.path().join("slack-url");
+    std::fs::write(&url_file, &url).unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - alert: QueueDeep\n        metric: queue_depth\n        condition: greater_than\n        threshold: 10\n        annotations:\n          summary: 'queue at {{ $value }}'\n",
+    )
+    .unwrap();
+    let server = common::start(
+        "slack",
+        &[common::ModelEntry::mlp("mlp")],
+        &format!(
+            "scrape:\n  interval: 1s\n  jobs:\n    - job_name: fake\n      targets: ['{}']\nrules:\n  files: ['{}']\nnotify:\n  route:\n    receiver: chat\n    group_wait: 0s\n    group_interval: 2s\n  receivers:\n    - name: chat\n      slack_configs:\n        - api_url_file: {}\n          channel: '#ml-alerts'\n",
+            target.address,
+            rules.display(),
+            url_file.display()
+        ),
+    );
+    server.wait_ready().await;
+    let body = wait_for_bodies(&received, 1).await.remove(0);
+    assert_eq!(body["channel"], "#ml-alerts");
+    assert_eq!(body["username"], "torchwatch");
+    let attachment = &body["attachments"][0];
+    assert_eq!(attachment["title"], "[FIRING] QueueDeep");
+    assert_eq!(attachment["text"], "queue at 42");
+    assert_eq!(attachment["color"], "danger");
+    assert_eq!(attachment["title_link"], server.base);
+    let fields: Vec<(String, String)> = attachment["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["title"].as_str().unwrap().to_string(),
+                f["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields[..4],
+        [
+            ("Metric".to_string(), "queue_depth".to_string()),
+            ("Condition".to_string(), "greater_than".to_string()),
+            ("Threshold".to_string(), "10".to_string()),
+            ("Value".to_string(), "42".to_string()),
+        ]
+    );
+    assert_eq!(fields[4].0, "Time");
+    assert!(fields[4].1.ends_with('Z'));
+
+    // Slack's send_resolved defaults to false, as in Alertmanager: no "resolved" post.
+    target.set(TEXT, "queue_depth 1\n");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(received.lock().unwrap().bodies.len(), 1);
+}

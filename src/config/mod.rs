@@ -15,7 +15,8 @@ mod rules;
 
 pub use duration::PromDuration;
 pub use notify::{
-    AlertmanagerConfig, InhibitRuleConfig, NotifyConfig, ReceiverConfig, RouteConfig, WebhookConfig,
+    AlertmanagerConfig, InhibitRuleConfig, NotifyConfig, ReceiverConfig, RouteConfig, SlackConfig,
+    WebhookConfig,
 };
 pub use rules::{
     AlertTest, ExpectedAlert, ExpectedSample, ExportedFile, ExportedGroup, ExportedRule, ExprTest,

@@ -77,6 +77,65 @@ pub struct ReceiverConfig {
     /// Webhooks receiving Alertmanager's JSON payload.
     #[serde(default)]
     pub webhook_configs: Vec<WebhookConfig>,
+    /// Slack incoming webhooks.
+    #[serde(default)]
+    pub slack_configs: Vec<SlackConfig>,
+}
+
+/// A Slack incoming webhook (Alertmanager's `slack_config`, the parts that apply).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The incoming-webhook URL (a secret).
+    pub api_url: Option<String>,
+    /// File whose first line is the URL.
+    pub api_url_file: Option<PathBuf>,
+    /// Environment variable holding the URL.
+    pub api_url_env: Option<String>,
+    /// Channel to post to (the webhook's own when absent).
+    pub channel: Option<String>,
+    /// Name shown as the sender.
+    #[serde(default = "default_username")]
+    pub username: String,
+    /// Template of the message title.
+    #[serde(default = "default_title")]
+    pub title: String,
+    /// Template of the message text.
+    #[serde(default = "default_text")]
+    pub text: String,
+    /// Template of the attachment colour (`danger`, `good`, `#hex`).
+    #[serde(default = "default_color")]
+    pub color: String,
+    /// Also post when alerts resolve (Alertmanager's default for Slack: false).
+    #[serde(default)]
+    pub send_resolved: bool,
+    /// Per-attempt timeout (10s).
+    pub timeout: Option<PromDuration>,
+}
+
+fn default_username() -> String {
+    "torchwatch".into()
+}
+
+fn default_title() -> String {
+    "[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }}".into()
+}
+
+fn default_text() -> String {
+    "{{ .CommonAnnotations.summary }}".into()
+}
+
+fn default_color() -> String {
+    r#"{{ if eq .Status "firing" }}danger{{ else }}good{{ end }}"#.into()
+}
+
+impl std::fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackConfig")
+            .field("api_url", &"<secret>")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A webhook (Alertmanager's `webhook_config`).

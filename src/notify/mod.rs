@@ -5,6 +5,7 @@
 //! exponential backoff and never block rule evaluation.
 
 mod alertmanager;
+mod slack;
 mod webhook;
 
 use crate::config::{NotifyConfig, RouteConfig};
@@ -19,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 pub use alertmanager::{Alertmanager, RESEND_DELAY};
+pub use slack::Slack;
 pub use webhook::Webhook;
 
 /// An alert as the rule engine hands it over.
@@ -34,6 +36,21 @@ pub struct Alert {
     pub ends_at: Option<i64>,
     /// Link to the expression that produced it.
     pub generator_url: String,
+    /// The expression's value at the last evaluation.
+    pub value: f64,
+    /// What the rule compares, for receivers that show it (Slack's fields).
+    pub condition: Condition,
+}
+
+/// What an alerting rule compares: its short form's parts, or its expression.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Condition {
+    /// The metric (short form) or the whole expression.
+    pub metric: String,
+    /// `greater_than`, ... (short form only).
+    pub comparison: Option<String>,
+    /// The threshold (short form only).
+    pub threshold: Option<f64>,
 }
 
 impl Alert {
@@ -396,6 +413,9 @@ impl Plan {
             for w in &r.webhook_configs {
                 integrations.push(Arc::new(Webhook::new(w, client.clone(), &r.name)?));
             }
+            for c in &r.slack_configs {
+                integrations.push(Arc::new(Slack::new(c, client.clone(), &r.name)?));
+            }
             if receivers
                 .insert(
                     r.name.clone(),
@@ -757,6 +777,8 @@ mod tests {
             starts_at: 0,
             ends_at: None,
             generator_url: String::new(),
+            value: 1.0,
+            condition: Condition::default(),
         }
     }
 

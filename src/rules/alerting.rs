@@ -71,7 +71,20 @@ pub struct AlertingRule {
     pub labels: BTreeMap<String, String>,
     /// Annotation templates.
     pub annotations: BTreeMap<String, String>,
+    /// The short form's parts, when the rule was written that way.
+    pub short_form: Option<ShortForm>,
     active: HashMap<Labels, Alert>,
+}
+
+/// `metric`, `condition` and `threshold` of a short-form rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShortForm {
+    /// The metric or expression compared.
+    pub metric: String,
+    /// `greater_than`, `less_than`, ...
+    pub condition: String,
+    /// The number compared with.
+    pub threshold: f64,
 }
 
 /// What a template needs besides the alert.
@@ -100,6 +113,7 @@ impl AlertingRule {
             keep_firing_for_ms,
             labels,
             annotations,
+            short_form: None,
             active: HashMap::new(),
         }
     }

@@ -7,7 +7,9 @@ mod datasource;
 mod manager;
 mod unittest;
 
-pub use alerting::{Alert, AlertState, AlertingRule, RESOLVED_RETENTION_MS, TemplateContext};
+pub use alerting::{
+    Alert, AlertState, AlertingRule, RESOLVED_RETENTION_MS, ShortForm, TemplateContext,
+};
 pub use datasource::{LocalQuery, QueryFn, RemoteQuery};
 pub use manager::{GroupStatus, RuleContext, RuleManager, RuleStatus, load_all};
 pub use unittest::run_test_files;
@@ -164,6 +166,19 @@ impl Group {
                         None
                     },
                     generator_url: generator_url.clone(),
+                    value: alert.value,
+                    condition: match &a.short_form {
+                        Some(f) => crate::notify::Condition {
+                            metric: f.metric.clone(),
+                            comparison: Some(f.condition.clone()),
+                            threshold: Some(f.threshold),
+                        },
+                        None => crate::notify::Condition {
+                            metric: a.expr_text.clone(),
+                            comparison: None,
+                            threshold: None,
+                        },
+                    },
                 });
             }
         }
@@ -474,15 +489,27 @@ fn build_rule(
             expr,
             labels,
         }),
-        (_, Some(alert)) => RuleKind::Alerting(AlertingRule::new(
-            alert.value.clone(),
-            expr_text,
-            expr,
-            entry.for_.map(|d| d.millis()).unwrap_or(0),
-            entry.keep_firing_for.map(|d| d.millis()).unwrap_or(0),
-            labels,
-            entry.annotations.clone(),
-        )),
+        (_, Some(alert)) => {
+            let mut rule = AlertingRule::new(
+                alert.value.clone(),
+                expr_text,
+                expr,
+                entry.for_.map(|d| d.millis()).unwrap_or(0),
+                entry.keep_firing_for.map(|d| d.millis()).unwrap_or(0),
+                labels,
+                entry.annotations.clone(),
+            );
+            if let (Some(metric), Some(condition), Some(threshold)) =
+                (&entry.metric, &entry.condition, entry.threshold)
+            {
+                rule.short_form = Some(ShortForm {
+                    metric: metric.value.trim().to_string(),
+                    condition: condition.value.clone(),
+                    threshold,
+                });
+            }
+            RuleKind::Alerting(rule)
+        }
         (None, None) => unreachable!("validated above"),
     };
     Ok(Rule {

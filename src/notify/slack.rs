@@ -1,0 +1,139 @@
+//! The Slack receiver: an incoming-webhook message with a templated title,
+//! text and colour, and fields for the metric, condition, threshold, current
+//! value and time of the first alert.
+
+use super::{Message, Notifier, SendError, rfc3339};
+use crate::config::{self, SlackConfig};
+use crate::template::{NotificationData, Template, expand_notification_or_error};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// One Slack incoming webhook.
+pub struct Slack {
+    client: reqwest::Client,
+    url: String,
+    timeout: Duration,
+    config: SlackConfig,
+}
+
+impl Slack {
+    /// Resolves the URL and checks the templates now (start or reload).
+    pub fn new(
+        config: &SlackConfig,
+        client: reqwest::Client,
+        receiver: &str,
+    ) -> Result<Slack, String> {
+        let url = config::resolve_secret(
+            &config.api_url,
+            &config.api_url_file,
+            &config.api_url_env,
+            &format!("receiver {receiver}: slack api_url"),
+        )?
+        .ok_or_else(|| {
+            format!("receiver {receiver}: slack_configs needs api_url, api_url_file or api_url_env")
+        })?;
+        reqwest::Url::parse(&url)
+            .map_err(|_| format!("receiver {receiver}: the slack api_url is not a valid URL"))?;
+        for (field, text) in [
+            ("title", &config.title),
+            ("text", &config.text),
+            ("color", &config.color),
+        ] {
+            Template::parse(text)
+                .map_err(|e| format!("receiver {receiver}: slack {field}: template: {e}"))?;
+        }
+        Ok(Slack {
+            client,
+            url,
+            timeout: config
+                .timeout
+                .map(|d| Duration::from_millis(d.millis() as u64))
+                .unwrap_or(Duration::from_secs(10)),
+            config: config.clone(),
+        })
+    }
+
+    /// The message Slack receives.
+    pub fn payload(&self, message: &Message) -> Value {
+        let map = |labels: &crate::storage::Labels| -> BTreeMap<String, String> {
+            labels
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect()
+        };
+        let data = NotificationData {
+            status: message.status(),
+            receiver: &message.receiver,
+            group_labels: map(&message.group_labels),
+            common_labels: map(&message.common_labels()),
+            common_annotations: message.common_annotations(),
+            external_url: &message.external_url,
+        };
+        let title = expand_notification_or_error(&self.config.title, &data);
+        let mut fields = Vec::new();
+        if let Some(first) = message.alerts.first() {
+            let c = &first.condition;
+            let short =
+                |title: &str, value: String| json!({"title": title, "value": value, "short": true});
+            fields.push(json!({"title": "Metric", "value": c.metric, "short": false}));
+            if let Some(comparison) = &c.comparison {
+                fields.push(short("Condition", comparison.clone()));
+            }
+            if let Some(threshold) = c.threshold {
+                fields.push(short("Threshold", crate::gofmt::verb_v(threshold)));
+            }
+            fields.push(short("Value", crate::gofmt::verb_v(first.value)));
+            fields.push(short(
+                "Time",
+                rfc3339(first.ends_at.unwrap_or(first.starts_at)),
+            ));
+            if message.alerts.len() > 1 {
+                fields.push(short("Alerts", message.alerts.len().to_string()));
+            }
+        }
+        let mut payload = json!({
+            "username": self.config.username,
+            "attachments": [{
+                "fallback": title,
+                "title": title,
+                "title_link": message.external_url,
+                "text": expand_notification_or_error(&self.config.text, &data),
+                "color": expand_notification_or_error(&self.config.color, &data),
+                "fields": fields,
+            }],
+        });
+        if let Some(channel) = &self.config.channel {
+            payload["channel"] = json!(channel);
+        }
+        payload
+    }
+}
+
+impl Notifier for Slack {
+    fn integration(&self) -> &'static str {
+        "slack"
+    }
+
+    fn send_resolved(&self) -> bool {
+        self.config.send_resolved
+    }
+
+    fn notify<'a>(
+        &'a self,
+        message: &'a Message,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SendError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let response = self
+                .client
+                .post(&self.url)
+                .timeout(self.timeout)
+                .json(&self.payload(message))
+                .send()
+                .await
+                .map_err(|e| SendError::from_reqwest(&e))?;
+            SendError::check_status(response.status())
+        })
+    }
+}
