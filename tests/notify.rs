@@ -145,15 +145,7 @@ async fn webhook_gets_alertmanagers_payload_once_then_the_resolved_notice() {
     );
 
     let api = Api::new(&server);
-    let metrics = api
-        .client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics_text().await;
     for (outcome, count) in [("retry", 2), ("success", 2)] {
         let line = format!(
             "torchwatch_notifications_total{{receiver=\"hook\",integration=\"webhook\",outcome=\"{outcome}\"}} {count}"
@@ -299,14 +291,7 @@ async fn alerts_are_forwarded_to_a_real_alertmanager() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = common::client()
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = Api::new(&server).metrics_text().await;
     assert!(
         metrics.contains("torchwatch_notifications_total{receiver=\"alertmanager\",integration=\"alertmanager\",outcome=\"success\"} 2"),
         "one firing and one resolved post"

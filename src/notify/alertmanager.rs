@@ -3,7 +3,7 @@
 //! a few resends ahead (so Alertmanager resolves it if torchwatch goes away),
 //! and a resolved alert is sent once with its resolution time.
 
-use super::{Alert, Message, Notifier, SendError, label_map, rfc3339};
+use super::{Alert, Message, Notifier, SendError, attempt_timeout, label_map, post_json, rfc3339};
 use crate::config::AlertmanagerConfig;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -31,10 +31,7 @@ impl Alertmanager {
         Ok(Alertmanager {
             client,
             url,
-            timeout: config
-                .timeout
-                .map(|d| Duration::from_millis(d.millis() as u64))
-                .unwrap_or(Duration::from_secs(10)),
+            timeout: attempt_timeout(config.timeout),
         })
     }
 }
@@ -71,15 +68,7 @@ impl Notifier for Alertmanager {
         Box::pin(async move {
             let now = crate::scrape::now_ms();
             let body: Vec<Value> = message.alerts.iter().map(|a| postable(a, now)).collect();
-            let response = self
-                .client
-                .post(&self.url)
-                .timeout(self.timeout)
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| SendError::from_reqwest(&e))?;
-            SendError::check_status(response.status())
+            post_json(&self.client, &self.url, self.timeout, &body).await
         })
     }
 }

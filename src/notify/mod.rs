@@ -220,6 +220,44 @@ impl SendError {
     }
 }
 
+/// A receiver URL from its inline, file or environment source; the URL is a
+/// secret (it often carries a token), so errors never repeat it.
+fn secret_url(
+    inline: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+    env: &Option<String>,
+    what: &str,
+) -> Result<String, String> {
+    let url = crate::config::resolve_secret(inline, file, env, what)?
+        .ok_or_else(|| format!("{what}: give it inline, as a *_file or as an *_env variable"))?;
+    reqwest::Url::parse(&url).map_err(|_| format!("{what}: not a valid URL"))?;
+    Ok(url)
+}
+
+/// A configured per-attempt timeout, 10 s when absent.
+fn attempt_timeout(configured: Option<crate::config::PromDuration>) -> Duration {
+    configured
+        .map(|d| Duration::from_millis(d.millis() as u64))
+        .unwrap_or(Duration::from_secs(10))
+}
+
+/// One POST of a JSON body; 2xx is success.
+async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+    body: &impl serde::Serialize,
+) -> Result<(), SendError> {
+    let response = client
+        .post(url)
+        .timeout(timeout)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| SendError::from_reqwest(&e))?;
+    SendError::check_status(response.status())
+}
+
 /// One integration of a receiver (webhook, Slack, email, ...).
 pub trait Notifier: Send + Sync {
     /// `webhook`, `slack`, ... for metrics and logs.

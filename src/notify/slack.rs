@@ -2,8 +2,8 @@
 //! text and colour, and fields for the metric, condition, threshold, current
 //! value and time of the first alert.
 
-use super::{Message, Notifier, SendError, rfc3339};
-use crate::config::{self, SlackConfig};
+use super::{Message, Notifier, SendError, attempt_timeout, post_json, rfc3339, secret_url};
+use crate::config::SlackConfig;
 use crate::template::{NotificationData, Template, expand_notification_or_error};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -24,17 +24,12 @@ impl Slack {
         client: reqwest::Client,
         receiver: &str,
     ) -> Result<Slack, String> {
-        let url = config::resolve_secret(
+        let url = secret_url(
             &config.api_url,
             &config.api_url_file,
             &config.api_url_env,
             &format!("receiver {receiver}: slack api_url"),
-        )?
-        .ok_or_else(|| {
-            format!("receiver {receiver}: slack_configs needs api_url, api_url_file or api_url_env")
-        })?;
-        reqwest::Url::parse(&url)
-            .map_err(|_| format!("receiver {receiver}: the slack api_url is not a valid URL"))?;
+        )?;
         for (field, text) in [
             ("title", &config.title),
             ("text", &config.text),
@@ -46,10 +41,7 @@ impl Slack {
         Ok(Slack {
             client,
             url,
-            timeout: config
-                .timeout
-                .map(|d| Duration::from_millis(d.millis() as u64))
-                .unwrap_or(Duration::from_secs(10)),
+            timeout: attempt_timeout(config.timeout),
             config: config.clone(),
         })
     }
@@ -125,15 +117,13 @@ impl Notifier for Slack {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SendError>> + Send + 'a>>
     {
         Box::pin(async move {
-            let response = self
-                .client
-                .post(&self.url)
-                .timeout(self.timeout)
-                .json(&self.payload(message))
-                .send()
-                .await
-                .map_err(|e| SendError::from_reqwest(&e))?;
-            SendError::check_status(response.status())
+            post_json(
+                &self.client,
+                &self.url,
+                self.timeout,
+                &self.payload(message),
+            )
+            .await
         })
     }
 }

@@ -1,7 +1,7 @@
 //! The webhook receiver: Alertmanager's webhook payload (version 4), POSTed as JSON.
 
-use super::{Message, Notifier, SendError};
-use crate::config::{self, WebhookConfig};
+use super::{Message, Notifier, SendError, attempt_timeout, post_json, secret_url};
+use crate::config::WebhookConfig;
 use std::time::Duration;
 
 /// One webhook endpoint.
@@ -20,26 +20,16 @@ impl Webhook {
         client: reqwest::Client,
         receiver: &str,
     ) -> Result<Webhook, String> {
-        let url = config::resolve_secret(
+        let url = secret_url(
             &config.url,
             &config.url_file,
             &config.url_env,
             &format!("receiver {receiver}: webhook url"),
-        )?
-        .ok_or_else(|| {
-            format!("receiver {receiver}: webhook_configs needs url, url_file or url_env")
-        })?;
-        reqwest::Url::parse(&url).map_err(|_| {
-            // The URL itself is a secret: say what is wrong, not what it is.
-            format!("receiver {receiver}: the webhook url is not a valid URL")
-        })?;
+        )?;
         Ok(Webhook {
             client,
             url,
-            timeout: config
-                .timeout
-                .map(|d| Duration::from_millis(d.millis() as u64))
-                .unwrap_or(Duration::from_secs(10)),
+            timeout: attempt_timeout(config.timeout),
             max_alerts: config.max_alerts,
             send_resolved: config.send_resolved,
         })
@@ -62,15 +52,7 @@ impl Notifier for Webhook {
     {
         Box::pin(async move {
             let payload = message.webhook_payload(self.max_alerts);
-            let response = self
-                .client
-                .post(&self.url)
-                .timeout(self.timeout)
-                .json(&payload)
-                .send()
-                .await
-                .map_err(|e| SendError::from_reqwest(&e))?;
-            SendError::check_status(response.status())
+            post_json(&self.client, &self.url, self.timeout, &payload).await
         })
     }
 }

@@ -434,6 +434,17 @@ impl Api {
         (response.status().as_u16(), response.json().await.unwrap())
     }
 
+    /// `/metrics` as Prometheus text.
+    pub async fn metrics_text(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap();
+        response.text().await.unwrap()
+    }
+
     /// The instant vector of `query` now, as (labels, value) pairs.
     pub async fn vector(&self, query: &str) -> Vec<(Value, f64)> {
         let (status, body) = self.get("/api/v1/query", &[("query", query)]).await;
