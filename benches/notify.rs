@@ -68,6 +68,7 @@ async fn latency() {
         plans,
         "http://bench".into(),
         1000,
+        None,
         metrics.notify(),
         stop.clone(),
     );
@@ -85,6 +86,8 @@ async fn latency() {
             external_url: "http://bench".into(),
             default_interval: Duration::from_secs(1),
             alerts: Some(sink),
+            state: None,
+            first_evaluation_delay: Duration::ZERO,
         },
     );
     let series = Labels::from_pairs([("__name__", "bench_value")]);

@@ -40,6 +40,10 @@ impl Monitoring {
     /// Checks everything `config` asks for, then switches to it; on any error
     /// nothing changes.
     fn apply(&self, config: &Config) -> Result<(), String> {
+        if let Some(dir) = &config.state.dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("state.dir: cannot create {}: {e}", dir.display()))?;
+        }
         let targets = scrape::targets(&config.scrape, self.local)?;
         let groups = rules::load_all(&config.rules.files)?;
         let query: Arc<dyn QueryFn> = match &config.rules.datasource {
@@ -50,6 +54,14 @@ impl Monitoring {
             }),
         };
         let plan = notify::Plan::build(&config.notify, &self.client)?;
+        // At start-up (no groups yet) with the built-in store, rules wait for the first
+        // scrapes, which finish within the longest scrape timeout.
+        let first_evaluation_delay =
+            if self.rules.snapshot().is_empty() && config.rules.datasource.is_none() {
+                targets.iter().map(|t| t.timeout).max().unwrap_or_default()
+            } else {
+                std::time::Duration::ZERO
+            };
         let (target_count, group_count) = (targets.len(), groups.len());
         self.plans.send_replace(Arc::new(plan));
         let rule_count: usize = groups.iter().map(|g| g.rules.len()).sum();
@@ -65,6 +77,12 @@ impl Monitoring {
                     config.rules.evaluation_interval.millis() as u64,
                 ),
                 alerts: Some(self.alerts.clone()),
+                state: config
+                    .state
+                    .dir
+                    .clone()
+                    .map(|d| (d, config.state.pending_tolerance.millis())),
+                first_evaluation_delay,
             },
         );
         tracing::info!(
@@ -125,10 +143,19 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let (plans, current_plan) = watch::channel(Arc::new(
         notify::Plan::build(&Default::default(), &http_client).map_err(anyhow::Error::msg)?,
     ));
+    if let Some(dir) = &config.state.dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("state.dir: cannot create {}", dir.display()))?;
+    }
     let alerts = notify::start(
         current_plan,
         format!("http://{local}"),
         config.notify.queue_capacity.unwrap_or(10_000),
+        config
+            .state
+            .dir
+            .as_ref()
+            .map(|d| d.join("notifications.json")),
         metrics.notify(),
         stop.subscribe(),
     );

@@ -17,6 +17,7 @@ pub mod promql;
 pub mod rules;
 pub mod scrape;
 pub mod serve;
+pub mod state;
 pub mod storage;
 pub mod template;
 pub mod tensor;

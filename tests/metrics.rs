@@ -123,7 +123,10 @@ async fn metrics_match_the_readme_and_the_traffic() {
     let server = common::start(
         "metrics",
         &[cached],
-        &format!("rules:\n  files: ['{}']\n", rules.display()),
+        &format!(
+            "scrape:\n  interval: 1s\nrules:\n  files: ['{}']\n",
+            rules.display()
+        ),
     );
     server.wait_ready().await;
     let client = common::client();
@@ -240,14 +243,26 @@ async fn metrics_match_the_readme_and_the_traffic() {
         ),
         1.0
     );
-    // The group has run (its first tick is at start, long before the model was warm) and
-    // its broken rule (an invalid regular expression) failed every time.
+    // The group runs once the first scrapes are in (within a second here), and its
+    // broken rule (an invalid regular expression) fails every time.
     let group = format!("{{rule_group=\"{};g\"}}", rules.display());
-    let iterations = sample(
-        &text,
-        &format!("torchwatch_rule_group_iterations_total{group}"),
-    );
-    assert!(iterations >= 1.0, "{iterations}");
+    let iterations_of = |text: &str| {
+        sample(
+            text,
+            &format!("torchwatch_rule_group_iterations_total{group}"),
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut text = text;
+    while iterations_of(&text) < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rule group never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        text = common::Api::new(&server).metrics_text().await;
+    }
+    let iterations = iterations_of(&text);
     // Both counters move once per run, not atomically together: a scrape may fall between.
     let failures = sample(
         &text,

@@ -358,3 +358,70 @@ async fn slack_gets_a_templated_message_with_the_rules_fields() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(received.lock().unwrap().bodies.len(), 1);
 }
+
+#[tokio::test]
+async fn firing_alerts_and_the_notification_log_survive_a_restart() {
+    let (url, received) = receiver(0).await;
+    let target = FakeTarget::start(Vec::new(), TEXT, "fake_value 20\n".into()).await;
+    let dir = common::TempDir::new("restart");
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - alert: Hot\n        expr: fake_value > 10\n        for: 3s\n",
+    )
+    .unwrap();
+    let config = format!(
+        "scrape:\n  interval: 1s\n  jobs:\n    - job_name: fake\n      targets: ['{}']\nrules:\n  files: ['{}']\nstate:\n  dir: {}\nnotify:\n  route:\n    receiver: hook\n    group_wait: 0s\n    group_interval: 1s\n    repeat_interval: 1h\n  receivers:\n    - name: hook\n      webhook_configs: [{{url: '{url}'}}]\n",
+        target.address,
+        rules.display(),
+        dir.path().join("state").display()
+    );
+    let mut first = common::start("restart-1", &[common::ModelEntry::mlp("mlp")], &config);
+    first.wait_ready().await;
+    let firing = wait_for_bodies(&received, 1).await.remove(0);
+    assert_eq!(firing["status"], "firing");
+    let active_at = {
+        let (_, body) = Api::new(&first).get("/api/v1/alerts", &[]).await;
+        body["data"]["alerts"][0]["activeAt"].clone()
+    };
+    first.signal_term();
+    assert!(first.wait_exit().success());
+
+    let second = common::start("restart-2", &[common::ModelEntry::mlp("mlp")], &config);
+    second.wait_ready().await;
+    let api = Api::new(&second);
+    // Back as firing at once, with the original activeAt: no new pending step.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alert = loop {
+        let (_, body) = api.get("/api/v1/alerts", &[]).await;
+        if let Some(a) = body["data"]["alerts"].as_array().unwrap().first() {
+            break a.clone();
+        }
+        assert!(Instant::now() < deadline, "alert not restored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(alert["state"], "firing");
+    assert_eq!(alert["activeAt"], active_at);
+    // Several evaluations and group intervals later: still only the one notification.
+    api.eventually(
+        "ALERTS{alertstate=\"firing\"}",
+        "ALERTS written after restart",
+        |v| v.len() == 1,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        received.lock().unwrap().bodies.len(),
+        1,
+        "no repeat before repeat_interval"
+    );
+
+    // The resolved notice, owed since before the restart, is sent when the condition clears.
+    target.set(TEXT, "fake_value 1\n");
+    let bodies = wait_for_bodies(&received, 2).await;
+    assert_eq!(bodies[1]["status"], "resolved");
+    assert_eq!(
+        bodies[1]["alerts"][0]["fingerprint"],
+        firing["alerts"][0]["fingerprint"]
+    );
+}

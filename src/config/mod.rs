@@ -48,8 +48,32 @@ pub struct Config {
     /// Where alerts are sent.
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// Alert state and the notification log kept across restarts.
+    #[serde(default)]
+    pub state: StateConfig,
     /// The models to serve; at least one.
     pub models: Vec<ModelConfig>,
+}
+
+/// `state:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Directory for alert state and the notification log (relative to the
+    /// config file); nothing is kept across restarts without it.
+    pub dir: Option<PathBuf>,
+    /// A pending alert keeps its `for` clock across a restart when torchwatch
+    /// was down for less than this.
+    pub pending_tolerance: PromDuration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            pending_tolerance: PromDuration(3600 * 1000),
+        }
+    }
 }
 
 /// `storage:` section.
@@ -435,6 +459,11 @@ impl Config {
             if model.path.is_relative() {
                 model.path = base.join(&model.path);
             }
+        }
+        if let Some(dir) = &mut config.state.dir
+            && dir.is_relative()
+        {
+            *dir = base.join(&*dir);
         }
         for file in &mut config.rules.files {
             if Path::new(file.as_str()).is_relative() {

@@ -540,11 +540,22 @@ struct Delivered {
     ok: bool,
 }
 
-/// Starts the dispatcher; `plans` delivers the current routing plan (replaced on reload).
+/// What was last delivered for one group, as saved across restarts: the
+/// firing and resolved fingerprints and when (ms).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct LogEntry {
+    firing: Vec<u64>,
+    resolved: Vec<u64>,
+    at: i64,
+}
+
+/// Starts the dispatcher; `plans` delivers the current routing plan (replaced
+/// on reload); `log_file` keeps the notification log across restarts.
 pub fn start(
     plans: watch::Receiver<Arc<Plan>>,
     external_url: String,
     queue_capacity: usize,
+    log_file: Option<std::path::PathBuf>,
     metrics: NotifyMetrics,
     stop: watch::Receiver<bool>,
 ) -> AlertSink {
@@ -553,6 +564,7 @@ pub fn start(
         plans,
         receiver,
         external_url,
+        log_file,
         metrics.clone(),
         stop,
     ));
@@ -563,10 +575,17 @@ async fn dispatch(
     mut plans: watch::Receiver<Arc<Plan>>,
     mut incoming: mpsc::Receiver<Vec<Alert>>,
     external_url: String,
+    log_file: Option<std::path::PathBuf>,
     metrics: NotifyMetrics,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut groups: HashMap<String, Group> = HashMap::new();
+    // The notification log: what each group was last told, kept on disk so a
+    // restart neither repeats a notification nor forgets a resolved one owed.
+    let mut log: HashMap<String, LogEntry> = log_file
+        .as_deref()
+        .and_then(|f| crate::state::load(f, "notification log"))
+        .unwrap_or_default();
     // Every alert the rule engine reported lately, for inhibition; one not
     // reported for 15 minutes is gone (the rule engine reports each evaluation).
     let mut current: HashMap<u64, (Alert, Instant)> = HashMap::new();
@@ -596,13 +615,23 @@ async fn dispatch(
                         let labels = route.group_labels(&alert.labels);
                         let key = format!("{}:{}", route.key, labels.to_string().replace(", ", ","));
                         let Some(receiver) = plan.receivers.get(&route.receiver) else { continue };
+                        let notified = log.get(&key).map(|entry| {
+                            let age = (crate::scrape::now_ms() - entry.at).max(0) as u64;
+                            (
+                                entry.firing.iter().copied().collect(),
+                                entry.resolved.iter().copied().collect(),
+                                Instant::now()
+                                    .checked_sub(Duration::from_millis(age))
+                                    .unwrap_or_else(Instant::now),
+                            )
+                        });
                         let group = groups.entry(key).or_insert_with(|| Group {
                             route: route.clone(),
                             receiver: receiver.clone(),
                             labels,
                             alerts: HashMap::new(),
                             next_flush: Instant::now() + route.group_wait,
-                            notified: None,
+                            notified,
                             in_flight: false,
                         });
                         group.alerts.insert(alert.fingerprint(), alert.clone());
@@ -613,6 +642,20 @@ async fn dispatch(
                 if let Some(group) = groups.get_mut(&result.key) {
                     group.in_flight = false;
                     if result.ok {
+                        log.insert(result.key.clone(), LogEntry {
+                            firing: result.firing.iter().copied().collect(),
+                            resolved: result.resolved.iter().copied().collect(),
+                            at: crate::scrape::now_ms(),
+                        });
+                        // Entries of groups gone for a day are of no use any more.
+                        let horizon = crate::scrape::now_ms() - 24 * 3600 * 1000;
+                        log.retain(|_, e| e.at > horizon);
+                        if let Some(file) = &log_file
+                            && let Err(e) = crate::state::save(file, &log)
+                        {
+                            tracing::warn!(event = "state_not_saved", error = %e,
+                                "cannot save the notification log");
+                        }
                         group.notified = Some((result.firing, result.resolved.clone(), Instant::now()));
                         // Resolved alerts that were delivered are done with.
                         group.alerts.retain(|fp, a| !(a.resolved() && result.resolved.contains(fp)));

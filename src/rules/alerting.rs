@@ -76,6 +76,19 @@ pub struct AlertingRule {
     active: HashMap<Labels, Alert>,
 }
 
+/// One alert as saved across restarts.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct SavedAlert {
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    state: String,
+    active_at: i64,
+    fired_at: Option<i64>,
+    resolved_at: Option<i64>,
+    keep_firing_since: Option<i64>,
+    value: f64,
+}
+
 /// `metric`, `condition` and `threshold` of a short-form rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShortForm {
@@ -121,6 +134,59 @@ impl AlertingRule {
     /// Takes over another rule's alerts (on reload).
     pub(super) fn adopt_alerts(&mut self, from: &mut AlertingRule) {
         self.active = std::mem::take(&mut from.active);
+    }
+
+    pub(super) fn saved_alerts(&self) -> Vec<SavedAlert> {
+        self.active_alerts()
+            .into_iter()
+            .map(|a| SavedAlert {
+                labels: a
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect(),
+                annotations: a.annotations.clone(),
+                state: a.state.as_str().to_string(),
+                active_at: a.active_at,
+                fired_at: a.fired_at,
+                resolved_at: a.resolved_at,
+                keep_firing_since: a.keep_firing_since,
+                value: a.value,
+            })
+            .collect()
+    }
+
+    /// Brings back saved alerts after a restart: firing and resolved ones as
+    /// they were; pending ones only when the outage (`down_ms`) was shorter
+    /// than `tolerance_ms`, so their `for` clock is still meaningful.
+    pub(super) fn restore_alerts(
+        &mut self,
+        saved: Vec<SavedAlert>,
+        down_ms: i64,
+        tolerance_ms: i64,
+    ) {
+        for a in saved {
+            let state = match a.state.as_str() {
+                "firing" => AlertState::Firing,
+                "pending" if down_ms < tolerance_ms => AlertState::Pending,
+                "inactive" => AlertState::Inactive,
+                _ => continue,
+            };
+            let labels = Labels::from_pairs(a.labels);
+            self.active.insert(
+                labels.clone(),
+                Alert {
+                    labels,
+                    annotations: a.annotations,
+                    state,
+                    active_at: a.active_at,
+                    fired_at: a.fired_at,
+                    resolved_at: a.resolved_at,
+                    keep_firing_since: a.keep_firing_since,
+                    value: a.value,
+                },
+            );
+        }
     }
 
     /// Alerts that are pending, firing, or resolved but still retained, sorted by labels.

@@ -29,6 +29,13 @@ pub struct RuleContext {
     pub default_interval: Duration,
     /// Where firing and resolved alerts go after each evaluation.
     pub alerts: Option<crate::notify::AlertSink>,
+    /// Where alert state is kept across restarts, and how long a pending
+    /// alert's `for` clock survives an outage (ms).
+    pub state: Option<(std::path::PathBuf, i64)>,
+    /// Wait this long before the first evaluation of groups started now: after
+    /// a restart the built-in store is empty until the first scrapes land, and
+    /// evaluating earlier would resolve every restored alert.
+    pub first_evaluation_delay: Duration,
 }
 
 /// The running groups, each on its own timer; replaceable as a whole (reload).
@@ -78,6 +85,9 @@ impl RuleManager {
                 // An evaluation still running finishes before its state moves.
                 let mut previous = previous.lock().unwrap_or_else(|e| e.into_inner());
                 group.copy_state_from(&mut previous);
+            } else if let Some((dir, tolerance)) = &context.state {
+                // A group this process has not run yet: what an earlier run saved.
+                group.restore_state(dir, crate::scrape::now_ms(), *tolerance);
             }
         }
         running.default_interval = context.default_interval;
@@ -110,8 +120,9 @@ impl RuleManager {
             (g.name.clone(), interval, recorder)
         };
         let mut stop = self.stop.clone();
+        let start = tokio::time::Instant::now() + shared.first_evaluation_delay;
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
+            let mut ticker = tokio::time::interval_at(start, interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tokio::select! {
@@ -142,6 +153,12 @@ impl RuleManager {
                             .observe(rule.last_duration.as_secs_f64());
                     }
                     recorder.last_evaluation.set(now as f64 / 1000.0);
+                    if let Some((dir, _)) = &shared.state
+                        && let Err(e) = g.save_state(dir, now)
+                    {
+                        tracing::warn!(event = "state_not_saved", group = %g.name, error = %e,
+                            "cannot save alert state");
+                    }
                     outcome
                 })
                 .await;

@@ -114,7 +114,74 @@ pub struct GroupOutcome {
     pub errors: Vec<(String, String)>,
 }
 
+/// A group's alerts as saved across restarts.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedGroup {
+    saved_at: i64,
+    rules: Vec<SavedRule>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedRule {
+    name: String,
+    labels: BTreeMap<String, String>,
+    alerts: Vec<alerting::SavedAlert>,
+}
+
 impl Group {
+    fn state_file(&self, dir: &Path) -> PathBuf {
+        crate::state::file_for(
+            dir,
+            "alerts",
+            &format!("{};{}", self.file.display(), self.name),
+        )
+    }
+
+    /// Saves every alerting rule's alerts (after each evaluation).
+    pub(crate) fn save_state(&self, dir: &Path, now: i64) -> std::io::Result<()> {
+        let rules = self
+            .rules
+            .iter()
+            .filter_map(|r| match &r.kind {
+                RuleKind::Alerting(a) => Some(SavedRule {
+                    name: a.name.clone(),
+                    labels: a.labels.clone(),
+                    alerts: a.saved_alerts(),
+                }),
+                RuleKind::Recording(_) => None,
+            })
+            .collect();
+        crate::state::save(
+            &self.state_file(dir),
+            &SavedGroup {
+                saved_at: now,
+                rules,
+            },
+        )
+    }
+
+    /// Restores alerts saved by an earlier run for rules with the same name and labels.
+    pub(crate) fn restore_state(&mut self, dir: &Path, now: i64, pending_tolerance_ms: i64) {
+        let Some(saved) = crate::state::load::<SavedGroup>(&self.state_file(dir), "alert state")
+        else {
+            return;
+        };
+        let down_ms = now - saved.saved_at;
+        let mut saved_rules = saved.rules;
+        for rule in &mut self.rules {
+            let RuleKind::Alerting(a) = &mut rule.kind else {
+                continue;
+            };
+            if let Some(i) = saved_rules
+                .iter()
+                .position(|s| s.name == a.name && s.labels == a.labels)
+            {
+                let s = saved_rules.swap_remove(i);
+                a.restore_alerts(s.alerts, down_ms, pending_tolerance_ms);
+            }
+        }
+    }
+
     /// Takes over `old`'s state for rules with the same kind, name and labels
     /// (Prometheus' `CopyState`): active alerts and the series written last, so
     /// a reload neither restarts `for` clocks nor loses staleness markers.
