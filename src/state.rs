@@ -50,12 +50,8 @@ pub fn load<T: DeserializeOwned>(path: &Path, what: &str) -> Option<T> {
 
 /// A file name for `key` that is safe on any filesystem.
 pub fn file_for(dir: &Path, prefix: &str, key: &str) -> PathBuf {
-    // FNV-1a: stable across runs and Rust versions, unlike DefaultHasher.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.as_bytes() {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    // Stable across runs and Rust versions, unlike DefaultHasher.
+    let hash = crate::storage::fnv1a([key.as_bytes()]);
     dir.join(format!("{prefix}-{hash:016x}.json"))
 }
 

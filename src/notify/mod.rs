@@ -54,23 +54,9 @@ pub struct Condition {
 }
 
 impl Alert {
-    /// Alertmanager's fingerprint: FNV-1a 64 over the sorted label pairs.
+    /// Alertmanager's fingerprint of the alert's labels.
     pub fn fingerprint(&self) -> u64 {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for label in self.labels.iter() {
-            for bytes in [
-                label.name.as_bytes(),
-                &[0xff],
-                label.value.as_bytes(),
-                &[0xff],
-            ] {
-                for b in bytes {
-                    hash ^= u64::from(*b);
-                    hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-                }
-            }
-        }
-        hash
+        self.labels.fingerprint()
     }
 
     fn resolved(&self) -> bool {

@@ -85,6 +85,16 @@ impl Labels {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
+    /// Alertmanager's fingerprint of a label set: FNV-1a 64 over each name and
+    /// value, each followed by 0xff, in name order.
+    pub fn fingerprint(&self) -> u64 {
+        fnv1a(
+            self.0
+                .iter()
+                .flat_map(|l| [l.name.as_bytes(), &[0xff], l.value.as_bytes(), &[0xff]]),
+        )
+    }
+
     /// Approximate heap bytes held by this set (for the storage's size report).
     pub fn heap_bytes(&self) -> usize {
         self.0
@@ -150,6 +160,18 @@ impl fmt::Debug for Labels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }
+}
+
+/// FNV-1a 64 over the concatenated chunks: stable across runs and platforms.
+pub fn fnv1a<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for chunk in chunks {
+        for b in chunk {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
 }
 
 /// Go's `strconv.Quote` for the characters label values contain in practice.

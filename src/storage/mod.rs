@@ -4,7 +4,8 @@
 mod labels;
 
 pub use labels::{
-    Label, Labels, LabelsBuilder, METRIC_NAME, is_valid_label_name, is_valid_metric_name, quote,
+    Label, Labels, LabelsBuilder, METRIC_NAME, fnv1a, is_valid_label_name, is_valid_metric_name,
+    quote,
 };
 
 use promql_parser::label::{MatchOp, Matcher};
