@@ -182,15 +182,9 @@ pub struct SendError {
 
 impl SendError {
     fn from_reqwest(e: &reqwest::Error) -> SendError {
-        let kind = if e.is_timeout() {
-            "timeout"
-        } else if e.is_connect() {
-            "connection failed"
-        } else {
-            "request failed"
-        };
+        // The URL may carry a token: only the kind of failure is reported.
         SendError {
-            message: kind.into(),
+            message: crate::scrape::failure_kind(e).into(),
             retryable: e.is_timeout() || e.is_connect() || e.is_request(),
         }
     }

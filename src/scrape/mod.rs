@@ -235,15 +235,19 @@ async fn fetch(client: &reqwest::Client, target: &Target) -> Result<(String, For
     Ok((body, format))
 }
 
-fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
+/// What kind of failure an HTTP client error is, in words for logs (no URL).
+pub(crate) fn failure_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {
         "connection failed"
     } else {
         "request failed"
-    };
-    let mut message = format!("{kind}: {e}");
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let mut message = format!("{}: {e}", failure_kind(e));
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         message.push_str(&format!(": {s}"));
