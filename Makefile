@@ -24,6 +24,10 @@ test-deps: setup
 		echo "installing Debian's prometheus and prometheus-alertmanager packages for the tests"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 			--no-install-recommends prometheus prometheus-alertmanager; }
+	@/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || { \
+		echo "installing Debian's python3-aiosmtpd (the tests' SMTP server)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+			--no-install-recommends python3-aiosmtpd; }
 
 run: setup
 	cargo build --release --locked

@@ -15,8 +15,8 @@ mod rules;
 
 pub use duration::PromDuration;
 pub use notify::{
-    AlertmanagerConfig, InhibitRuleConfig, NotifyConfig, ReceiverConfig, RouteConfig, SlackConfig,
-    WebhookConfig,
+    AlertmanagerConfig, EmailConfig, InhibitRuleConfig, NotifyConfig, ReceiverConfig, RouteConfig,
+    SlackConfig, SmtpSecurity, WebhookConfig,
 };
 pub use rules::{
     AlertTest, ExpectedAlert, ExpectedSample, ExportedFile, ExportedGroup, ExportedRule, ExprTest,

@@ -80,6 +80,81 @@ pub struct ReceiverConfig {
     /// Slack incoming webhooks.
     #[serde(default)]
     pub slack_configs: Vec<SlackConfig>,
+    /// Email over SMTP.
+    #[serde(default)]
+    pub email_configs: Vec<EmailConfig>,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (required).
+    Starttls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+    /// No encryption (local relays only).
+    None,
+}
+
+/// Email (Alertmanager's `email_config`, the parts that apply).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Sender address.
+    pub from: String,
+    /// SMTP server host name (also the name its certificate must carry).
+    pub host: String,
+    /// SMTP port.
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// Connection security.
+    #[serde(default = "default_security")]
+    pub security: SmtpSecurity,
+    /// PEM file of a CA to trust besides the system's (private relays).
+    pub ca_file: Option<PathBuf>,
+    /// AUTH user name; AUTH is used when set.
+    pub auth_username: Option<String>,
+    /// AUTH password (avoid: it sits in the file).
+    pub auth_password: Option<String>,
+    /// File whose first line is the password.
+    pub auth_password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    pub auth_password_env: Option<String>,
+    /// Template of the subject.
+    #[serde(default = "default_title")]
+    pub subject: String,
+    /// Template of the plain-text body (a list of the alerts follows it).
+    #[serde(default = "default_text")]
+    pub text: String,
+    /// Template of an HTML body, sent as an alternative to the text.
+    pub html: Option<String>,
+    /// Also mail when alerts resolve (Alertmanager's default for email: false).
+    #[serde(default)]
+    pub send_resolved: bool,
+    /// Per-attempt timeout (10s).
+    pub timeout: Option<PromDuration>,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+fn default_security() -> SmtpSecurity {
+    SmtpSecurity::Starttls
+}
+
+impl std::fmt::Debug for EmailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailConfig")
+            .field("to", &self.to)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("auth_password", &"<secret>")
+            .finish_non_exhaustive()
+    }
 }
 
 /// A Slack incoming webhook (Alertmanager's `slack_config`, the parts that apply).

@@ -5,6 +5,7 @@
 //! exponential backoff and never block rule evaluation.
 
 mod alertmanager;
+mod email;
 mod slack;
 mod webhook;
 
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 pub use alertmanager::{Alertmanager, RESEND_DELAY};
+pub use email::Email;
 pub use slack::Slack;
 pub use webhook::Webhook;
 
@@ -433,6 +435,9 @@ impl Plan {
             }
             for c in &r.slack_configs {
                 integrations.push(Arc::new(Slack::new(c, client.clone(), &r.name)?));
+            }
+            for c in &r.email_configs {
+                integrations.push(Arc::new(Email::new(c, &r.name)?));
             }
             if receivers
                 .insert(
