@@ -4,12 +4,11 @@
 
 use super::{Message, Notifier, SendError, attempt_timeout, rfc3339};
 use crate::config::{self, EmailConfig, SmtpSecurity};
-use crate::template::{NotificationData, Template, expand_notification_or_error};
+use crate::template::{Template, expand_notification_or_error};
 use lettre::message::{Mailbox, MultiPart, SinglePart, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use std::collections::BTreeMap;
 
 /// One email receiver.
 pub struct Email {
@@ -93,20 +92,7 @@ impl Email {
     /// of the alerts, which templates cannot loop over), and the HTML
     /// alternative when configured.
     pub fn compose(&self, message: &Message) -> Result<lettre::Message, String> {
-        let map = |labels: &crate::storage::Labels| -> BTreeMap<String, String> {
-            labels
-                .iter()
-                .map(|l| (l.name.clone(), l.value.clone()))
-                .collect()
-        };
-        let data = NotificationData {
-            status: message.status(),
-            receiver: &message.receiver,
-            group_labels: map(&message.group_labels),
-            common_labels: map(&message.common_labels()),
-            common_annotations: message.common_annotations(),
-            external_url: &message.external_url,
-        };
+        let data = message.template_data();
         let mut text = expand_notification_or_error(&self.config.text, &data);
         text.push_str("\n\nAlerts:\n");
         for a in &message.alerts {

@@ -137,6 +137,24 @@ impl Message {
             .collect()
     }
 
+    /// What notification templates see (Alertmanager's data model).
+    pub fn template_data(&self) -> crate::template::NotificationData<'_> {
+        let map = |labels: &Labels| -> BTreeMap<String, String> {
+            labels
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect()
+        };
+        crate::template::NotificationData {
+            status: self.status(),
+            receiver: &self.receiver,
+            group_labels: map(&self.group_labels),
+            common_labels: map(&self.common_labels()),
+            common_annotations: self.common_annotations(),
+            external_url: &self.external_url,
+        }
+    }
+
     /// Alertmanager's webhook payload, version 4; `max_alerts` 0 = all.
     pub fn webhook_payload(&self, max_alerts: usize) -> Value {
         let shown = if max_alerts == 0 {

@@ -4,9 +4,8 @@
 
 use super::{Message, Notifier, SendError, attempt_timeout, post_json, rfc3339, secret_url};
 use crate::config::SlackConfig;
-use crate::template::{NotificationData, Template, expand_notification_or_error};
+use crate::template::{Template, expand_notification_or_error};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// One Slack incoming webhook.
@@ -48,20 +47,7 @@ impl Slack {
 
     /// The message Slack receives.
     pub fn payload(&self, message: &Message) -> Value {
-        let map = |labels: &crate::storage::Labels| -> BTreeMap<String, String> {
-            labels
-                .iter()
-                .map(|l| (l.name.clone(), l.value.clone()))
-                .collect()
-        };
-        let data = NotificationData {
-            status: message.status(),
-            receiver: &message.receiver,
-            group_labels: map(&message.group_labels),
-            common_labels: map(&message.common_labels()),
-            common_annotations: message.common_annotations(),
-            external_url: &message.external_url,
-        };
+        let data = message.template_data();
         let title = expand_notification_or_error(&self.config.title, &data);
         let mut fields = Vec::new();
         if let Some(first) = message.alerts.first() {
