@@ -1,6 +1,6 @@
 //! Email notifications against a real SMTP server (Debian's aiosmtpd, started
-//! by the test on 127.0.0.1): once over a plain connection, once with STARTTLS
-//! and AUTH using a throwaway self-signed certificate. The mail must carry the
+//! by the test on 127.0.0.1): over a plain connection, with STARTTLS and AUTH,
+//! and with implicit TLS, behind a throwaway CA. The mail must carry the
 //! expected subject and body, and the SMTP password must appear nowhere.
 
 mod common;
@@ -29,7 +29,14 @@ impl Drop for Smtp {
     }
 }
 
-fn start_smtp(dir: &Path, name: &str, tls: Option<(&Path, &Path)>, user: Option<&str>) -> Smtp {
+/// How the test server secures connections.
+enum Security<'a> {
+    Plain,
+    Starttls(&'a Path, &'a Path),
+    Implicit(&'a Path, &'a Path),
+}
+
+fn start_smtp(dir: &Path, name: &str, security: Security, user: Option<&str>) -> Smtp {
     let port = common::free_port();
     let out = dir.join(format!("{name}.jsonl"));
     let mut command = Command::new("/usr/bin/python3");
@@ -37,8 +44,19 @@ fn start_smtp(dir: &Path, name: &str, tls: Option<(&Path, &Path)>, user: Option<
         .arg(common::root().join("tests/smtp_server.py"))
         .args(["--port", &port.to_string(), "--out"])
         .arg(&out);
-    if let Some((cert, key)) = tls {
-        command.arg("--cert").arg(cert).arg("--key").arg(key);
+    match security {
+        Security::Plain => {}
+        Security::Starttls(cert, key) => {
+            command.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        Security::Implicit(cert, key) => {
+            command
+                .arg("--cert")
+                .arg(cert)
+                .arg("--key")
+                .arg(key)
+                .arg("--implicit");
+        }
     }
     if let Some(user) = user {
         command.args(["--user", user, "--password", PASSWORD]);
@@ -144,11 +162,17 @@ fn throwaway_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 #[tokio::test]
-async fn mail_goes_out_plain_and_over_starttls_with_auth() {
+async fn mail_goes_out_plain_over_starttls_with_auth_and_over_implicit_tls() {
     let dir = common::TempDir::new("email");
     let (ca, cert, key) = throwaway_certificates(dir.path());
-    let plain = start_smtp(dir.path(), "plain", None, None);
-    let secure = start_smtp(dir.path(), "secure", Some((&cert, &key)), Some("alerts"));
+    let plain = start_smtp(dir.path(), "plain", Security::Plain, None);
+    let secure = start_smtp(
+        dir.path(),
+        "secure",
+        Security::Starttls(&cert, &key),
+        Some("alerts"),
+    );
+    let smtps = start_smtp(dir.path(), "smtps", Security::Implicit(&cert, &key), None);
     let password_file = dir.path().join("smtp-password");
     std::fs::write(&password_file, PASSWORD).unwrap();
 
@@ -198,11 +222,18 @@ notify:
           auth_username: alerts
           auth_password_file: {password}
           html: '<p>{{{{ .CommonAnnotations.summary }}}}</p>'
+        - to: [audit@example.org]
+          from: torchwatch@example.org
+          host: 127.0.0.1
+          port: {smtps_port}
+          security: tls
+          ca_file: {cert}
 "#,
             target = target.address,
             rules = rules.display(),
             plain_port = plain.port,
             secure_port = secure.port,
+            smtps_port = smtps.port,
             cert = ca.display(),
             password = password_file.display(),
         ),
@@ -233,6 +264,17 @@ notify:
     assert!(data.contains("Subject: [FIRING] Hot"), "{data}");
     assert!(data.contains("multipart/alternative"), "{data}");
     assert!(data.contains("<p>fake_value is 20</p>"), "{data}");
+
+    // Implicit TLS (SMTPS): TLS from the first byte.
+    let mail = wait_for_mail(&smtps, 1).await.remove(0);
+    assert_eq!(mail["tls"], true);
+    assert_eq!(mail["to"], serde_json::json!(["audit@example.org"]));
+    assert!(
+        mail["data"]
+            .as_str()
+            .unwrap()
+            .contains("Subject: [FIRING] Hot")
+    );
 
     // Resolved: the plain receiver asked for it.
     target.set("text/plain; version=0.0.4", "fake_value 1\n");
