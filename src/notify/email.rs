@@ -2,7 +2,7 @@
 //! plain connection, AUTH with a password from the config, a file or the
 //! environment, and templated subject, text and HTML bodies.
 
-use super::{Message, Notifier, SendError, attempt_timeout, rfc3339};
+use super::{Message, Notifier, SendError, SendFuture, attempt_timeout, rfc3339};
 use crate::config::{self, EmailConfig, SmtpSecurity};
 use crate::template::{Template, expand_notification_or_error};
 use lettre::message::{Mailbox, MultiPart, SinglePart, header::ContentType};
@@ -133,11 +133,7 @@ impl Notifier for Email {
         self.config.send_resolved
     }
 
-    fn notify<'a>(
-        &'a self,
-        message: &'a Message,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SendError>> + Send + 'a>>
-    {
+    fn notify<'a>(&'a self, message: &'a Message) -> SendFuture<'a> {
         Box::pin(async move {
             let email = self.compose(message).map_err(|message| SendError {
                 message,

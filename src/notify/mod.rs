@@ -258,6 +258,10 @@ async fn post_json(
     SendError::check_status(response.status())
 }
 
+/// One delivery attempt in flight.
+pub type SendFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SendError>> + Send + 'a>>;
+
 /// One integration of a receiver (webhook, Slack, email, ...).
 pub trait Notifier: Send + Sync {
     /// `webhook`, `slack`, ... for metrics and logs.
@@ -265,10 +269,7 @@ pub trait Notifier: Send + Sync {
     /// Whether resolved alerts are sent.
     fn send_resolved(&self) -> bool;
     /// One attempt to deliver `message`.
-    fn notify<'a>(
-        &'a self,
-        message: &'a Message,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SendError>> + Send + 'a>>;
+    fn notify<'a>(&'a self, message: &'a Message) -> SendFuture<'a>;
 }
 
 /// A named receiver and its integrations.

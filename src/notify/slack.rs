@@ -2,7 +2,7 @@
 //! text and colour, and fields for the metric, condition, threshold, current
 //! value and time of the first alert.
 
-use super::{Message, Notifier, SendError, attempt_timeout, post_json, rfc3339, secret_url};
+use super::{Message, Notifier, SendFuture, attempt_timeout, post_json, rfc3339, secret_url};
 use crate::config::SlackConfig;
 use crate::template::{Template, expand_notification_or_error};
 use serde_json::{Value, json};
@@ -97,11 +97,7 @@ impl Notifier for Slack {
         self.config.send_resolved
     }
 
-    fn notify<'a>(
-        &'a self,
-        message: &'a Message,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SendError>> + Send + 'a>>
-    {
+    fn notify<'a>(&'a self, message: &'a Message) -> SendFuture<'a> {
         Box::pin(async move {
             post_json(
                 &self.client,

@@ -1,6 +1,6 @@
 //! The webhook receiver: Alertmanager's webhook payload (version 4), POSTed as JSON.
 
-use super::{Message, Notifier, SendError, attempt_timeout, post_json, secret_url};
+use super::{Message, Notifier, SendFuture, attempt_timeout, post_json, secret_url};
 use crate::config::WebhookConfig;
 use std::time::Duration;
 
@@ -45,11 +45,7 @@ impl Notifier for Webhook {
         self.send_resolved
     }
 
-    fn notify<'a>(
-        &'a self,
-        message: &'a Message,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SendError>> + Send + 'a>>
-    {
+    fn notify<'a>(&'a self, message: &'a Message) -> SendFuture<'a> {
         Box::pin(async move {
             let payload = message.webhook_payload(self.max_alerts);
             post_json(&self.client, &self.url, self.timeout, &payload).await
