@@ -3,9 +3,9 @@
 # wrapper instead of spending minutes rebuilding it.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/torchwatch/target
 
-# Python packages the tests use: NVIDIA's own KServe V2 client, and a JSON-schema checker that
-# carries the Compose Specification's schema.
-TEST_PYTHON_PACKAGES := tritonclient[http]==2.73.0 check-jsonschema==0.39.0
+# Python packages the tests use: NVIDIA's own KServe V2 client, a JSON-schema checker that
+# carries the Compose Specification's schema, and Kubernetes' own schemas for the manifests.
+TEST_PYTHON_PACKAGES := tritonclient[http]==2.73.0 check-jsonschema==0.39.0 kubernetes-validate==1.37.0
 
 .PHONY: run test setup test-deps bench models fuzz
 
@@ -18,7 +18,7 @@ setup:
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 test-deps: setup
-	@.venv/bin/python -c 'import tritonclient.http, numpy, check_jsonschema' 2>/dev/null || \
+	@.venv/bin/python -c 'import tritonclient.http, numpy, check_jsonschema, kubernetes_validate' 2>/dev/null || \
 		.venv/bin/python -m pip install --quiet --disable-pip-version-check $(foreach p,$(TEST_PYTHON_PACKAGES),'$(p)')
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v amtool >/dev/null || { \
 		echo "installing Debian's prometheus and prometheus-alertmanager packages for the tests"; \

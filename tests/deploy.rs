@@ -1,6 +1,7 @@
-//! The docker-compose stack, validated offline (no Docker engine runs here): Prometheus's and
-//! Alertmanager's own checkers accept their configs, the compose file satisfies the Compose
-//! Specification's JSON schema, and every file the stack mounts exists.
+//! The docker-compose stack and the Kubernetes manifests, validated offline (no Docker engine or
+//! cluster runs here): Prometheus's and Alertmanager's own checkers accept their configs, the
+//! compose file satisfies the Compose Specification's JSON schema, every file the stack mounts
+//! exists, and every object under deploy/kubernetes/ satisfies Kubernetes' or its CRD's schema.
 
 mod common;
 
@@ -54,6 +55,42 @@ fn compose_file_follows_the_compose_specification() {
         ],
     );
     assert!(report.contains("validation done"), "{report}");
+}
+
+#[test]
+fn kubernetes_manifests_follow_their_schemas() {
+    // Core kinds against kubernetes-validate's schemas, KEDA and prometheus-operator kinds
+    // against their CRDs in ../shared/schemas/, plus the config/policy cross-checks.
+    let python = common::root().join(".venv/bin/python");
+    let report = run(python.to_str().unwrap(), &["tests/validate_kubernetes.py"]);
+    for object in [
+        "Namespace torchwatch",
+        "ConfigMap torchwatch",
+        "Deployment torchwatch",
+        "Service torchwatch",
+        "ServiceMonitor torchwatch",
+        "PodMonitor torchwatch",
+        "ScaledObject torchwatch",
+        "HorizontalPodAutoscaler torchwatch",
+    ] {
+        let ok = format!("ok    {object} (");
+        assert!(
+            report.lines().any(|l| l.starts_with(&ok)),
+            "{object} not validated:\n{report}"
+        );
+    }
+    for check in [
+        "ok    ConfigMap files parse as YAML",
+        "ok    Deployment torchwatch mounts its config and policy files",
+        "ok    ScaledObject torchwatch bounds equal its policy's",
+        "ok    HorizontalPodAutoscaler torchwatch bounds equal its policy's",
+    ] {
+        assert!(
+            report.lines().any(|l| l == check),
+            "{check} missing:\n{report}"
+        );
+    }
+    assert!(report.contains("all 8 objects valid"), "{report}");
 }
 
 #[test]
