@@ -58,6 +58,7 @@ fn scrape_setup(models: usize) -> Metrics {
             device: Some("cpu".to_owned()),
             ready: true,
             load_seconds: Some(0.2),
+            instances: 2,
             queue_depth: 3,
             queue_capacity: 1024,
             cache: Some(CacheSnapshot {

@@ -14,8 +14,9 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::http;
-use crate::metrics::{Metrics, ModelCollector, ReloadMetrics, StorageCollector};
+use crate::metrics::{Metrics, ModelCollector, ReloadMetrics, ScaleCollector, StorageCollector};
 use crate::notify;
+use crate::policy::{self, Actuator, Models, ScaleManager};
 use crate::promql::Engine;
 use crate::rules::{self, LocalQuery, QueryFn, RemoteQuery, RuleContext, RuleManager};
 use crate::scrape::{self, Scraper};
@@ -30,6 +31,8 @@ struct Monitoring {
     storage: Arc<Storage>,
     scraper: Scraper,
     rules: Arc<RuleManager>,
+    scale: Arc<ScaleManager>,
+    models: Arc<Models>,
     reload_metrics: ReloadMetrics,
     client: reqwest::Client,
     plans: watch::Sender<Arc<notify::Plan>>,
@@ -53,6 +56,15 @@ impl Monitoring {
                 storage: self.storage.clone(),
             }),
         };
+        let policies = policy::load_all(&config.policies.files)?
+            .into_iter()
+            .map(|p| {
+                check_model_actuator(&p, config)?;
+                let actuator = Actuator::build(&p.actuator, &self.models, &self.client)
+                    .map_err(|e| format!("{}: scale policy {:?}: {e}", p.file.display(), p.name))?;
+                Ok((p, actuator))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let plan = notify::Plan::build(&config.notify, &self.client)?;
         // At start-up (no groups yet) with the built-in store, rules wait for the first
         // scrapes, which finish within the longest scrape timeout.
@@ -62,10 +74,19 @@ impl Monitoring {
             } else {
                 std::time::Duration::ZERO
             };
-        let (target_count, group_count) = (targets.len(), groups.len());
+        let (target_count, group_count, policy_count) =
+            (targets.len(), groups.len(), policies.len());
         self.plans.send_replace(Arc::new(plan));
         let rule_count: usize = groups.iter().map(|g| g.rules.len()).sum();
         self.scraper.apply(targets);
+        self.scale.apply(
+            policies,
+            policy::ScaleContext {
+                query: query.clone(),
+                state_dir: config.state.dir.clone(),
+                first_decision_delay: first_evaluation_delay,
+            },
+        );
         self.rules.apply(
             groups,
             RuleContext {
@@ -90,7 +111,8 @@ impl Monitoring {
             scrape_targets = target_count,
             rule_groups = group_count,
             rules = rule_count,
-            "scrape targets and rules in effect"
+            scale_policies = policy_count,
+            "scrape targets, rules and scale policies in effect"
         );
         Ok(())
     }
@@ -114,6 +136,33 @@ impl Monitoring {
         }
         outcome
     }
+}
+
+/// A policy scaling a model's instances must name a served model and stay within its
+/// `instances` bounds.
+fn check_model_actuator(p: &policy::ScalePolicy, config: &Config) -> Result<(), String> {
+    let Some(name) = &p.actuator.model else {
+        return Ok(());
+    };
+    let at = format!(
+        "{}: scale policy {:?}: actuator.model",
+        p.file.display(),
+        p.name
+    );
+    let model = config
+        .models
+        .iter()
+        .find(|m| &m.name == name)
+        .ok_or_else(|| format!("{at}: no served model is called {name:?}"))?;
+    let (min, max) = (model.instances.min, model.instances.max);
+    if (p.min as usize) < min || (p.max as usize) > max {
+        return Err(format!(
+            "{at}: replicas {}..{} exceed model {name:?}'s instances {min}..{max}; \
+             widen models[].instances or narrow the policy",
+            p.min, p.max
+        ));
+    }
+    Ok(())
 }
 
 fn engine(config: &Config) -> Engine {
@@ -165,6 +214,8 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         storage: storage.clone(),
         scraper: Scraper::new(storage.clone(), http_client.clone(), stop.subscribe()),
         rules: Arc::new(RuleManager::new(metrics.rules(), stop.subscribe())),
+        scale: Arc::new(ScaleManager::new(stop.subscribe())),
+        models: Arc::new(Models::default()),
         reload_metrics: metrics.reload(),
         client: http_client,
         plans,
@@ -179,7 +230,9 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     tokio::spawn(reload_on_sighup(monitoring.clone(), stop.subscribe()));
     let (registry, loaded) = Registry::start(&config.models, &metrics);
     let registry = Arc::new(registry);
+    monitoring.models.set(&registry);
     metrics.register_collector(Box::new(ModelCollector(registry.clone())));
+    metrics.register_collector(Box::new(ScaleCollector(monitoring.scale.clone())));
     metrics.register_collector(Box::new(StorageCollector(storage.clone())));
     let reloader = monitoring.clone();
     let app = http::router(
@@ -190,6 +243,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
             storage: storage.clone(),
             engine: engine(&config),
             rules: monitoring.rules.clone(),
+            scale: monitoring.scale.clone(),
         },
         Arc::new(move || reloader.reload()),
     );

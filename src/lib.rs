@@ -12,6 +12,7 @@ pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod policy;
 pub mod profile;
 pub mod promql;
 pub mod rules;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use torchwatch::config::{Config, parse_device};
-use torchwatch::{app, logs, model, profile, rules};
+use torchwatch::{app, logs, model, policy, profile, rules};
 
 #[derive(Parser)]
 #[command(
@@ -77,6 +77,69 @@ enum Command {
     Rules {
         #[command(subcommand)]
         command: RulesCommand,
+    },
+    /// Check policy files.
+    Policies {
+        #[command(subcommand)]
+        command: PoliciesCommand,
+    },
+    /// Backtest scale policies.
+    Scale {
+        #[command(subcommand)]
+        command: ScaleCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PoliciesCommand {
+    /// Validate policy files; exit status 1 on any error.
+    Check {
+        /// Policy files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScaleCommand {
+    /// Replay a load trace through scale policies and compare them.
+    Simulate {
+        /// CSV `timestamp,value` with a header: offered requests per second.
+        #[arg(long)]
+        trace: PathBuf,
+        /// Multiply the trace's values by this (e.g. counts per step into req/s).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Policy files.
+        #[arg(long, required = true, num_args = 1..)]
+        policies: Vec<PathBuf>,
+        /// Only these policies (default: all in the files).
+        #[arg(long = "policy")]
+        names: Vec<String>,
+        /// Requests per second one replica serves.
+        #[arg(long)]
+        capacity: f64,
+        /// From decision to ready replica.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+        startup: Duration,
+        /// A minute violates the SLO when load exceeds this share of ready capacity.
+        #[arg(long, default_value_t = 1.0)]
+        slo_utilization: f64,
+        /// Cost of one replica-hour.
+        #[arg(long, default_value_t = 0.0)]
+        price_per_replica_hour: f64,
+        /// How often the simulated deployment is scraped.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+        scrape_interval: Duration,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// With --json: one `[unix_seconds, offered_rps, ready, desired]` row per trace step.
+        #[arg(long)]
+        timeline: bool,
+        /// Write an SVG of offered load and each policy's ready capacity.
+        #[arg(long)]
+        plot: Option<PathBuf>,
     },
 }
 
@@ -224,6 +287,79 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Policies {
+            command: PoliciesCommand::Check { files },
+        } => Ok(if policy::check_files(&files) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+        Command::Scale {
+            command:
+                ScaleCommand::Simulate {
+                    trace,
+                    scale,
+                    policies,
+                    names,
+                    capacity,
+                    startup,
+                    slo_utilization,
+                    price_per_replica_hour,
+                    scrape_interval,
+                    json,
+                    timeline,
+                    plot,
+                },
+        } => {
+            anyhow::ensure!(capacity > 0.0, "--capacity must be above 0");
+            anyhow::ensure!(scale > 0.0, "--scale must be above 0");
+            anyhow::ensure!(
+                scrape_interval >= Duration::from_millis(1),
+                "--scrape-interval must be at least 1ms"
+            );
+            let text = std::fs::read_to_string(&trace)
+                .with_context(|| format!("cannot read {}", trace.display()))?;
+            let trace = policy::simulate::parse_trace(&text, &trace.display().to_string(), scale)
+                .map_err(anyhow::Error::msg)?;
+            let patterns: Vec<String> = policies
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect();
+            let mut loaded = policy::load_all(&patterns).map_err(anyhow::Error::msg)?;
+            if let Some(unknown) = names.iter().find(|n| !loaded.iter().any(|p| &p.name == *n)) {
+                anyhow::bail!("--policy {unknown}: no such policy in the files given");
+            }
+            if !names.is_empty() {
+                loaded.retain(|p| names.contains(&p.name));
+            }
+            let plan = policy::simulate::Plan {
+                capacity,
+                startup_ms: startup.as_millis() as i64,
+                slo_utilization,
+                price_per_replica_hour,
+                scrape_interval_ms: scrape_interval.as_millis() as i64,
+                timeline: timeline || plot.is_some(),
+            };
+            let mut outcomes = policy::simulate::run_all(&loaded, &trace, &plan);
+            if let Some(path) = &plot {
+                policy::simulate::plot(path, &trace, &outcomes, capacity)
+                    .map_err(anyhow::Error::msg)?;
+            }
+            if !timeline {
+                outcomes.iter_mut().for_each(|o| o.timeline = None);
+            }
+            if json {
+                let report = serde_json::json!({
+                    "trace": trace.name,
+                    "steps": trace.points.len(),
+                    "policies": outcomes,
+                });
+                println!("{report}");
+            } else {
+                print!("{}", policy::simulate::table(&outcomes));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Logs {
             command:

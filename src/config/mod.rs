@@ -11,12 +11,18 @@ use crate::tensor::DataType;
 
 mod duration;
 mod notify;
+mod policy;
 mod rules;
 
 pub use duration::PromDuration;
 pub use notify::{
     AlertmanagerConfig, EmailConfig, InhibitRuleConfig, NotifyConfig, ReceiverConfig, RouteConfig,
     SlackConfig, SmtpSecurity, WebhookConfig,
+};
+pub use policy::{
+    ActuatorConfig, Algorithm, BehaviorConfig, Combine, ForecastModel, MetricConfig, PolicyFile,
+    PredictiveConfig, ScalePolicyConfig, ScalingPolicyConfig, ScalingPolicyType,
+    ScalingRulesConfig, SelectPolicy, StepConfig, TargetConfig, TargetType, WebhookActuatorConfig,
 };
 pub use rules::{
     AlertTest, ExpectedAlert, ExpectedSample, ExportedFile, ExportedGroup, ExportedRule, ExprTest,
@@ -48,6 +54,9 @@ pub struct Config {
     /// Where alerts are sent.
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// Scale policy files.
+    #[serde(default)]
+    pub policies: PoliciesConfig,
     /// Alert state and the notification log kept across restarts.
     #[serde(default)]
     pub state: StateConfig,
@@ -220,6 +229,14 @@ pub fn resolve_secret(
     Ok(None)
 }
 
+/// `policies:` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoliciesConfig {
+    /// Policy files (globs allowed), relative to the config file.
+    pub files: Vec<String>,
+}
+
 /// `rules:` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -372,6 +389,9 @@ pub struct ModelConfig {
     /// Inference result cache.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// How many instances (each its own copy of the module) serve the model's queue.
+    #[serde(default)]
+    pub instances: InstancesConfig,
 }
 
 fn default_device() -> String {
@@ -443,6 +463,23 @@ impl Default for CacheConfig {
     }
 }
 
+/// `instances:` of a model: worker threads that each load their own copy of the module and take
+/// work from the model's one queue, like Triton's instance group, but changeable at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstancesConfig {
+    /// Instances loaded at start, and the fewest the model is scaled down to.
+    pub min: usize,
+    /// The most instances the model is scaled up to.
+    pub max: usize,
+}
+
+impl Default for InstancesConfig {
+    fn default() -> Self {
+        InstancesConfig { min: 1, max: 1 }
+    }
+}
+
 /// A config file that could not be used; the message names the file and where in it.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -465,7 +502,12 @@ impl Config {
         {
             *dir = base.join(&*dir);
         }
-        for file in &mut config.rules.files {
+        for file in config
+            .rules
+            .files
+            .iter_mut()
+            .chain(&mut config.policies.files)
+        {
             if Path::new(file.as_str()).is_relative() {
                 *file = base.join(&*file).to_string_lossy().into_owned();
             }
@@ -582,6 +624,18 @@ impl Config {
             }
             if model.cache.enabled && model.cache.capacity == 0 {
                 return Err(format!("{at}.cache.capacity: must be at least 1"));
+            }
+            let instances = model.instances;
+            if instances.min == 0 {
+                return Err(format!(
+                    "{at}.instances.min: must be at least 1 (an instance serves the queue)"
+                ));
+            }
+            if instances.max < instances.min {
+                return Err(format!(
+                    "{at}.instances.max: {} is less than instances.min {}",
+                    instances.max, instances.min
+                ));
             }
         }
         Ok(())
@@ -722,6 +776,39 @@ mod tests {
             err.contains("1.5h"),
             "Prometheus durations have no fractions: {err}"
         );
+    }
+
+    #[test]
+    fn instances_default_to_one_and_are_checked() {
+        let config = Config::parse(MINIMAL, "t.yaml").unwrap();
+        assert_eq!(
+            config.models[0].instances,
+            InstancesConfig { min: 1, max: 1 }
+        );
+        let with = |instances: &str| format!("{MINIMAL}    instances: {instances}\n");
+        let config = Config::parse(&with("{max: 3}"), "t.yaml").unwrap();
+        assert_eq!(
+            config.models[0].instances,
+            InstancesConfig { min: 1, max: 3 }
+        );
+        let err = Config::parse(&with("{min: 0, max: 2}"), "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("t.yaml: models[0] (mlp).instances.min: must be at least 1"),
+            "{err}"
+        );
+        let err = Config::parse(&with("{min: 3, max: 2}"), "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "t.yaml: models[0] (mlp).instances.max: 2 is less than instances.min 3"
+        );
+        let err = Config::parse(&with("{min: 1, count: 2}"), "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `count`"), "{err}");
     }
 
     #[test]

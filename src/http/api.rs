@@ -16,6 +16,7 @@ use serde_json::{Value as Json_, json};
 
 use crate::config::PromDuration;
 use crate::gofmt;
+use crate::policy::{PolicyStatus, ScaleManager};
 use crate::promql::{self, Engine, Value};
 use crate::rules::{Alert, RuleManager, RuleStatus};
 use crate::storage::{Labels, Point, SeriesPoints, Storage};
@@ -34,6 +35,8 @@ pub struct QueryApi {
     pub engine: Engine,
     /// The rule groups, for `/api/v1/rules` and `/api/v1/alerts`.
     pub rules: Arc<RuleManager>,
+    /// The scale policies, for `/api/v1/scale`.
+    pub scale: Arc<ScaleManager>,
 }
 
 /// Routes under `/api/v1`, ready to nest in any router.
@@ -46,6 +49,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: QueryApi) -> Router<S> {
         .route("/label/{name}/values", get(label_values))
         .route("/rules", get(rules))
         .route("/alerts", get(alerts))
+        .route("/scale", get(scale_policies))
+        .route("/scale/{policy}", get(scale_policy))
         .with_state(api)
 }
 
@@ -319,7 +324,7 @@ async fn label_values(
 }
 
 /// RFC 3339 with fractional seconds, as Prometheus' API writes times.
-pub(super) fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
         .unwrap_or_default()
@@ -410,4 +415,48 @@ async fn alerts(State(api): State<QueryApi>) -> Response {
         .map(alert_json)
         .collect();
     success(json!({ "alerts": alerts }))
+}
+
+/// One policy: bounds, the count in effect, and its last decision flattened so KEDA's
+/// metrics-api scaler can point `valueLocation` at `data.desired_replicas`.
+fn policy_json(p: &PolicyStatus) -> Json_ {
+    let last = p.last.as_ref();
+    json!({
+        "policy": p.name,
+        "file": p.file,
+        "algorithm": p.algorithm,
+        "actuator": p.actuator,
+        "interval_seconds": p.interval_s,
+        "min_replicas": p.min_replicas,
+        "max_replicas": p.max_replicas,
+        "current_replicas": p.applied.or(last.map(|d| d.current_replicas)),
+        "desired_replicas": last.map(|d| d.desired_replicas),
+        "ready_replicas": last.map(|d| d.ready_replicas),
+        "reason": last.map(|d| d.reason.as_str()),
+        "last_decision": last.map(|d| rfc3339(d.time_ms)),
+        "metrics": last.map(|d| &d.metrics),
+        "forecast": last.and_then(|d| d.forecast),
+        "decisions": {"up": p.decisions[0], "down": p.decisions[1], "none": p.decisions[2]},
+        "actuator_failures": p.actuator_failures,
+    })
+}
+
+/// `/api/v1/scale`: every policy's last decision.
+async fn scale_policies(State(api): State<QueryApi>) -> Response {
+    let policies: Vec<Json_> = api.scale.snapshot().iter().map(policy_json).collect();
+    success(json!({ "policies": policies }))
+}
+
+/// `/api/v1/scale/{policy}`: one policy, for KEDA's metrics-api scaler.
+async fn scale_policy(
+    State(api): State<QueryApi>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let policies = api.scale.snapshot();
+    let policy = policies.iter().find(|p| p.name == name).ok_or(ApiError {
+        status: StatusCode::NOT_FOUND,
+        kind: "not_found",
+        message: format!("no scale policy is called {name:?}"),
+    })?;
+    Ok(success(policy_json(policy)))
 }

@@ -6,6 +6,7 @@ mod protocol;
 mod status;
 
 pub use api::QueryApi;
+pub(crate) use api::rfc3339;
 
 use std::sync::Arc;
 use std::time::Instant;

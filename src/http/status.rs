@@ -9,6 +9,7 @@ use axum::routing::get;
 use std::fmt::Write as _;
 
 use super::api::{QueryApi, rfc3339};
+use crate::policy::PolicyStatus;
 use crate::rules::{AlertState, RuleStatus};
 
 /// The `/` route.
@@ -88,6 +89,58 @@ fn rule_row(out: &mut String, rule: &RuleStatus) {
     }
 }
 
+fn scale_section(out: &mut String, policies: &[PolicyStatus]) {
+    out.push_str("<h2>Scale policies</h2>");
+    if policies.is_empty() {
+        out.push_str(
+            "<p>No scale policies are loaded (see <code>policies.files</code> in the config).</p>",
+        );
+        return;
+    }
+    out.push_str("<p>JSON: <a href=\"/api/v1/scale\">/api/v1/scale</a>.</p><table><tr><th>policy</th><th>algorithm</th><th>actuator</th><th>current</th><th>desired</th><th>bounds</th><th>last decision</th><th>why</th><th>metrics</th></tr>");
+    for p in policies {
+        let last = p.last.as_ref();
+        let count = |n: Option<u32>| n.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+        let metrics: Vec<String> = last
+            .map(|d| {
+                d.metrics
+                    .iter()
+                    .map(|m| {
+                        let value = m.value.map(crate::gofmt::verb_v);
+                        format!(
+                            "<code>{}</code> = {} (target {} {})",
+                            escape(&m.query),
+                            value.unwrap_or_else(|| escape(m.error.as_deref().unwrap_or("-"))),
+                            m.target_type,
+                            crate::gofmt::verb_v(m.target)
+                        )
+                    })
+                    .chain(
+                        d.forecast
+                            .map(|f| format!("forecast {}", crate::gofmt::verb_v(f))),
+                    )
+                    .collect()
+            })
+            .unwrap_or_default();
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}..{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&p.name),
+            p.algorithm,
+            p.actuator,
+            count(p.applied.or(last.map(|d| d.current_replicas))),
+            count(last.map(|d| d.desired_replicas)),
+            p.min_replicas,
+            p.max_replicas,
+            last.map(|d| rfc3339(d.time_ms))
+                .unwrap_or_else(|| "never".into()),
+            escape(last.map(|d| d.reason.as_str()).unwrap_or("")),
+            metrics.join("<br>"),
+        );
+    }
+    out.push_str("</table>");
+}
+
 async fn page(State(api): State<QueryApi>) -> Html<String> {
     let groups = api.rules.snapshot();
     let alerts = groups.iter().flat_map(|g| &g.rules).flat_map(|r| &r.alerts);
@@ -133,6 +186,7 @@ async fn page(State(api): State<QueryApi>) -> Html<String> {
             "<p>No rule files are loaded (see <code>rules.files</code> in the config).</p>",
         );
     }
+    scale_section(&mut out, &api.scale.snapshot());
     out.push_str("</body></html>");
     Html(out)
 }

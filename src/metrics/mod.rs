@@ -10,6 +10,7 @@ mod gpu;
 mod notify;
 mod process;
 mod rules;
+mod scale;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub use gpu::{GpuCollector, GpuSample, GpuSource};
 pub use notify::NotifyMetrics;
 pub use process::ProcessCollector;
 pub use rules::{GroupMetrics, RuleMetrics};
+pub use scale::{ScaleCollector, ScaleSnapshot, ScaleSource};
 
 /// Content type of the Prometheus text format.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -331,6 +333,8 @@ pub struct ModelSnapshot {
     pub ready: bool,
     /// Load plus warm-up time, once loaded.
     pub load_seconds: Option<f64>,
+    /// Instances (worker threads with their own module) taking work.
+    pub instances: usize,
     /// Requests waiting.
     pub queue_depth: usize,
     /// Most requests that may wait.
@@ -434,6 +438,14 @@ impl<S: ModelSource> Collector for ModelCollector<S> {
             MetricType::Gauge,
             models.iter().filter_map(|m| Some((m, m.load_seconds?))),
             |e, (m, seconds)| gauge(e, &[("model", &m.model)], seconds),
+        )?;
+        family(
+            &mut encoder,
+            "torchwatch_model_instances",
+            "Model instances (worker threads with their own module) taking work",
+            MetricType::Gauge,
+            &models,
+            |e, m| gauge(e, &[("model", &m.model)], m.instances as f64),
         )?;
         family(
             &mut encoder,

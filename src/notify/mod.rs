@@ -222,7 +222,7 @@ impl SendError {
 
 /// A receiver URL from its inline, file or environment source; the URL is a
 /// secret (it often carries a token), so errors never repeat it.
-fn secret_url(
+pub(crate) fn secret_url(
     inline: &Option<String>,
     file: &Option<std::path::PathBuf>,
     env: &Option<String>,
@@ -242,7 +242,7 @@ fn attempt_timeout(configured: Option<crate::config::PromDuration>) -> Duration 
 }
 
 /// One POST of a JSON body; 2xx is success.
-async fn post_json(
+pub(crate) async fn post_json(
     client: &reqwest::Client,
     url: &str,
     timeout: Duration,

@@ -1,8 +1,9 @@
-//! Dynamic batching: requests wait in a bounded queue; one dedicated thread per model takes the
-//! first, waits at most `max_queue_delay` for more, joins their rows along dimension 0 into one
-//! forward pass and hands each request its own rows of the outputs.
+//! Dynamic batching: requests wait in a bounded queue; a dedicated thread (one per model instance,
+//! all sharing the model's queue) takes the first, waits at most `max_queue_delay` for more, joins
+//! their rows along dimension 0 into one forward pass and hands each request its own rows of the
+//! outputs.
 //!
-//! The thread is a plain OS thread, never a runtime worker, because a forward pass blocks for
+//! Each thread is a plain OS thread, never a runtime worker, because a forward pass blocks for
 //! milliseconds. Requests reach it through a bounded channel, so memory is bounded by
 //! `queue_capacity` requests whatever the load.
 //!
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use tokio::sync::oneshot;
 
 use crate::tensor::HostTensor;
@@ -82,7 +83,9 @@ pub struct Queue {
     arriving: Arc<AtomicUsize>,
 }
 
-/// The receiving side, drained by [`run`].
+/// The receiving side, drained by [`run`]; every clone takes from the same queue, so several
+/// instances can share it.
+#[derive(Clone, Debug)]
 pub struct Inbox {
     receiver: Receiver<Job>,
     arriving: Arc<AtomicUsize>,
@@ -150,10 +153,14 @@ pub fn queue(capacity: usize) -> (Queue, Inbox) {
     )
 }
 
-/// Serves batches until every [`Queue`] handle is dropped and the queue is empty. `on_pass` is
+/// Serves batches until every [`Queue`] handle is dropped and the queue is empty, or until
+/// `retire` is disconnected (its sender dropped; it never carries a message). A retiring batcher
+/// finishes the batch it is running and the job it already took for the next one, and takes no
+/// more: the jobs still queued are left to the other instances on the same queue. `on_pass` is
 /// told the rows and duration of every forward pass.
 pub fn run(
     inbox: Inbox,
+    retire: &Receiver<()>,
     policy: Policy,
     model: &mut impl Forward,
     on_pass: &dyn Fn(usize, Duration),
@@ -163,17 +170,29 @@ pub fn run(
     loop {
         let first = match carried.take() {
             Some(job) => job,
-            None => match receiver.recv() {
-                Ok(job) => job,
-                Err(_) => return,
+            // Checked before waiting because `select!` picks at random among ready operations: a
+            // busy queue would otherwise keep a retiring instance taking jobs.
+            None if retiring(retire) => return,
+            None => crossbeam_channel::select! {
+                recv(receiver) -> job => match job {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
+                recv(retire) -> _ => return,
             },
         };
         let mut batch = vec![first];
-        if policy.enabled {
+        // A retiring batcher runs what it holds alone rather than gathering company, which could
+        // carry yet another job over and postpone its exit.
+        if policy.enabled && !retiring(retire) {
             carried = fill(&inbox, &policy, &mut batch);
         }
         execute(model, batch, on_pass);
     }
+}
+
+fn retiring(retire: &Receiver<()>) -> bool {
+    !matches!(retire.try_recv(), Err(TryRecvError::Empty))
 }
 
 /// Adds compatible jobs to `batch` until it is full, or nothing is queued and nothing is arriving,
@@ -322,6 +341,7 @@ fn split(
 mod tests {
     use super::*;
     use crate::tensor::DataType;
+    use crossbeam_channel::never;
     use std::sync::{Arc, Mutex};
 
     fn rows_of(values: &[f32], width: i64) -> HostTensor {
@@ -375,7 +395,8 @@ mod tests {
         drop(queue);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut model = doubler(seen.clone());
-        let worker = std::thread::spawn(move || run(inbox, policy(4), &mut model, &|_, _| {}));
+        let worker =
+            std::thread::spawn(move || run(inbox, &never(), policy(4), &mut model, &|_, _| {}));
         for (i, reply) in pending.into_iter().enumerate() {
             let batched = reply.await.unwrap().unwrap();
             assert_eq!(
@@ -395,7 +416,7 @@ mod tests {
         drop(queue);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut model = doubler(seen.clone());
-        std::thread::spawn(move || run(inbox, policy(8), &mut model, &|_, _| {}));
+        std::thread::spawn(move || run(inbox, &never(), policy(8), &mut model, &|_, _| {}));
         assert_eq!(a.await.unwrap().unwrap().batch_size, 1);
         assert_eq!(b.await.unwrap().unwrap().outputs[0].shape, vec![1, 3]);
         assert_eq!(*seen.lock().unwrap(), vec![1, 1]);
@@ -412,7 +433,8 @@ mod tests {
             max_queue_delay: Duration::from_secs(30),
             ..policy(8)
         };
-        let worker = std::thread::spawn(move || run(inbox, patient, &mut model, &|_, _| {}));
+        let worker =
+            std::thread::spawn(move || run(inbox, &never(), patient, &mut model, &|_, _| {}));
         // The batcher holds the first request while the second is announced...
         let second = queue.submit(vec![rows_of(&[2.0], 1)]).unwrap();
         drop(arrival);
@@ -453,7 +475,7 @@ mod tests {
             }
             Ok(inputs.to_vec())
         };
-        std::thread::spawn(move || run(inbox, policy(8), &mut model, &|_, _| {}));
+        std::thread::spawn(move || run(inbox, &never(), policy(8), &mut model, &|_, _| {}));
         assert_eq!(good.await.unwrap().unwrap().outputs[0], rows_of(&[1.0], 1));
         assert_eq!(bad.await.unwrap().unwrap_err(), "index out of range");
     }
@@ -471,10 +493,128 @@ mod tests {
             enabled: false,
             ..policy(8)
         };
-        std::thread::spawn(move || run(inbox, disabled, &mut model, &|_, _| {}));
+        std::thread::spawn(move || run(inbox, &never(), disabled, &mut model, &|_, _| {}));
         for reply in replies {
             reply.await.unwrap().unwrap();
         }
         assert_eq!(*seen.lock().unwrap(), vec![1, 1, 1]);
+    }
+
+    /// Doubles like [`doubler`] and records the first value of every row it ran.
+    fn recording(
+        ran: Arc<Mutex<Vec<f32>>>,
+    ) -> impl FnMut(&[HostTensor]) -> Result<Vec<HostTensor>, String> {
+        let mut double = doubler(Arc::new(Mutex::new(Vec::new())));
+        move |inputs: &[HostTensor]| {
+            let width = inputs[0].row_bytes();
+            ran.lock().unwrap().extend(
+                inputs[0]
+                    .data
+                    .chunks_exact(width)
+                    .map(|row| f32::from_le_bytes(row[..4].try_into().unwrap())),
+            );
+            double(inputs)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retired_instance_finishes_what_it_took_and_the_others_serve_the_rest() {
+        let (queue, inbox) = queue(256);
+        // Job 0 then job 1 of another width: the first instance takes job 0 and carries job 1
+        // over to its next batch, the case a retirement must not drop.
+        let mut submitted = vec![0.0, 1.0];
+        let mut replies = vec![
+            (0.0, queue.submit(vec![rows_of(&[0.0, 0.0], 2)]).unwrap()),
+            (1.0, queue.submit(vec![rows_of(&[1.0; 3], 3)]).unwrap()),
+        ];
+        let submit = |from: usize, to: usize, submitted: &mut Vec<f32>, replies: &mut Vec<_>| {
+            for i in from..to {
+                let value = i as f32;
+                submitted.push(value);
+                replies.push((value, queue.submit(vec![rows_of(&[value; 2], 2)]).unwrap()));
+            }
+        };
+        submit(2, 100, &mut submitted, &mut replies);
+
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let (in_pass, first_pass) = crossbeam_channel::bounded(1);
+        let (open_gate, gate) = crossbeam_channel::bounded::<()>(1);
+        let retiree_shapes = Arc::new(Mutex::new(Vec::new()));
+        let shapes = retiree_shapes.clone();
+        let mut record = recording(ran.clone());
+        // Holds its first forward pass until told, so it is retired in the middle of it.
+        let mut retiree = move |inputs: &[HostTensor]| {
+            if shapes.lock().unwrap().is_empty() {
+                in_pass.send(()).unwrap();
+                gate.recv().unwrap();
+            }
+            shapes.lock().unwrap().push(inputs[0].shape.clone());
+            record(inputs)
+        };
+        let (retire, retired) = crossbeam_channel::bounded::<()>(0);
+        let retiree_inbox = inbox.clone();
+        let (exited, retiree_exit) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            run(retiree_inbox, &retired, policy(4), &mut retiree, &|_, _| {});
+            exited.send(()).unwrap();
+        });
+        first_pass.recv().unwrap();
+
+        let others: Vec<_> = (0..2)
+            .map(|_| {
+                let (inbox, mut model) = (inbox.clone(), recording(ran.clone()));
+                std::thread::spawn(move || run(inbox, &never(), policy(4), &mut model, &|_, _| {}))
+            })
+            .collect();
+        drop(inbox);
+        drop(retire);
+        open_gate.send(()).unwrap();
+        // It exits although the queue stays open and may still hold work for the others. (A
+        // deadline only, so a hang fails the test instead of stalling the suite.)
+        retiree_exit
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the retired instance exits while its queue is open");
+        assert_eq!(
+            *retiree_shapes.lock().unwrap(),
+            vec![vec![1, 2], vec![1, 3]]
+        );
+
+        submit(100, 150, &mut submitted, &mut replies);
+        drop(queue);
+        for (value, reply) in replies {
+            let batched = reply.await.unwrap().unwrap();
+            let width = if value == 1.0 { 3 } else { 2 };
+            assert_eq!(
+                batched.outputs[0],
+                rows_of(&vec![2.0 * value; width], width as i64)
+            );
+        }
+        for other in others {
+            other.join().unwrap();
+        }
+        // Each job ran exactly once: no job was lost, none was run twice.
+        let mut ran = ran.lock().unwrap().clone();
+        ran.sort_by(f32::total_cmp);
+        assert_eq!(ran, submitted);
+    }
+
+    #[test]
+    fn an_idle_instance_retires_at_once_and_takes_nothing_more() {
+        let (queue, inbox) = queue(4);
+        // Another instance's handle on the queue, which keeps it open after this one exits.
+        let _other = inbox.clone();
+        let (retire, retired) = crossbeam_channel::bounded::<()>(0);
+        let (exited, exit) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let mut model = doubler(Arc::new(Mutex::new(Vec::new())));
+            run(inbox, &retired, policy(4), &mut model, &|_, _| {});
+            exited.send(()).unwrap();
+        });
+        drop(retire);
+        // A deadline only, so a hang fails the test instead of stalling the suite.
+        exit.recv_timeout(Duration::from_secs(30))
+            .expect("the retired instance exits while its queue is open");
+        let _reply = queue.submit(vec![rows_of(&[1.0], 1)]).unwrap();
+        assert_eq!(queue.depth(), 1);
     }
 }

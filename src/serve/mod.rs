@@ -1,5 +1,7 @@
-//! Serving models: per model a worker thread that owns the LibTorch module and runs the batcher,
-//! a bounded queue in front of it, and an optional result cache in front of the queue.
+//! Serving models: per model one or more instances (worker threads, each owning its own copy of
+//! the LibTorch module and running the batcher) that all take work from the model's one bounded
+//! queue, and an optional result cache in front of the queue. The number of instances can change
+//! at run time between the configured limits ([`ModelService::scale_instances`]).
 //!
 //! Requests are checked against the model's declared inputs here, independently of the wire
 //! protocol, so every front end gets the same validation and the same error texts.
@@ -9,7 +11,7 @@ mod cache;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -68,25 +70,218 @@ pub enum Source {
     },
 }
 
-/// One served model: its configuration, queue, cache and readiness.
+/// One served model: its configuration, queue, cache, instances and readiness.
 #[derive(Debug)]
 pub struct ModelService {
     config: ModelConfig,
     queue: batcher::Queue,
     cache: Option<ResultCache>,
-    /// Set by the worker thread once loaded and warmed up. Shared with the worker, which must not
-    /// hold the service: the service owns the queue's sender, and the worker exits only once
-    /// every sender is gone.
-    loaded: Arc<OnceLock<Loaded>>,
+    instances: Arc<Instances>,
     draining: AtomicBool,
     metrics: ModelMetrics,
 }
 
-/// What a model's worker reports once the model is ready.
+/// What a model reports once its first `instances.min` instances are warm.
 #[derive(Debug)]
 struct Loaded {
     device: String,
     seconds: f64,
+}
+
+/// A model's instances, shared by the service and every instance thread. The threads must not
+/// hold the service: it owns the queue's sender, and they exit only once every sender is gone.
+#[derive(Debug)]
+struct Instances {
+    config: ModelConfig,
+    inbox: batcher::Inbox,
+    metrics: ModelMetrics,
+    started: Instant,
+    /// Set once `instances.min` instances have served at the same time.
+    loaded: OnceLock<Loaded>,
+    table: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    next_id: u64,
+    /// The instances that count toward the target (loading or serving, not retiring), oldest
+    /// first.
+    active: Vec<Instance>,
+    /// Threads spawned and not yet joined, retired ones included.
+    threads: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Instance {
+    id: u64,
+    /// Loaded, warmed up and taking work.
+    serving: bool,
+    /// Held only to be dropped: never sent on, its disconnection (when the entry is removed) is
+    /// what retires the instance.
+    _retire: crossbeam_channel::Sender<()>,
+}
+
+/// An instance's load outcome during start-up.
+type LoadReport = std::sync::mpsc::Sender<Result<(), String>>;
+
+impl Instances {
+    /// A panicking instance thread must not disable scaling: every update of the table is one
+    /// step that leaves it consistent, so a poisoned lock is still safe to use.
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn serving(&self) -> usize {
+        self.table().active.iter().filter(|i| i.serving).count()
+    }
+
+    /// Starts one instance thread, counted toward the target from now on. `report` (start-up
+    /// only) hears whether it loaded; without it a failed load is logged.
+    fn spawn(
+        self: &Arc<Self>,
+        table: &mut Table,
+        report: Option<LoadReport>,
+    ) -> Result<(), String> {
+        let id = table.next_id;
+        table.next_id += 1;
+        let (retire, retired) = crossbeam_channel::bounded(0);
+        let instances = self.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("model-{}-{id}", self.config.name))
+            .spawn(move || instances.serve(id, &retired, report))
+            .map_err(|e| format!("cannot start its worker thread: {e}"))?;
+        // The caller holds the lock, so the thread cannot look itself up before this entry exists.
+        table.active.push(Instance {
+            id,
+            serving: false,
+            _retire: retire,
+        });
+        table.threads.push(thread);
+        Ok(())
+    }
+
+    /// The body of an instance thread: load and warm up a module, then serve the queue until it
+    /// closes or the instance is retired.
+    fn serve(
+        &self,
+        id: u64,
+        retired: &crossbeam_channel::Receiver<()>,
+        report: Option<LoadReport>,
+    ) {
+        let _leave = Leave {
+            instances: self,
+            id,
+        };
+        let model = match load_and_warm_up(&self.config) {
+            Ok(model) => model,
+            Err(reason) => {
+                match report {
+                    Some(report) => {
+                        let _ = report.send(Err(reason));
+                    }
+                    None => tracing::error!(
+                        event = "instance_load_failed",
+                        model = %self.config.name,
+                        error = %reason,
+                        "a new instance failed to load or warm up; it is not counted"
+                    ),
+                }
+                return;
+            }
+        };
+        let serving = self.start_serving(id, &model);
+        // Reported even when the instance was retired while loading: its load succeeded, and the
+        // target it was retired for is still at least `min`.
+        if let Some(report) = report {
+            let _ = report.send(Ok(()));
+        }
+        if !serving {
+            return;
+        }
+        let policy = batcher::Policy {
+            enabled: self.config.batching.enabled,
+            max_batch_size: self.config.batching.max_batch_size,
+            max_queue_delay: self.config.batching.max_queue_delay,
+        };
+        let mut forward = |inputs: &[HostTensor]| model.forward(inputs).map_err(|e| e.to_string());
+        batcher::run(
+            self.inbox.clone(),
+            retired,
+            policy,
+            &mut forward,
+            &|rows, took| self.metrics.record_batch(rows, took),
+        );
+    }
+
+    /// Marks a warm instance as serving; false when it was retired while it loaded.
+    fn start_serving(&self, id: u64, model: &Model) -> bool {
+        let mut table = self.table();
+        let Some(instance) = table.active.iter_mut().find(|i| i.id == id) else {
+            return false;
+        };
+        instance.serving = true;
+        if table.active.iter().filter(|i| i.serving).count() >= self.config.instances.min {
+            let _ = self.loaded.set(Loaded {
+                device: model::device_name(model.device()),
+                seconds: self.started.elapsed().as_secs_f64(),
+            });
+        }
+        true
+    }
+
+    fn scale(self: &Arc<Self>, target: usize) -> Result<(), String> {
+        let (name, limits) = (&self.config.name, self.config.instances);
+        if !(limits.min..=limits.max).contains(&target) {
+            return Err(format!(
+                "model '{name}': cannot scale to {target} instances; its instances are limited \
+                 to min {}, max {}",
+                limits.min, limits.max
+            ));
+        }
+        let mut table = self.table();
+        // Finished threads need no joining; dropping their handles keeps the list short.
+        table.threads.retain(|thread| !thread.is_finished());
+        let from = table.active.len();
+        let mut spawned = Ok(());
+        while spawned.is_ok() && table.active.len() < target {
+            spawned = self.spawn(&mut table, None);
+        }
+        while table.active.len() > target {
+            // Loading instances go first, as retiring one costs no capacity; among the same kind
+            // the newest. A serving one is retired only once no loading one is left, so at least
+            // `target` >= 1 instances keep serving.
+            let newest = table.active.len() - 1;
+            let victim = table
+                .active
+                .iter()
+                .rposition(|i| !i.serving)
+                .unwrap_or(newest);
+            table.active.remove(victim);
+        }
+        let to = table.active.len();
+        if to != from {
+            tracing::info!(
+                event = "instances_changed",
+                model = %name,
+                from,
+                to,
+                "instances of the model are loading or retiring toward the new count"
+            );
+        }
+        spawned.map_err(|reason| format!("model '{name}': {reason}"))
+    }
+}
+
+/// Takes an instance out of the count however its thread ends (retired, queue closed, panic).
+struct Leave<'a> {
+    instances: &'a Instances,
+    id: u64,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.instances.table().active.retain(|i| i.id != self.id);
+    }
 }
 
 impl ModelService {
@@ -95,9 +290,30 @@ impl ModelService {
         &self.config
     }
 
-    /// True once the model has loaded and run its warm-up pass, until shutdown begins.
+    /// True once `instances.min` instances have loaded and run their warm-up pass, until
+    /// shutdown begins. Scaling never changes it: at least one instance always serves.
     pub fn is_ready(&self) -> bool {
-        self.loaded.get().is_some() && !self.draining.load(Ordering::Acquire)
+        self.instances.loaded.get().is_some() && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// Instances taking work now: loaded, warmed up and not retiring.
+    pub fn instances(&self) -> usize {
+        self.instances.serving()
+    }
+
+    /// The `(min, max)` instances the config allows.
+    pub fn instance_limits(&self) -> (usize, usize) {
+        (self.config.instances.min, self.config.instances.max)
+    }
+
+    /// Starts moving to `target` instances and returns at once; `target` outside
+    /// [`ModelService::instance_limits`] is an error. New instances load and warm up their own
+    /// module before taking work (one that fails is logged as `instance_load_failed` and not
+    /// counted). A retired instance finishes what it has taken, then exits; queued requests are
+    /// left to the others, so none is dropped. Instances still loading count toward the target,
+    /// so repeated calls converge on the latest one.
+    pub fn scale_instances(&self, target: usize) -> Result<(), String> {
+        self.instances.scale(target)
     }
 
     /// The result cache, when enabled.
@@ -111,12 +327,13 @@ impl ModelService {
     }
 
     fn snapshot(&self) -> ModelSnapshot {
-        let loaded = self.loaded.get();
+        let loaded = self.instances.loaded.get();
         ModelSnapshot {
             model: self.config.name.clone(),
             device: loaded.map(|l| l.device.clone()),
             ready: self.is_ready(),
             load_seconds: loaded.map(|l| l.seconds),
+            instances: self.instances(),
             queue_depth: self.queue.depth(),
             queue_capacity: self.config.batching.queue_capacity,
             cache: self.cache.as_ref().map(|cache| {
@@ -146,7 +363,7 @@ impl ModelService {
         arrival: Arrival,
     ) -> Result<Inference, InferError> {
         // Requests accepted during a drain are still served: only loading gates inference.
-        if self.loaded.get().is_none() {
+        if self.instances.loaded.get().is_none() {
             return Err(InferError::NotReady(self.config.name.clone()));
         }
         let inputs = self.order_and_check(inputs)?;
@@ -308,7 +525,6 @@ fn check_input(
 pub struct Registry {
     services: Vec<Arc<ModelService>>,
     by_name: HashMap<String, usize>,
-    workers: Vec<JoinHandle<()>>,
 }
 
 /// A model failed to load or warm up; the message is one line fit for the terminal.
@@ -322,72 +538,47 @@ pub struct StartError {
 }
 
 impl Registry {
-    /// Starts one worker thread per model, which loads the model, warms it up and then serves its
-    /// queue. Returns at once; the receiver reports when every model is ready, or the first
-    /// failure.
+    /// Starts `instances.min` instance threads per model, each of which loads the model, warms it
+    /// up and then serves the model's queue. Returns at once; the receiver reports when every
+    /// model's first instances are ready, or the first failure.
     pub fn start(
         models: &[ModelConfig],
         metrics: &Metrics,
     ) -> (Registry, oneshot::Receiver<Result<(), StartError>>) {
         let mut services = Vec::new();
-        let mut workers = Vec::new();
         let mut loads = Vec::new();
         for config in models {
             let (queue, inbox) = batcher::queue(config.batching.queue_capacity);
-            let service = Arc::new(ModelService {
+            let model_metrics = metrics.for_model(&config.name);
+            let instances = Arc::new(Instances {
+                config: config.clone(),
+                inbox,
+                metrics: model_metrics.clone(),
+                started: Instant::now(),
+                loaded: OnceLock::new(),
+                table: Mutex::default(),
+            });
+            {
+                let mut table = instances.table();
+                for _ in 0..config.instances.min {
+                    let (report, load) = std::sync::mpsc::channel();
+                    if let Err(reason) = instances.spawn(&mut table, Some(report.clone())) {
+                        let _ = report.send(Err(reason));
+                    }
+                    loads.push((config.name.clone(), load));
+                }
+            }
+            services.push(Arc::new(ModelService {
                 config: config.clone(),
                 queue,
                 cache: config
                     .cache
                     .enabled
                     .then(|| ResultCache::new(config.cache.capacity, config.cache.ttl)),
-                loaded: Arc::new(OnceLock::new()),
+                instances,
                 draining: AtomicBool::new(false),
-                metrics: metrics.for_model(&config.name),
-            });
-            let (loaded, load_result) = std::sync::mpsc::channel();
-            let (worker_config, loaded_flag) = (config.clone(), service.loaded.clone());
-            let worker_metrics = service.metrics.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("model-{}", config.name))
-                .spawn(move || {
-                    let config = &worker_config;
-                    let started = Instant::now();
-                    let model = match load_and_warm_up(config) {
-                        Ok(model) => model,
-                        Err(reason) => {
-                            let _ = loaded.send(Err(reason));
-                            return;
-                        }
-                    };
-                    let _ = loaded_flag.set(Loaded {
-                        device: model::device_name(model.device()),
-                        seconds: started.elapsed().as_secs_f64(),
-                    });
-                    let _ = loaded.send(Ok(()));
-                    let policy = batcher::Policy {
-                        enabled: config.batching.enabled,
-                        max_batch_size: config.batching.max_batch_size,
-                        max_queue_delay: config.batching.max_queue_delay,
-                    };
-                    let mut forward =
-                        |inputs: &[HostTensor]| model.forward(inputs).map_err(|e| e.to_string());
-                    batcher::run(inbox, policy, &mut forward, &|rows, took| {
-                        worker_metrics.record_batch(rows, took)
-                    });
-                });
-            match spawned {
-                Ok(handle) => {
-                    workers.push(handle);
-                    loads.push((config.name.clone(), load_result));
-                    services.push(service);
-                }
-                Err(e) => {
-                    let (sender, failed) = std::sync::mpsc::channel();
-                    let _ = sender.send(Err(format!("cannot start its worker thread: {e}")));
-                    loads.push((config.name.clone(), failed));
-                }
-            }
+                metrics: model_metrics,
+            }));
         }
         let (report, ready) = oneshot::channel();
         // Waiting on std channels blocks, so it gets a thread of its own rather than a runtime one.
@@ -404,14 +595,7 @@ impl Registry {
             .enumerate()
             .map(|(i, s)| (s.config.name.clone(), i))
             .collect();
-        (
-            Registry {
-                services,
-                by_name,
-                workers,
-            },
-            ready,
-        )
+        (Registry { services, by_name }, ready)
     }
 
     /// The model called `name`.
@@ -436,15 +620,24 @@ impl Registry {
         }
     }
 
-    /// Waits until every worker thread has drained its queue and exited. Call after the HTTP
-    /// server stopped, once the last queue handle is gone.
+    /// Waits until every instance thread ever started (scaled-up ones included) has drained its
+    /// queue and exited. Call after the HTTP server stopped, once the last queue handle is gone.
     pub fn join(self) {
-        let Registry {
-            services, workers, ..
-        } = self;
-        drop(services);
-        for worker in workers {
-            let _ = worker.join();
+        let models: Vec<Arc<Instances>> =
+            self.services.iter().map(|s| s.instances.clone()).collect();
+        drop(self);
+        for instances in models {
+            // Taken again until empty: a scale-up by someone still holding a service (its queue
+            // then stays open, so the first join waits for them) may add threads meanwhile.
+            loop {
+                let threads = std::mem::take(&mut instances.table().threads);
+                if threads.is_empty() {
+                    break;
+                }
+                for thread in threads {
+                    let _ = thread.join();
+                }
+            }
         }
     }
 }
@@ -490,5 +683,157 @@ fn warm_up_inputs(specs: &[TensorConfig]) -> Option<Vec<HostTensor>> {
 impl ModelSource for Arc<Registry> {
     fn snapshot(&self) -> Vec<ModelSnapshot> {
         self.services.iter().map(|s| s.snapshot()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BucketsConfig, Config};
+    use crate::tensor::DataType;
+    use std::sync::atomic::AtomicUsize;
+
+    fn mlp(instances: &str) -> ModelConfig {
+        let text = format!(
+            "models:
+  - name: mlp
+    path: {}/models/mlp.pt
+    inputs: [{{name: input__0, datatype: FP32, shape: [-1, 784]}}]
+    outputs: [{{name: output__0, datatype: FP32, shape: [-1, 10]}}]
+    instances: {instances}
+",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        Config::parse(&text, "test.yaml").unwrap().models.remove(0)
+    }
+
+    fn floats(tensor: &HostTensor) -> Vec<f32> {
+        tensor
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    async fn infer(service: &ModelService) -> Vec<f32> {
+        let values: Vec<u8> = (0..784)
+            .flat_map(|i| ((i % 7) as f32 * 0.25).to_le_bytes())
+            .collect();
+        let input = HostTensor::new(DataType::Fp32, vec![1, 784], values.into()).unwrap();
+        let inference = service
+            .infer(vec![("input__0".to_owned(), input)], service.arrival())
+            .await
+            .unwrap_or_else(|e| panic!("an inference failed: {e}"));
+        assert_eq!(inference.outputs[0].shape, vec![1, 10]);
+        floats(&inference.outputs[0])
+    }
+
+    /// Polls `done` until it holds; the deadline only turns a hang into a failure.
+    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn instances_scale_up_and_down_without_failing_a_request() {
+        let metrics = Metrics::new(&BucketsConfig::default());
+        let (registry, loaded) = Registry::start(&[mlp("{min: 1, max: 3}")], &metrics);
+        loaded.await.unwrap().unwrap();
+        let service = registry.get("mlp").unwrap().clone();
+        let pool = service.instances.clone();
+        assert_eq!(service.instances(), 1);
+        assert_eq!(service.instance_limits(), (1, 3));
+        assert_eq!(
+            service.scale_instances(4).unwrap_err(),
+            "model 'mlp': cannot scale to 4 instances; its instances are limited to min 1, max 3"
+        );
+        assert!(service.scale_instances(0).is_err());
+        let expected = infer(&service).await;
+
+        service.scale_instances(3).unwrap();
+        // Asked again while the first two are loading: they count, so no more are spawned.
+        service.scale_instances(3).unwrap();
+        assert_eq!(pool.table().active.len(), 3);
+        wait_for("3 instances", || service.instances() == 3).await;
+        assert_eq!(service.snapshot().instances, 3);
+        assert!(service.is_ready());
+
+        let answered = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let (service, answered, stop) = (service.clone(), answered.clone(), stop.clone());
+                let expected = expected.clone();
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Acquire) {
+                        let outputs = infer(&service).await;
+                        let off = outputs
+                            .iter()
+                            .zip(&expected)
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0.0, f32::max);
+                        assert!(off < 1e-5, "{outputs:?} is not {expected:?}");
+                        answered.fetch_add(1, Ordering::AcqRel);
+                    }
+                })
+            })
+            .collect();
+        // Requests are flowing through every instance before two of them retire.
+        wait_for("requests under way", || {
+            answered.load(Ordering::Acquire) >= 40
+        })
+        .await;
+        service.scale_instances(1).unwrap();
+        assert!(service.is_ready());
+        wait_for("1 instance", || service.instances() == 1).await;
+        let at_one = answered.load(Ordering::Acquire);
+        wait_for("requests after the scale-down", || {
+            answered.load(Ordering::Acquire) >= at_one + 40
+        })
+        .await;
+        assert!(service.is_ready());
+        stop.store(true, Ordering::Release);
+        for client in clients {
+            // A failed inference panics its client task, which fails this join.
+            client.await.unwrap();
+        }
+
+        drop(service);
+        tokio::task::spawn_blocking(move || registry.join())
+            .await
+            .unwrap();
+        // Every instance thread, the retired ones included, has ended.
+        assert!(pool.table().active.is_empty());
+        assert!(pool.table().threads.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_scale_up_is_not_counted() {
+        let path = std::env::temp_dir().join(format!("torchwatch-{}-mlp.pt", std::process::id()));
+        let mut config = mlp("{min: 1, max: 2}");
+        std::fs::copy(&config.path, &path).unwrap();
+        config.path = path.clone();
+        let metrics = Metrics::new(&BucketsConfig::default());
+        let (registry, loaded) = Registry::start(&[config], &metrics);
+        loaded.await.unwrap().unwrap();
+        // The new instance's load fails: the file it would load is gone.
+        std::fs::remove_file(&path).unwrap();
+        let service = registry.get("mlp").unwrap().clone();
+        service.scale_instances(2).unwrap();
+        let pool = service.instances.clone();
+        wait_for("the failed instance to leave", || {
+            pool.table().active.len() == 1
+        })
+        .await;
+        assert_eq!(service.instances(), 1);
+        assert!(service.is_ready());
+        infer(&service).await;
+        drop(service);
+        tokio::task::spawn_blocking(move || registry.join())
+            .await
+            .unwrap();
     }
 }

@@ -1,0 +1,327 @@
+//! Schema of policy files (`policies.files`): `scale_policies:` as written. Kept apart from
+//! Prometheus rule files so those stay promtool-clean. Field names follow the HPA v2 API in
+//! snake_case; `policy` validates what types cannot say.
+
+use super::duration::PromDuration;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// One policy file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Autoscaling policies.
+    #[serde(default)]
+    pub scale_policies: Vec<Spanned<ScalePolicyConfig>>,
+}
+
+/// One scale policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalePolicyConfig {
+    /// Unique among all policy files.
+    pub name: String,
+    /// How often it decides (HPA's sync period, 15 s).
+    #[serde(default = "default_interval")]
+    pub interval: PromDuration,
+    /// Fewest replicas.
+    #[serde(default = "one")]
+    pub min_replicas: u32,
+    /// Most replicas.
+    pub max_replicas: u32,
+    /// How the desired count is computed.
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// For `hpa` and `predictive`: PromQL values with their targets.
+    #[serde(default)]
+    pub metrics: Vec<MetricConfig>,
+    /// HPA's tolerance around a ratio of 1 (both directions unless `behavior` sets one).
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+    /// HPA v2 `behavior`; when absent HPA's legacy normalisation applies, as in Kubernetes.
+    pub behavior: Option<BehaviorConfig>,
+    /// For `step`: the tutorial's threshold scaler.
+    pub step: Option<StepConfig>,
+    /// For `predictive`: the forecaster.
+    pub predictive: Option<PredictiveConfig>,
+    /// PromQL giving the current replica count; the actuator's own count when absent.
+    pub replicas_query: Option<String>,
+    /// What carries the decision out; absent or empty = recommend only.
+    #[serde(default)]
+    pub actuator: ActuatorConfig,
+}
+
+fn default_interval() -> PromDuration {
+    PromDuration(15_000)
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_tolerance() -> f64 {
+    0.1
+}
+
+/// `algorithm:`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Kubernetes' HorizontalPodAutoscaler, exactly.
+    #[default]
+    Hpa,
+    /// The tutorial's AutoScaler: fixed steps above and below two thresholds.
+    Step,
+    /// A forecast of the first metric, combined with the reactive HPA proposal.
+    Predictive,
+}
+
+/// One entry of `metrics:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricConfig {
+    /// PromQL; a vector result is summed.
+    pub query: Spanned<String>,
+    /// What the value is compared with.
+    pub target: TargetConfig,
+}
+
+/// `target:` of a metric.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// How the value relates to replicas.
+    #[serde(rename = "type")]
+    pub kind: TargetType,
+    /// The target.
+    pub value: f64,
+}
+
+/// HPA's metric target types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetType {
+    /// The value per replica (HPA `AverageValue`; the query returns the total).
+    AverageValue,
+    /// The value as a whole (HPA `Value`).
+    Value,
+    /// A ratio of what replicas request, e.g. 0.7 (HPA `Utilization`, in whole percent).
+    Utilization,
+}
+
+/// HPA v2 `behavior`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BehaviorConfig {
+    /// Scaling up; HPA's defaults for anything left out.
+    pub scale_up: Option<ScalingRulesConfig>,
+    /// Scaling down; HPA's defaults for anything left out.
+    pub scale_down: Option<ScalingRulesConfig>,
+}
+
+/// HPA's `HPAScalingRules`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingRulesConfig {
+    /// Recommendations over this window are considered (up: min, down: max).
+    pub stabilization_window: Option<PromDuration>,
+    /// Which policy wins.
+    pub select_policy: Option<SelectPolicy>,
+    /// Rate limits.
+    pub policies: Option<Vec<ScalingPolicyConfig>>,
+    /// This direction's tolerance (Kubernetes 1.33's configurable tolerance).
+    pub tolerance: Option<f64>,
+}
+
+/// `select_policy:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectPolicy {
+    /// The policy allowing the largest change.
+    Max,
+    /// The policy allowing the smallest change.
+    Min,
+    /// No scaling in this direction.
+    Disabled,
+}
+
+/// One rate-limit policy.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingPolicyConfig {
+    /// `pods` or `percent`.
+    #[serde(rename = "type")]
+    pub kind: ScalingPolicyType,
+    /// Replicas, or percent of the replicas at the period's start.
+    pub value: u32,
+    /// The window the change is counted over.
+    pub period: PromDuration,
+}
+
+/// HPA's scaling policy types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScalingPolicyType {
+    /// A number of replicas.
+    Pods,
+    /// A percentage of the replicas.
+    Percent,
+}
+
+/// `step:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    /// PromQL; a vector result is summed.
+    pub query: Spanned<String>,
+    /// Above this, add `up_by`.
+    pub scale_up_threshold: f64,
+    /// Below this, remove `down_by`.
+    pub scale_down_threshold: f64,
+    /// Replicas added per decision.
+    #[serde(default = "two")]
+    pub up_by: u32,
+    /// Replicas removed per decision.
+    #[serde(default = "one")]
+    pub down_by: u32,
+}
+
+fn two() -> u32 {
+    2
+}
+
+/// `predictive:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictiveConfig {
+    /// The forecaster.
+    #[serde(default)]
+    pub model: ForecastModel,
+    /// Length of the load's cycle.
+    #[serde(default = "one_day")]
+    pub season: PromDuration,
+    /// How much downsampled history is kept for the forecaster.
+    #[serde(default = "two_weeks")]
+    pub history: PromDuration,
+    /// Spacing of the downsampled history (each point is the mean over it).
+    #[serde(default = "five_minutes")]
+    pub resolution: PromDuration,
+    /// Provision for the load expected this far ahead (replica start-up time).
+    #[serde(default = "two_minutes")]
+    pub lead_time: PromDuration,
+    /// How the forecast's proposal meets the reactive one.
+    #[serde(default)]
+    pub combine: Combine,
+    /// Holt-Winters smoothing of the level.
+    #[serde(default = "alpha")]
+    pub alpha: f64,
+    /// Holt-Winters smoothing of the trend.
+    #[serde(default = "beta")]
+    pub beta: f64,
+    /// Holt-Winters smoothing of the season.
+    #[serde(default = "gamma")]
+    pub gamma: f64,
+}
+
+fn one_day() -> PromDuration {
+    PromDuration(86_400_000)
+}
+fn two_weeks() -> PromDuration {
+    PromDuration(14 * 86_400_000)
+}
+fn five_minutes() -> PromDuration {
+    PromDuration(300_000)
+}
+fn two_minutes() -> PromDuration {
+    PromDuration(120_000)
+}
+fn alpha() -> f64 {
+    0.5
+}
+fn beta() -> f64 {
+    0.05
+}
+fn gamma() -> f64 {
+    0.3
+}
+
+/// `predictive.model:`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForecastModel {
+    /// Additive triple exponential smoothing over the season.
+    #[default]
+    HoltWinters,
+    /// A least-squares line through the last hour of history, extrapolated.
+    Linear,
+    /// The value one season before the forecast time.
+    SeasonalNaive,
+    /// The mean of the last 10 samples (the tutorial's PredictiveAutoScaler).
+    Mean,
+}
+
+/// `predictive.combine:`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    /// The larger of the forecast's and the reactive HPA proposal.
+    #[default]
+    Max,
+    /// The forecast's proposal alone.
+    Forecast,
+}
+
+/// `actuator:`; at most one of the three.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActuatorConfig {
+    /// Scale this served model's instances in-process.
+    pub model: Option<String>,
+    /// POST `{policy, from, to, reason, time}` to a URL.
+    pub webhook: Option<WebhookActuatorConfig>,
+    /// Run a command; `{{ .Replicas }}`, `{{ .From }}` and `{{ .Policy }}` are substituted in
+    /// each argument.
+    pub command: Option<Vec<String>>,
+    /// Tries per decision before it counts as failed (the next decision tries again).
+    #[serde(default = "three")]
+    pub attempts: u32,
+    /// Longest a webhook call or command may take.
+    #[serde(default = "ten_seconds")]
+    pub timeout: PromDuration,
+}
+
+impl Default for ActuatorConfig {
+    fn default() -> Self {
+        ActuatorConfig {
+            model: None,
+            webhook: None,
+            command: None,
+            attempts: three(),
+            timeout: ten_seconds(),
+        }
+    }
+}
+
+fn three() -> u32 {
+    3
+}
+
+fn ten_seconds() -> PromDuration {
+    PromDuration(10_000)
+}
+
+/// `actuator.webhook:`; the URL is a secret (it often carries a token).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookActuatorConfig {
+    /// The URL (avoid: it sits in the file).
+    pub url: Option<String>,
+    /// File whose first line is the URL.
+    pub url_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for WebhookActuatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookActuatorConfig { url: <secret> }")
+    }
+}
