@@ -94,3 +94,163 @@ async fn tritonclient_talks_to_torchwatch() {
         "{stdout}"
     );
 }
+
+fn torchwatch(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_torchwatch"))
+        .args(args)
+        .current_dir(common::root())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn every_shipped_policy_file_checks_and_a_broken_one_names_the_place() {
+    let shipped: Vec<String> = std::fs::read_dir(common::root().join("policies"))
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    assert!(shipped.len() >= 2, "{shipped:?}");
+    let mut args = vec!["policies", "check"];
+    args.extend(shipped.iter().map(String::as_str));
+    let output = torchwatch(&args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.matches("SUCCESS").count(), shipped.len(), "{stdout}");
+
+    let dir = common::TempDir::new("policies-check");
+    let broken = dir.path().join("broken.yml");
+    std::fs::write(
+        &broken,
+        "scale_policies:\n  - name: web\n    max_replicas: 3\n    metrics:\n      - query: up\n        target: {type: average, value: 1}\n",
+    )
+    .unwrap();
+    let output = torchwatch(&["policies", "check", broken.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:6:24: scale policy \"web\": ",
+            broken.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("average"), "{stderr}");
+}
+
+#[test]
+fn scale_simulate_compares_policies_over_a_trace() {
+    let dir = common::TempDir::new("simulate");
+    // Two hours at 5-minute steps: 100 req/s, then 1,000 req/s for the second hour.
+    let mut trace = String::from("timestamp,value\n");
+    for i in 0..=24 {
+        let rps = if i < 12 { 100 } else { 1000 };
+        trace.push_str(&format!("{},{rps}\n", 1_700_000_000 + i * 300));
+    }
+    let trace_file = dir.path().join("trace.csv");
+    std::fs::write(&trace_file, trace).unwrap();
+    let policies = dir.path().join("policies.yml");
+    std::fs::write(
+        &policies,
+        "scale_policies:
+  - name: hpa
+    max_replicas: 20
+    metrics:
+      - query: sum(rate(torchwatch_requests_total[1m]))
+        target: {type: average_value, value: 100}
+    behavior: {}
+  - name: fixed
+    min_replicas: 12
+    max_replicas: 12
+    metrics:
+      - query: sum(rate(torchwatch_requests_total[1m]))
+        target: {type: average_value, value: 100}
+",
+    )
+    .unwrap();
+    let plot = dir.path().join("plot.svg");
+    let output = torchwatch(&[
+        "scale",
+        "simulate",
+        "--trace",
+        trace_file.to_str().unwrap(),
+        "--policies",
+        policies.to_str().unwrap(),
+        "--capacity",
+        "150",
+        "--startup",
+        "60s",
+        "--price-per-replica-hour",
+        "0.5",
+        "--json",
+        "--timeline",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["steps"], 25);
+    let by_name = |name: &str| {
+        report["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let (hpa, fixed) = (by_name("hpa"), by_name("fixed"));
+    // 1,000 req/s at 100 per replica: about 10 replicas. On the way it overshoots: once
+    // capacity catches up, the backlog drains at full speed and looks like load (15 peak).
+    assert_eq!(hpa["peak_replicas"], 15, "{hpa}");
+    // The answered rate is capped by ready capacity, so HPA climbs in steps (1.5x per replica
+    // start-up) and the ramp is served late for a few minutes.
+    let late = hpa["slo_violation_minutes"].as_f64().unwrap();
+    assert!(late > 0.5 && late < 10.0, "{hpa}");
+    assert_eq!(hpa["reversals"], 1, "the overshoot's correction: {hpa}");
+    // 12 fixed replicas for two hours never violate and cost 12 x 2 x 0.5.
+    assert_eq!(fixed["slo_violation_minutes"], 0.0, "{fixed}");
+    assert_eq!(fixed["scaling_actions"], 0);
+    assert!(
+        (fixed["replica_hours"].as_f64().unwrap() - 24.0).abs() < 0.01,
+        "{fixed}"
+    );
+    assert!(
+        (fixed["cost"].as_f64().unwrap() - 12.0).abs() < 0.01,
+        "{fixed}"
+    );
+    let timeline = hpa["timeline"].as_array().unwrap();
+    assert_eq!(timeline.len(), 25);
+    assert_eq!(timeline[0][0], 1_700_000_000.0);
+    assert_eq!(timeline[24][1], 1000.0);
+    // Down from 15 to 11, where 1,000 / (11 x 100) = 0.91 is inside HPA's 10 % band.
+    assert_eq!(timeline[24][2], 11.0, "ready at the end: {timeline:?}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("hpa: ready capacity"),
+        "{}",
+        &svg[..200.min(svg.len())]
+    );
+
+    let output = torchwatch(&[
+        "scale",
+        "simulate",
+        "--trace",
+        trace_file.to_str().unwrap(),
+        "--policies",
+        policies.to_str().unwrap(),
+        "--capacity",
+        "150",
+        "--policy",
+        "nope",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--policy nope"));
+}

@@ -120,12 +120,20 @@ async fn metrics_match_the_readme_and_the_traffic() {
         "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - record: up:sum\n        expr: sum(up)\n      - record: broken\n        expr: label_replace(vector(1), \"a\", \"b\", \"c\", \"(\")\n",
     )
     .unwrap();
+    // And one predictive scale policy, so every scale family (the forecast too) has samples.
+    let policies = rules_dir.path().join("policies.yml");
+    std::fs::write(
+        &policies,
+        "scale_policies:\n  - name: p\n    interval: 1s\n    max_replicas: 2\n    algorithm: predictive\n    metrics:\n      - query: vector(1)\n        target: {type: value, value: 1}\n    predictive: {model: mean, season: 1s, history: 1m, resolution: 1s}\n",
+    )
+    .unwrap();
     let server = common::start(
         "metrics",
         &[cached],
         &format!(
-            "scrape:\n  interval: 1s\nrules:\n  files: ['{}']\n",
-            rules.display()
+            "scrape:\n  interval: 1s\nrules:\n  files: ['{}']\npolicies:\n  files: ['{}']\n",
+            rules.display(),
+            policies.display()
         ),
     );
     server.wait_ready().await;

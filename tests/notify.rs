@@ -5,65 +5,17 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use common::{Api, FakeTarget};
 use serde_json::Value;
 
 const TEXT: &str = "text/plain; version=0.0.4";
 const SECRET_PATH: &str = "/hooks/T0KEN-9f8e7d";
 
-#[derive(Default)]
-struct Received {
-    refused: usize,
-    bodies: Vec<Value>,
-}
-
-async fn receiver(refuse_first: usize) -> (String, Arc<Mutex<Received>>) {
-    let state = Arc::new(Mutex::new(Received::default()));
-    let shared = state.clone();
-    let app = axum::Router::new().route(
-        SECRET_PATH,
-        axum::routing::post(move |body: axum::Json<Value>| {
-            let shared = shared.clone();
-            async move {
-                let mut r = shared.lock().unwrap();
-                if r.refused < refuse_first {
-                    r.refused += 1;
-                    return StatusCode::SERVICE_UNAVAILABLE;
-                }
-                r.bodies.push(body.0);
-                StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}{SECRET_PATH}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, state)
-}
-
-async fn wait_for_bodies(state: &Arc<Mutex<Received>>, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let bodies = state.lock().unwrap().bodies.clone();
-        if bodies.len() >= n {
-            return bodies;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {} notifications: {bodies:?}",
-            bodies.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn webhook_gets_alertmanagers_payload_once_then_the_resolved_notice() {
-    let (url, received) = receiver(2).await;
+    let (url, received) = common::receiver(SECRET_PATH, 2).await;
     let target = FakeTarget::start(Vec::new(), TEXT, "fake_value 20\n".into()).await;
     let dir = common::TempDir::new("notify");
     let url_file = dir.path().join("webhook-url");
@@ -86,7 +38,7 @@ async fn webhook_gets_alertmanagers_payload_once_then_the_resolved_notice() {
     );
     server.wait_ready().await;
 
-    let firing = wait_for_bodies(&received, 1).await.remove(0);
+    let firing = common::wait_for_bodies(&received, 1).await.remove(0);
     assert_eq!(
         received.lock().unwrap().refused,
         2,
@@ -127,7 +79,7 @@ async fn webhook_gets_alertmanagers_payload_once_then_the_resolved_notice() {
 
     // The condition clears: one resolved notice, with the same fingerprint.
     target.set(TEXT, "fake_value 1\n");
-    let bodies = wait_for_bodies(&received, 2).await;
+    let bodies = common::wait_for_bodies(&received, 2).await;
     let resolved = &bodies[1];
     assert_eq!(resolved["status"], "resolved", "{bodies:?}");
     assert_eq!(resolved["alerts"][0]["status"], "resolved");
@@ -300,7 +252,7 @@ async fn alerts_are_forwarded_to_a_real_alertmanager() {
 
 #[tokio::test]
 async fn slack_gets_a_templated_message_with_the_rules_fields() {
-    let (url, received) = receiver(0).await;
+    let (url, received) = common::receiver(SECRET_PATH, 0).await;
     let target = FakeTarget::start(Vec::new(), TEXT, "queue_depth 42\n".into()).await;
     let dir = common::TempDir::new("slack");
     let url_file = dir.path().join("slack-url");
@@ -322,7 +274,7 @@ async fn slack_gets_a_templated_message_with_the_rules_fields() {
         ),
     );
     server.wait_ready().await;
-    let body = wait_for_bodies(&received, 1).await.remove(0);
+    let body = common::wait_for_bodies(&received, 1).await.remove(0);
     assert_eq!(body["channel"], "#ml-alerts");
     assert_eq!(body["username"], "torchwatch");
     let attachment = &body["attachments"][0];
@@ -361,7 +313,7 @@ async fn slack_gets_a_templated_message_with_the_rules_fields() {
 
 #[tokio::test]
 async fn firing_alerts_and_the_notification_log_survive_a_restart() {
-    let (url, received) = receiver(0).await;
+    let (url, received) = common::receiver(SECRET_PATH, 0).await;
     let target = FakeTarget::start(Vec::new(), TEXT, "fake_value 20\n".into()).await;
     let dir = common::TempDir::new("restart");
     let rules = dir.path().join("rules.yml");
@@ -378,7 +330,7 @@ async fn firing_alerts_and_the_notification_log_survive_a_restart() {
     );
     let mut first = common::start("restart-1", &[common::ModelEntry::mlp("mlp")], &config);
     first.wait_ready().await;
-    let firing = wait_for_bodies(&received, 1).await.remove(0);
+    let firing = common::wait_for_bodies(&received, 1).await.remove(0);
     assert_eq!(firing["status"], "firing");
     let active_at = {
         let (_, body) = Api::new(&first).get("/api/v1/alerts", &[]).await;
@@ -418,7 +370,7 @@ async fn firing_alerts_and_the_notification_log_survive_a_restart() {
 
     // The resolved notice, owed since before the restart, is sent when the condition clears.
     target.set(TEXT, "fake_value 1\n");
-    let bodies = wait_for_bodies(&received, 2).await;
+    let bodies = common::wait_for_bodies(&received, 2).await;
     assert_eq!(bodies[1]["status"], "resolved");
     assert_eq!(
         bodies[1]["alerts"][0]["fingerprint"],

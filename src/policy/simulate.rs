@@ -272,10 +272,13 @@ pub fn run(policy: &ScalePolicy, trace: &Trace, plan: &Plan) -> Outcome {
         let work = backlog + offered * seconds;
         let served = work.min(capacity * seconds);
         backlog = work - served;
-        if offered > plan.slo_utilization * capacity || backlog > 1e-9 {
-            out.slo_violation_minutes += seconds / 60.0;
+        // Each tick accounts for the interval it starts; the trace's last instant starts none.
+        if t < end {
+            if offered > plan.slo_utilization * capacity || backlog > 1e-9 {
+                out.slo_violation_minutes += seconds / 60.0;
+            }
+            out.replica_hours += replicas.len() as f64 * seconds / 3600.0;
         }
-        out.replica_hours += replicas.len() as f64 * seconds / 3600.0;
         record(
             &storage,
             &mut series,

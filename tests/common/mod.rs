@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -64,6 +64,7 @@ pub struct ModelEntry {
     pub input_shape: &'static str,
     pub batching: &'static str,
     pub cache: &'static str,
+    pub instances: &'static str,
 }
 
 impl ModelEntry {
@@ -74,6 +75,7 @@ impl ModelEntry {
             input_shape: "[-1, 784]",
             batching: "{enabled: true, max_batch_size: 64, max_queue_delay: 5ms, queue_capacity: 256}",
             cache: "{enabled: false}",
+            instances: "{min: 1, max: 1}",
         }
     }
 
@@ -88,12 +90,14 @@ impl ModelEntry {
     fn yaml(&self) -> String {
         format!(
             "  - name: {}\n    path: {}\n    inputs: [{{name: input__0, datatype: FP32, shape: {}}}]\n    \
-             outputs: [{{name: output__0, datatype: FP32, shape: [-1, 10]}}]\n    batching: {}\n    cache: {}\n",
+             outputs: [{{name: output__0, datatype: FP32, shape: [-1, 10]}}]\n    batching: {}\n    cache: {}\n    \
+             instances: {}\n",
             self.name,
             root().join("models").join(self.file).display(),
             self.input_shape,
             self.batching,
-            self.cache
+            self.cache,
+            self.instances
         )
     }
 }
@@ -480,5 +484,54 @@ impl Api {
             assert!(Instant::now() < deadline, "{what}: {query} gave {got:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// What an in-process webhook receiver got.
+#[derive(Default)]
+pub struct Received {
+    pub refused: usize,
+    pub bodies: Vec<Value>,
+}
+
+/// An HTTP receiver of JSON POSTs on `path` that answers 503 to the first `refuse_first`.
+pub async fn receiver(path: &'static str, refuse_first: usize) -> (String, Arc<Mutex<Received>>) {
+    let state = Arc::new(Mutex::new(Received::default()));
+    let shared = state.clone();
+    let app = axum::Router::new().route(
+        path,
+        axum::routing::post(move |body: axum::Json<Value>| {
+            let shared = shared.clone();
+            async move {
+                let mut r = shared.lock().unwrap();
+                if r.refused < refuse_first {
+                    r.refused += 1;
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                r.bodies.push(body.0);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}{path}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, state)
+}
+
+/// Polls until the receiver got at least `n` bodies.
+pub async fn wait_for_bodies(state: &Arc<Mutex<Received>>, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bodies = state.lock().unwrap().bodies.clone();
+        if bodies.len() >= n {
+            return bodies;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} notifications: {bodies:?}",
+            bodies.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
