@@ -171,3 +171,67 @@ async fn reload_keeps_state_refuses_bad_files_and_retires_targets() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+async fn policy_names(api: &Api) -> Vec<String> {
+    let (status, body) = api.get("/api/v1/scale", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["policy"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn policy_files_reload_all_or_nothing_and_keep_a_policys_state() {
+    let dir = common::TempDir::new("reload-policies");
+    let file = dir.path().join("scale.yml");
+    let policy = |name: &str| {
+        format!(
+            "  - name: {name}\n    interval: 1s\n    max_replicas: 3\n    metrics:\n      - query: vector(250)\n        target: {{type: average_value, value: 100}}\n"
+        )
+    };
+    std::fs::write(&file, format!("scale_policies:\n{}", policy("web"))).unwrap();
+    let server = common::start(
+        "reload-policies",
+        &[common::ModelEntry::mlp("mlp")],
+        &format!("policies:\n  files: ['{}']\n", file.display()),
+    );
+    server.wait_ready().await;
+    let api = Api::new(&server);
+    assert_eq!(policy_names(&api).await, ["web"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.get("/api/v1/scale/web", &[]).await.1["data"]["current_replicas"] != 3 {
+        assert!(Instant::now() < deadline, "web never recommended 3");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A broken file is refused with its place; the running policy stays.
+    std::fs::write(
+        &file,
+        format!("scale_policies:\n{}    tolerence: 0.2\n", policy("web")),
+    )
+    .unwrap();
+    let (status, body) = reload(&api).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains(&format!(
+            "{}:8:5: scale policy \"web\": unknown field `tolerence`",
+            file.display()
+        )),
+        "{body}"
+    );
+    assert_eq!(policy_names(&api).await, ["web"]);
+
+    // A good one applies; `web` keeps the count it had reached (no restart from min_replicas).
+    std::fs::write(
+        &file,
+        format!("scale_policies:\n{}{}", policy("web"), policy("api")),
+    )
+    .unwrap();
+    assert_eq!(reload(&api).await, (200, String::new()));
+    assert_eq!(policy_names(&api).await, ["web", "api"]);
+    let (_, body) = api.get("/api/v1/scale/web", &[]).await;
+    assert_eq!(body["data"]["current_replicas"], 3, "{body}");
+}
