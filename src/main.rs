@@ -140,6 +140,9 @@ enum ScaleCommand {
         /// Write an SVG of offered load and each policy's ready capacity.
         #[arg(long)]
         plot: Option<PathBuf>,
+        /// Plot only the trace's last stretch of this length (e.g. 7d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        plot_last: Option<Duration>,
     },
 }
 
@@ -310,6 +313,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     json,
                     timeline,
                     plot,
+                    plot_last,
                 },
         } => {
             anyhow::ensure!(capacity > 0.0, "--capacity must be above 0");
@@ -343,7 +347,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let mut outcomes = policy::simulate::run_all(&loaded, &trace, &plan);
             if let Some(path) = &plot {
-                policy::simulate::plot(path, &trace, &outcomes, capacity)
+                let last_ms = plot_last.map(|d| d.as_millis() as i64);
+                policy::simulate::plot(path, &trace, &outcomes, capacity, last_ms)
                     .map_err(anyhow::Error::msg)?;
             }
             if !timeline {

@@ -212,7 +212,8 @@ pub struct PredictiveConfig {
     /// How the forecast's proposal meets the reactive one.
     #[serde(default)]
     pub combine: Combine,
-    /// Holt-Winters smoothing of the level.
+    /// Holt-Winters smoothing of the level. The defaults (0.95, 0.01, 0.1) forecast 10 minutes
+    /// ahead best on the README's trace: close to the last value plus the season's change.
     #[serde(default = "alpha")]
     pub alpha: f64,
     /// Holt-Winters smoothing of the trend.
@@ -236,13 +237,13 @@ fn two_minutes() -> PromDuration {
     PromDuration(120_000)
 }
 fn alpha() -> f64 {
-    0.5
+    0.95
 }
 fn beta() -> f64 {
-    0.05
+    0.01
 }
 fn gamma() -> f64 {
-    0.3
+    0.1
 }
 
 /// `predictive.model:`.

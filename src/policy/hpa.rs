@@ -19,6 +19,15 @@ pub enum Target {
 }
 
 impl Target {
+    /// The same kind of target, `factor` times as high.
+    pub fn scaled(self, factor: f64) -> Target {
+        match self {
+            Target::AverageValue(v) => Target::AverageValue(v * factor),
+            Target::Value(v) => Target::Value(v * factor),
+            Target::Utilization(v) => Target::Utilization(v * factor),
+        }
+    }
+
     /// The configured number.
     pub fn value(self) -> f64 {
         match self {

@@ -276,13 +276,13 @@ impl ScalePolicy {
                     match history.forecast(p.model, &p.params, now, p.lead_ms) {
                         Ok(f) => {
                             forecast = Some(f);
-                            let proposal = hpa::proposal(
-                                self.metrics[0].target,
-                                f,
-                                current,
-                                replicas.ready,
-                                self.hpa.tolerance,
-                            );
+                            // The fewest replicas that keep the forecast load inside HPA's
+                            // band: the scale-up the reactive proposal would make later, made
+                            // ahead of time, without pushing the count to the band's low end
+                            // (which would cost replicas all day).
+                            let edge = self.metrics[0].target.scaled(1.0 + self.hpa.tolerance.up);
+                            let exact = Tolerance { up: 0.0, down: 0.0 };
+                            let proposal = hpa::proposal(edge, f, current, replicas.ready, exact);
                             if p.combine == Combine::Forecast {
                                 proposals.clear();
                             }

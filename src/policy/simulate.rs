@@ -243,8 +243,11 @@ pub fn run(policy: &ScalePolicy, trace: &Trace, plan: &Plan) -> Outcome {
         ..Default::default()
     };
     let mut state = PolicyState::default();
-    // Ready times of the replicas, oldest first.
-    let mut replicas: Vec<i64> = vec![i64::MIN; policy.min.max(1) as usize];
+    // Ready times of the replicas, oldest first. The deployment starts sized for the first
+    // row's load, so the comparison is not about a cold start every policy shares.
+    let initial = (trace.points[0].1 / plan.capacity).ceil() as u32;
+    let mut replicas: Vec<i64> =
+        vec![i64::MIN; initial.clamp(policy.min.max(1), policy.max) as usize];
     let mut backlog = 0.0;
     let mut out = Outcome {
         name: policy.name.clone(),
@@ -442,22 +445,29 @@ pub fn table(outcomes: &[Outcome]) -> String {
     out
 }
 
-/// An SVG of the offered load and each policy's ready capacity over time (needs timelines).
+/// An SVG of the offered load and each policy's ready capacity over time (needs timelines);
+/// `last_ms` limits it to the trace's end.
 pub fn plot(
     path: &std::path::Path,
     trace: &Trace,
     outcomes: &[Outcome],
     capacity: f64,
+    last_ms: Option<i64>,
 ) -> Result<(), String> {
     use plotters::prelude::*;
     let fail = |e: &dyn std::fmt::Display| format!("--plot {}: {e}", path.display());
-    let start = trace.points[0].0;
-    let hours = |t: f64| (t - start as f64 / 1000.0) / 3600.0;
-    let last = hours(trace.points[trace.points.len() - 1].0 as f64 / 1000.0);
+    let end = trace.points[trace.points.len() - 1].0;
+    let start = last_ms.map_or(trace.points[0].0, |w| (end - w).max(trace.points[0].0));
+    let start_s = start as f64 / 1000.0;
+    let hours = |t: f64| (t - start_s) / 3600.0;
+    let last = hours(end as f64 / 1000.0);
+    let shown = |rows: &'_ [[f64; 4]]| -> Vec<[f64; 4]> {
+        rows.iter().filter(|r| r[0] >= start_s).copied().collect()
+    };
     let top = outcomes
         .iter()
-        .filter_map(|o| o.timeline.as_ref())
-        .flatten()
+        .filter_map(|o| o.timeline.as_deref())
+        .flat_map(shown)
         .map(|row| (row[2] * capacity).max(row[1]))
         .fold(1.0, f64::max);
     let root = SVGBackend::new(path, (1400, 600)).into_drawing_area();
@@ -474,13 +484,14 @@ pub fn plot(
         .map_err(|e| fail(&e))?;
     chart
         .configure_mesh()
-        .x_desc("hours since the trace's start")
+        .x_desc("hours since the plot's start")
         .y_desc("requests per second")
         .draw()
         .map_err(|e| fail(&e))?;
     let offered = trace
         .points
         .iter()
+        .filter(|(t, _)| *t >= start)
         .map(|(t, v)| (hours(*t as f64 / 1000.0), *v));
     chart
         .draw_series(LineSeries::new(offered, BLACK.stroke_width(2)))
@@ -490,7 +501,9 @@ pub fn plot(
     for (i, o) in outcomes.iter().enumerate() {
         let Some(rows) = &o.timeline else { continue };
         let color = Palette99::pick(i).to_rgba();
-        let ready = rows.iter().map(|r| (hours(r[0]), r[2] * capacity));
+        let ready = shown(rows)
+            .into_iter()
+            .map(|r| (hours(r[0]), r[2] * capacity));
         chart
             .draw_series(LineSeries::new(ready, color.stroke_width(1)))
             .map_err(|e| fail(&e))?
