@@ -19,6 +19,7 @@ WORKDIR /app
 COPY models/*.pt models/
 COPY torchwatch.yaml .
 COPY rules/*.yml rules/
+COPY policies/*.yml policies/
 EXPOSE 8080
 ENTRYPOINT ["torchwatch"]
 CMD ["serve", "--config", "/app/torchwatch.yaml", "--listen", "0.0.0.0:8080"]

@@ -518,3 +518,44 @@ pub fn plot(
         .map_err(|e| fail(&e))?;
     root.present().map_err(|e| fail(&e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traces_take_three_time_formats_and_interpolate() {
+        let text =
+            "timestamp,value\n1700000000,10\n2023-11-14T22:18:20Z,20\n2023-11-14 22:23:20,40\n";
+        let trace = parse_trace(text, "t.csv", 2.0).unwrap();
+        assert_eq!(
+            trace.points,
+            [
+                (1_700_000_000_000, 20.0),
+                (1_700_000_300_000, 40.0),
+                (1_700_000_600_000, 80.0)
+            ]
+        );
+        assert_eq!(trace.at(1_700_000_150_000), 30.0);
+        assert_eq!(trace.at(0), 20.0, "before the first row: the first value");
+        assert_eq!(trace.at(i64::MAX), 80.0);
+    }
+
+    #[test]
+    fn bad_rows_name_the_line() {
+        let err = |text: &str| parse_trace(text, "t.csv", 1.0).unwrap_err();
+        assert_eq!(
+            err("timestamp,value\n1,1\nyesterday,2\n"),
+            "t.csv:3: \"yesterday\" is not Unix seconds, RFC 3339 or YYYY-MM-DD HH:MM:SS"
+        );
+        assert_eq!(
+            err("timestamp,value\n1,1\n2,-1\n"),
+            "t.csv:3: \"-1\" is not a non-negative number"
+        );
+        assert_eq!(
+            err("timestamp,value\n2,1\n1,1\n"),
+            "t.csv:3: timestamps must increase"
+        );
+        assert!(err("timestamp,value\n1,1\n").contains("at least two rows"));
+    }
+}
