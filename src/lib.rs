@@ -5,6 +5,7 @@
 //! [`profile`] the latency profiler. The binary (`main.rs`) is only the command line.
 
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod gofmt;
 pub mod http;

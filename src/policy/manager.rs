@@ -162,16 +162,10 @@ impl ScaleSource for ScaleManager {
     }
 }
 
-async fn run(entry: Arc<Entry>, context: Arc<ScaleContext>, mut stop: watch::Receiver<bool>) {
+async fn run(entry: Arc<Entry>, context: Arc<ScaleContext>, stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(entry.policy.interval_ms as u64);
-    let start = tokio::time::Instant::now() + context.first_decision_delay;
-    let mut ticker = tokio::time::interval_at(start, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+    let mut timer = crate::clock::Timer::new(context.first_decision_delay, interval, stop);
+    while timer.tick().await {
         let (e, c) = (entry.clone(), context.clone());
         let Ok(Some(decision)) = tokio::task::spawn_blocking(move || decide(&e, &c)).await else {
             continue;

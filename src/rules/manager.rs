@@ -119,16 +119,10 @@ impl RuleManager {
                 .group(&format!("{};{}", g.file.display(), g.name));
             (g.name.clone(), interval, recorder)
         };
-        let mut stop = self.stop.clone();
-        let start = tokio::time::Instant::now() + shared.first_evaluation_delay;
+        let stop = self.stop.clone();
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval_at(start, interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
+            let mut timer = crate::clock::Timer::new(shared.first_evaluation_delay, interval, stop);
+            while timer.tick().await {
                 let group = group.clone();
                 let shared = shared.clone();
                 let recorder = recorder.clone();
