@@ -151,10 +151,10 @@ impl Actuator {
             return None;
         };
         let registry = models.registry().ok()?;
-        let n = registry.get(name)?.instances() as u32;
+        let service = registry.get(name)?;
         Some(Replicas {
-            current: n,
-            ready: n,
+            current: service.instance_target() as u32,
+            ready: service.instances() as u32,
         })
     }
 

@@ -183,8 +183,9 @@ impl ScalePolicy {
         }
     }
 
-    /// The replica count to start from: what the actuator last carried out, else `fallback`
-    /// (the actuator's own count), read through `replicas_query` when the policy has one.
+    /// The replica count to start from: read through `replicas_query` when the policy has one,
+    /// else `fallback` (the count the actuator itself knows, such as model instances), else what
+    /// the actuator last carried out (at first `min_replicas`).
     pub fn replicas(
         &self,
         state: &PolicyState,
@@ -200,20 +201,13 @@ impl ScalePolicy {
                 ready: n,
             });
         }
-        Ok(match (fallback, state.applied) {
-            (Some(actual), Some(applied)) => Replicas {
-                current: applied,
-                ready: actual.ready.min(applied),
-            },
-            (Some(actual), None) => actual,
-            (None, applied) => {
-                let n = applied.unwrap_or(self.min);
-                Replicas {
-                    current: n,
-                    ready: n,
-                }
+        Ok(fallback.unwrap_or_else(|| {
+            let n = state.applied.unwrap_or(self.min);
+            Replicas {
+                current: n,
+                ready: n,
             }
-        })
+        }))
     }
 
     /// One decision at `now` (ms) with `replicas` as they are. Records what HPA records; call

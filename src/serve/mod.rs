@@ -301,6 +301,12 @@ impl ModelService {
         self.instances.serving()
     }
 
+    /// Instances serving or still loading: what the model is moving to. An instance that
+    /// failed to load leaves it, so a scaler sees the shortfall and asks again.
+    pub fn instance_target(&self) -> usize {
+        self.instances.table().active.len()
+    }
+
     /// The `(min, max)` instances the config allows.
     pub fn instance_limits(&self) -> (usize, usize) {
         (self.config.instances.min, self.config.instances.max)
