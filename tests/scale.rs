@@ -127,6 +127,24 @@ async fn hpa_policy_scales_model_instances_up_and_down_without_failing_a_request
     assert_eq!(at_rest["current_replicas"], 1, "{at_rest}");
     assert_eq!(at_rest["actuator"], "model");
 
+    // Readiness is watched throughout both changes.
+    let watching = Arc::new(AtomicBool::new(false));
+    let readiness = {
+        let (client, url, done) = (
+            common::client(),
+            server.url("/v2/models/cnn/ready"),
+            watching.clone(),
+        );
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                let status = client.get(&url).send().await.map(|r| r.status().as_u16());
+                seen.push(status.unwrap_or(0));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        })
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let busy = load(&server, 8, Duration::ZERO, stop.clone());
     let up = policy_until(&api, "cnn", "scaling up to 2", |p| {
@@ -201,8 +219,10 @@ async fn hpa_policy_scales_model_instances_up_and_down_without_failing_a_request
         while_retiring.iter().all(|c| *c == 200),
         "{while_retiring:?}"
     );
-    let (status, _) = api.get("/v2/models/cnn/ready", &[]).await;
-    assert_eq!(status, 200);
+    watching.store(true, Ordering::Relaxed);
+    let readiness = readiness.await.unwrap();
+    assert!(readiness.len() > 20, "{readiness:?}");
+    assert!(readiness.iter().all(|s| *s == 200), "{readiness:?}");
 
     let decisions: Vec<Value> = server
         .log_lines()
