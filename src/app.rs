@@ -32,6 +32,10 @@ struct Monitoring {
     scraper: Scraper,
     rules: Arc<RuleManager>,
     scale: Arc<ScaleManager>,
+    /// The served models as they started (a reload does not change them).
+    models_config: Vec<crate::config::ModelConfig>,
+    /// Set once the first configuration is in effect.
+    applied_once: std::sync::atomic::AtomicBool,
     models: Arc<Models>,
     reload_metrics: ReloadMetrics,
     client: reqwest::Client,
@@ -59,7 +63,7 @@ impl Monitoring {
         let policies = policy::load_all(&config.policies.files)?
             .into_iter()
             .map(|p| {
-                check_model_actuator(&p, config)?;
+                check_model_actuator(&p, &self.models_config)?;
                 let actuator = Actuator::build(&p.actuator, &self.models, &self.client)
                     .map_err(|e| format!("{}: scale policy {:?}: {e}", p.file.display(), p.name))?;
                 Ok((p, actuator))
@@ -68,12 +72,15 @@ impl Monitoring {
         let plan = notify::Plan::build(&config.notify, &self.client)?;
         // At start-up (no groups yet) with the built-in store, rules wait for the first
         // scrapes, which finish within the longest scrape timeout.
-        let first_evaluation_delay =
-            if self.rules.snapshot().is_empty() && config.rules.datasource.is_none() {
-                targets.iter().map(|t| t.timeout).max().unwrap_or_default()
-            } else {
-                std::time::Duration::ZERO
-            };
+        let first_evaluation_delay = if !self
+            .applied_once
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+            && config.rules.datasource.is_none()
+        {
+            targets.iter().map(|t| t.timeout).max().unwrap_or_default()
+        } else {
+            std::time::Duration::ZERO
+        };
         let (target_count, group_count, policy_count) =
             (targets.len(), groups.len(), policies.len());
         self.plans.send_replace(Arc::new(plan));
@@ -139,8 +146,11 @@ impl Monitoring {
 }
 
 /// A policy scaling a model's instances must name a served model and stay within its
-/// `instances` bounds.
-fn check_model_actuator(p: &policy::ScalePolicy, config: &Config) -> Result<(), String> {
+/// `instances` bounds (as the models started: a reload does not change them).
+fn check_model_actuator(
+    p: &policy::ScalePolicy,
+    models: &[crate::config::ModelConfig],
+) -> Result<(), String> {
     let Some(name) = &p.actuator.model else {
         return Ok(());
     };
@@ -149,8 +159,7 @@ fn check_model_actuator(p: &policy::ScalePolicy, config: &Config) -> Result<(), 
         p.file.display(),
         p.name
     );
-    let model = config
-        .models
+    let model = models
         .iter()
         .find(|m| &m.name == name)
         .ok_or_else(|| format!("{at}: no served model is called {name:?}"))?;
@@ -215,6 +224,8 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         scraper: Scraper::new(storage.clone(), http_client.clone(), stop.subscribe()),
         rules: Arc::new(RuleManager::new(metrics.rules(), stop.subscribe())),
         scale: Arc::new(ScaleManager::new(stop.subscribe())),
+        models_config: config.models.clone(),
+        applied_once: Default::default(),
         models: Arc::new(Models::default()),
         reload_metrics: metrics.reload(),
         client: http_client,
@@ -307,8 +318,13 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     }
     // The server and its connections are gone, so this is the last handle: dropping it closes the
     // queues, and each worker thread exits once its queue is empty.
-    if let Ok(registry) = Arc::try_unwrap(registry) {
-        tokio::task::spawn_blocking(move || registry.join()).await?;
+    match Arc::try_unwrap(registry) {
+        Ok(registry) => tokio::task::spawn_blocking(move || registry.join()).await?,
+        // A scale decision still holds it for an instant; the workers end with the process.
+        Err(_) => tracing::warn!(
+            event = "drain_incomplete",
+            "model workers were not joined: the registry is still in use"
+        ),
     }
     tracing::info!(event = "shutdown_complete");
     Ok(())

@@ -98,14 +98,7 @@ fn exposed(text: &str) -> Families {
 }
 
 fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no sample {series}"))
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    common::sample(text, series).unwrap_or_else(|| panic!("no sample {series}"))
 }
 
 #[tokio::test]

@@ -202,8 +202,9 @@ async fn policy_files_reload_all_or_nothing_and_keep_a_policys_state() {
     let api = Api::new(&server);
     assert_eq!(policy_names(&api).await, ["web"]);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while api.get("/api/v1/scale/web", &[]).await.1["data"]["current_replicas"] != 3 {
-        assert!(Instant::now() < deadline, "web never recommended 3");
+    // Recommended 3, and decided again since (none up).
+    while api.get("/api/v1/scale/web", &[]).await.1["data"]["decisions"]["none"] == 0 {
+        assert!(Instant::now() < deadline, "web decided only once");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -230,8 +231,20 @@ async fn policy_files_reload_all_or_nothing_and_keep_a_policys_state() {
         format!("scale_policies:\n{}{}", policy("web"), policy("api")),
     )
     .unwrap();
+    let (_, before) = api.get("/api/v1/scale/web", &[]).await;
+    assert_eq!(before["data"]["current_replicas"], 3, "{before}");
+    let decided = |body: &Value| {
+        let d = &body["data"]["decisions"];
+        d["up"].as_u64().unwrap() + d["down"].as_u64().unwrap() + d["none"].as_u64().unwrap()
+    };
+    assert!(decided(&before) >= 2, "{before}");
     assert_eq!(reload(&api).await, (200, String::new()));
     assert_eq!(policy_names(&api).await, ["web", "api"]);
-    let (_, body) = api.get("/api/v1/scale/web", &[]).await;
-    assert_eq!(body["data"]["current_replicas"], 3, "{body}");
+    let (_, after) = api.get("/api/v1/scale/web", &[]).await;
+    assert_eq!(after["data"]["current_replicas"], 3, "{after}");
+    assert!(
+        decided(&after) >= decided(&before),
+        "counters restarted: {after}"
+    );
+    assert_eq!(after["data"]["decisions"]["up"], 1, "{after}");
 }

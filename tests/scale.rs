@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Api, ModelEntry};
+use common::{Api, ModelEntry, sample};
 use serde_json::{Value, json};
 
 /// `serve` with one model and the policy file `policies`.
@@ -47,12 +47,6 @@ async fn policy_until(
     }
 }
 
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split(' ').next()?.parse().ok())
-}
-
 /// Clients sending CNN requests until stopped, each pausing `pause` between requests; returns
 /// every status code.
 fn load(
@@ -61,8 +55,7 @@ fn load(
     pause: Duration,
     stop: Arc<AtomicBool>,
 ) -> Vec<tokio::task::JoinHandle<Vec<u16>>> {
-    let body = json!({"inputs": [{"name": "input__0", "datatype": "FP32",
-        "shape": [1, 3, 64, 64], "data": vec![0.5f32; 3 * 64 * 64]}]});
+    let body = common::infer_body(&[1, 3, 64, 64], &[0.5; 3 * 64 * 64]);
     (0..clients)
         .map(|_| {
             let (client, url, body, stop) = (
@@ -210,8 +203,16 @@ async fn hpa_policy_scales_model_instances_up_and_down_without_failing_a_request
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // And it keeps serving on one instance.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // And it keeps serving on one instance: three more answered requests.
+    let answered = r#"torchwatch_requests_total{model="cnn",code="200"}"#;
+    let retired_at = sample(&api.metrics_text().await, answered).unwrap();
+    while sample(&api.metrics_text().await, answered).unwrap() < retired_at + 3.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no requests served after the retirement"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let while_retiring = codes(trickle).await;
     assert!(!while_retiring.is_empty());
@@ -247,7 +248,7 @@ async fn hpa_policy_scales_model_instances_up_and_down_without_failing_a_request
 
 #[tokio::test]
 async fn webhook_and_command_actuators_get_the_count_and_failures_are_retried_and_counted() {
-    let (url, received) = common::receiver("/scale", 3).await;
+    let (url, received) = common::receiver("/scale/T0KEN-4b1d", 3).await;
     let dir = common::TempDir::new("scale-actuators-out");
     let out = dir.path().join("calls.txt");
     // 250 against 100 per replica: 3 replicas, from the min of 1.
@@ -305,11 +306,13 @@ async fn webhook_and_command_actuators_get_the_count_and_failures_are_retried_an
     .await;
 
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !out.exists() {
+    // `>>` creates the file before echo writes to it: wait for the whole line.
+    let calls = || std::fs::read_to_string(&out).unwrap_or_default();
+    while !calls().ends_with('\n') {
         assert!(Instant::now() < deadline, "the command never ran");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "cmd 1 3\n");
+    assert_eq!(calls(), "cmd 1 3\n");
 
     // The broken command keeps failing, and the policy keeps deciding.
     let broken = policy_until(&api, "broken", "failures counted", |p| {

@@ -145,6 +145,11 @@ impl Actuator {
         }
     }
 
+    /// True for actuators that know the real count (model instances): without it, no decision.
+    pub fn knows_count(&self) -> bool {
+        matches!(self, Actuator::Model { .. })
+    }
+
     /// The count the actuator itself knows, when it knows one (model instances).
     pub fn replicas(&self) -> Option<Replicas> {
         let Actuator::Model { name, models } = self else {
@@ -174,6 +179,12 @@ impl Actuator {
                 let service = registry
                     .get(name)
                     .ok_or_else(|| format!("model {name:?} is not served"))?;
+                // During shutdown no new instance may start: the server is waiting for them.
+                if !service.is_ready() {
+                    return Err(format!(
+                        "model {name:?} is not ready (loading or shutting down)"
+                    ));
+                }
                 service.scale_instances(to as usize)
             }
             Actuator::Webhook {

@@ -65,8 +65,12 @@ impl History {
         }
     }
 
-    /// Appends a completed step; missing steps in between repeat the last value.
+    /// Appends a completed step; missing steps in between repeat the last value. A gap as long
+    /// as the whole history (a long outage) starts it afresh rather than flattening the season.
     fn push(&mut self, start: i64, mean: f64) {
+        if (start - self.end_ms()) / self.step_ms >= self.capacity as i64 {
+            self.values.clear();
+        }
         if let Some(&last) = self.values.last() {
             let mut next = self.start_ms + self.values.len() as i64 * self.step_ms;
             while next < start {
@@ -92,8 +96,8 @@ impl History {
         self.values.is_empty()
     }
 
-    /// The end of the last completed step.
-    fn end_ms(&self) -> i64 {
+    /// The end of the last completed step; it moves whenever a step completes.
+    pub fn end_ms(&self) -> i64 {
         self.start_ms + self.values.len() as i64 * self.step_ms
     }
 
@@ -107,6 +111,14 @@ impl History {
     ) -> Result<f64, String> {
         let values = &self.values;
         let step = self.step_ms;
+        // Extrapolating across a gap (after an outage, or while the metric fails) would
+        // forecast from the past as if it were now.
+        if !values.is_empty() && now - self.end_ms() > 2 * step {
+            return Err(format!(
+                "the history stops {}s before now",
+                (now - self.end_ms()) / 1000
+            ));
+        }
         // Steps from the last completed one to the forecast horizon's end.
         let first = ((now - self.end_ms()).max(0) / step + 1) as usize;
         let last = ((now + lead_ms - self.end_ms()).max(0) as f64 / step as f64).ceil() as usize;
@@ -272,6 +284,12 @@ mod tests {
         }
         assert_eq!(h.len(), 10, "capped at the span");
         assert_eq!(h.start_ms, 9 * STEP);
+        // An outage longer than the span starts afresh.
+        h.observe(100 * STEP, 4.0);
+        h.observe(101 * STEP, 4.0);
+        assert_eq!((h.values.clone(), h.start_ms), (vec![4.0], 100 * STEP));
+        let stale = h.forecast(ForecastModel::Mean, &params(), 110 * STEP, STEP);
+        assert_eq!(stale.unwrap_err(), "the history stops 540s before now");
     }
 
     #[test]

@@ -76,8 +76,10 @@ pub fn proposal(target: Target, value: f64, current: u32, ready: u32, tolerance:
             }
         }
         Target::Utilization(share) => {
-            // The value is the mean over ready replicas; HPA truncates to whole percents.
-            let used = (value * 100.0).trunc();
+            // The value is the mean over ready replicas; HPA truncates to whole percents in
+            // integer arithmetic (the epsilon keeps 0.57 at 57, not 56.999...).
+            let percent = |v: f64| (v * 100.0 + 1e-9).floor();
+            let used = percent(value);
             let target = (share * 100.0).round();
             let ratio = used / target;
             let unready = current.saturating_sub(ready);
@@ -90,7 +92,8 @@ pub fn proposal(target: Target, value: f64, current: u32, ready: u32, tolerance:
             }
             // Scaling up with replicas still starting: they count as using nothing, and if that
             // flips the direction or lands in the band, nothing changes.
-            let with_unready = used * f64::from(ready) / (target * f64::from(current));
+            let with_unready =
+                percent(used / 100.0 * f64::from(ready) / f64::from(current)) / target;
             if !tolerance.outside(with_unready) || with_unready < 1.0 {
                 current
             } else {
@@ -194,7 +197,8 @@ const LEGACY_WINDOW_MS: i64 = 300_000;
 /// What HPA remembers between decisions: recommendations and scale events.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct State {
-    /// `(time, recommendation)` as `stabilizeRecommendation*` records them.
+    /// `(time, recommendation)` as `stabilizeRecommendation*` records them; `None` until the
+    /// first decision seeds it with the current count (`recordInitialRecommendation`).
     recommendations: Option<Vec<(i64, u32)>>,
     /// `(time, replicas added)`.
     up_events: Vec<(i64, u32)>,
@@ -229,6 +233,11 @@ impl Hpa {
             desired: current,
             reason,
         };
+        // HPA seeds the window with the count it found, so a (re)started controller does not
+        // scale down on its first decision.
+        state
+            .recommendations
+            .get_or_insert_with(|| vec![(now, current)]);
         if current == 0 && self.min > 0 {
             return keep("scaling is disabled while the target has 0 replicas".into());
         }
@@ -284,13 +293,7 @@ impl Hpa {
                 desired
             }
             Normalization::Behavior { up, down } => {
-                let recommendations = state.recommendations.get_or_insert_with(|| {
-                    if down.window_ms > 0 {
-                        vec![(now, current)]
-                    } else {
-                        Vec::new()
-                    }
-                });
+                let recommendations = state.recommendations.get_or_insert_with(Vec::new);
                 let stabilized =
                     stabilize_with_behaviors(recommendations, now, current, proposed, up, down);
                 if stabilized != proposed {
@@ -498,8 +501,9 @@ mod tests {
         assert_eq!(u(0.54, 4), 4);
         assert_eq!(u(0.46, 4), 4);
         assert_eq!(u(0.56, 4), 5, "ratio 1.12 -> ceil(4.48)");
-        // Utilization compares whole percents: 54.9 % is 54 %.
+        // Utilization compares whole percents: 54.9 % is 54 %, and 0.57 is 57 % (not 56).
         assert_eq!(u(0.549, 10), 10);
+        assert_eq!(u(0.57, 10), 12, "57 / 50 = 1.14 -> ceil(11.4)");
     }
 
     #[test]
@@ -664,8 +668,9 @@ mod tests {
             4,
             "at least 4"
         );
+        // The first decision after a start keeps the count it found for the window.
         let mut state = State::default();
-        assert_eq!(hpa.decide(&mut state, 0, 5, &ok(5)).desired, 5);
+        assert_eq!(hpa.decide(&mut state, 0, 5, &ok(2)).desired, 5);
         assert_eq!(hpa.decide(&mut state, 60_000, 5, &ok(2)).desired, 5);
         assert_eq!(hpa.decide(&mut state, 300_001, 5, &ok(2)).desired, 2);
     }

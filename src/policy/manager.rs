@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Actuator, Decision, PolicyState, ScalePolicy};
+use super::{Actuator, Decision, History, PolicyState, ScalePolicy};
 use crate::metrics::{ScaleSnapshot, ScaleSource};
 use crate::rules::QueryFn;
 
@@ -100,6 +100,15 @@ impl ScaleManager {
             if let Some(i) = old.iter().position(|e| e.policy.name == policy.name) {
                 let previous = old.swap_remove(i);
                 tracked = std::mem::take(&mut *lock(&previous.state));
+                // A history of another resolution or span cannot be read on.
+                if tracked
+                    .state
+                    .history
+                    .as_ref()
+                    .is_some_and(|h| !policy.history_fits(h))
+                {
+                    tracked.state.history = None;
+                }
             } else if let Some(dir) = &context.state_dir {
                 policy.restore_history(&mut tracked.state, dir);
             }
@@ -167,24 +176,27 @@ async fn run(entry: Arc<Entry>, context: Arc<ScaleContext>, stop: watch::Receive
     let mut timer = crate::clock::Timer::new(context.first_decision_delay, interval, stop);
     while timer.tick().await {
         let (e, c) = (entry.clone(), context.clone());
-        let Ok(Some(decision)) = tokio::task::spawn_blocking(move || decide(&e, &c)).await else {
-            continue;
-        };
-        act(&entry, &decision, interval).await;
+        match tokio::task::spawn_blocking(move || decide(&e, &c)).await {
+            Ok(Some(decision)) => act(&entry, &decision, interval).await,
+            Ok(None) => {}
+            Err(e) => tracing::error!(event = "error_occurred", error_type = "scale",
+                policy = %entry.policy.name, message = %e, "scale decision task failed"),
+        }
     }
 }
 
-/// One decision, logged and counted; `None` when the current count could not be read.
+/// One decision, logged and counted; `None` when the current count could not be read. The
+/// queries run on a copy of the state, so the API and `/metrics` never wait for them.
 fn decide(entry: &Entry, context: &ScaleContext) -> Option<Decision> {
     let policy = &entry.policy;
     let now = crate::scrape::now_ms();
-    let mut tracked = lock(&entry.state);
-    let replicas = match policy.replicas(
-        &tracked.state,
-        context.query.as_ref(),
-        now,
-        entry.actuator.replicas(),
-    ) {
+    let actual = entry.actuator.replicas();
+    if actual.is_none() && entry.actuator.knows_count() {
+        tracing::debug!(policy = %policy.name, "the model is not serving yet; no decision");
+        return None;
+    }
+    let mut state = lock(&entry.state).state.clone();
+    let replicas = match policy.replicas(&state, context.query.as_ref(), now, actual) {
         Ok(r) => r,
         Err(error) => {
             tracing::warn!(event = "scale_decision_failed", policy = %policy.name, error = %error,
@@ -192,16 +204,21 @@ fn decide(entry: &Entry, context: &ScaleContext) -> Option<Decision> {
             return None;
         }
     };
-    let history_len = tracked.state.history.as_ref().map(|h| h.len());
-    let decision = policy.decide(&mut tracked.state, now, context.query.as_ref(), replicas);
-    tracked.decisions[match decision.direction() {
-        "up" => 0,
-        "down" => 1,
-        _ => 2,
-    }] += 1;
+    let history_end = state.history.as_ref().map(History::end_ms);
+    let decision = policy.decide(&mut state, now, context.query.as_ref(), replicas);
+    let step_closed = state.history.as_ref().map(History::end_ms) != history_end;
+    {
+        let mut tracked = lock(&entry.state);
+        tracked.decisions[match decision.direction() {
+            "up" => 0,
+            "down" => 1,
+            _ => 2,
+        }] += 1;
+        tracked.state = state.clone();
+    }
     if let Some(dir) = &context.state_dir
-        && tracked.state.history.as_ref().map(|h| h.len()) != history_len
-        && let Err(e) = policy.save_history(&tracked.state, dir)
+        && step_closed
+        && let Err(e) = policy.save_history(&state, dir)
     {
         tracing::warn!(event = "state_not_saved", policy = %policy.name, error = %e,
             "cannot save the scale policy's history");

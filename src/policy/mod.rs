@@ -264,10 +264,14 @@ impl ScalePolicy {
                     let history = state
                         .history
                         .get_or_insert_with(|| History::new(p.resolution_ms, p.history_ms));
-                    if let Some(v) = readings[0].value {
-                        history.observe(now, v);
-                    }
-                    match history.forecast(p.model, &p.params, now, p.lead_ms) {
+                    let forecast_now = match readings[0].value {
+                        Some(v) => {
+                            history.observe(now, v);
+                            history.forecast(p.model, &p.params, now, p.lead_ms)
+                        }
+                        None => Err("the first metric's query failed".into()),
+                    };
+                    match forecast_now {
                         Ok(f) => {
                             forecast = Some(f);
                             // The fewest replicas that keep the forecast load inside HPA's
@@ -277,8 +281,9 @@ impl ScalePolicy {
                             let edge = self.metrics[0].target.scaled(1.0 + self.hpa.tolerance.up);
                             let exact = Tolerance { up: 0.0, down: 0.0 };
                             let proposal = hpa::proposal(edge, f, current, replicas.ready, exact);
+                            // Invalid metrics stay: they still forbid scaling down.
                             if p.combine == Combine::Forecast {
-                                proposals.clear();
+                                proposals.retain(|(_, p)| p.is_err());
                             }
                             proposals.push(("forecast of metric 0".into(), Ok(proposal)));
                         }
@@ -317,14 +322,20 @@ impl ScalePolicy {
             .map(|_| crate::state::file_for(dir, "scale-history", &self.name))
     }
 
+    /// True when `history` has this policy's resolution and span.
+    pub fn history_fits(&self, history: &History) -> bool {
+        self.predictive
+            .as_ref()
+            .is_some_and(|p| history.same_shape(&History::new(p.resolution_ms, p.history_ms)))
+    }
+
     /// Loads a saved history, when it has this policy's resolution and span.
     pub fn restore_history(&self, state: &mut PolicyState, dir: &Path) {
-        let (Some(p), Some(path)) = (&self.predictive, self.history_file(dir)) else {
+        let Some(path) = self.history_file(dir) else {
             return;
         };
-        let fresh = History::new(p.resolution_ms, p.history_ms);
         if let Some(saved) = crate::state::load::<History>(&path, "scale history")
-            && saved.same_shape(&fresh)
+            && self.history_fits(&saved)
         {
             state.history = Some(saved);
         }
@@ -500,8 +511,20 @@ fn build(c: &ScalePolicyConfig, file: &Path) -> Result<ScalePolicy, BuildError> 
             "min_replicas and max_replicas: need 1 <= max_replicas and min_replicas <= max_replicas",
         ));
     }
-    if !(c.tolerance >= 0.0 && c.tolerance < 1.0) {
-        return Err(plain("tolerance: must be in [0, 1)"));
+    let directions = c.behavior.iter().flat_map(|b| {
+        [
+            ("behavior.scale_up.tolerance", b.scale_up.as_ref()),
+            ("behavior.scale_down.tolerance", b.scale_down.as_ref()),
+        ]
+    });
+    let tolerances = std::iter::once(("tolerance", Some(c.tolerance)))
+        .chain(directions.map(|(name, rules)| (name, rules.and_then(|r| r.tolerance))));
+    for (name, tolerance) in tolerances {
+        if let Some(t) = tolerance
+            && !(0.0..1.0).contains(&t)
+        {
+            return Err((None, format!("{name}: must be in [0, 1)")));
+        }
     }
     let needs_metrics = c.algorithm != Algorithm::Step;
     if needs_metrics && c.metrics.is_empty() {
@@ -547,9 +570,10 @@ fn build(c: &ScalePolicyConfig, file: &Path) -> Result<ScalePolicy, BuildError> 
         .step
         .as_ref()
         .map(|s| {
-            if s.scale_down_threshold >= s.scale_up_threshold {
+            let finite = s.scale_down_threshold.is_finite() && s.scale_up_threshold.is_finite();
+            if !finite || s.scale_down_threshold >= s.scale_up_threshold {
                 return Err(plain(
-                    "step: scale_down_threshold must be below scale_up_threshold",
+                    "step: scale_down_threshold must be a number below scale_up_threshold",
                 ));
             }
             if s.up_by == 0 || s.down_by == 0 {
@@ -573,6 +597,11 @@ fn build(c: &ScalePolicyConfig, file: &Path) -> Result<ScalePolicy, BuildError> 
             if resolution <= 0 || season < resolution || history < season {
                 return Err(plain(
                     "predictive: need 0 < resolution <= season <= history",
+                ));
+            }
+            if season % resolution != 0 {
+                return Err(plain(
+                    "predictive.season: must be a whole number of resolution steps",
                 ));
             }
             if p.model == ForecastModel::HoltWinters && history < 2 * season {

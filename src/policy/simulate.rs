@@ -310,32 +310,31 @@ pub fn run(policy: &ScalePolicy, trace: &Trace, plan: &Plan) -> Outcome {
                 current: replicas.len() as u32,
                 ready: ready as u32,
             };
-            if let Ok(now) = policy.replicas(&state, &query, t, Some(actual)) {
-                let decision = policy.decide(&mut state, t, &query, now);
-                desired = decision.desired_replicas;
-                let from = replicas.len() as u32;
-                if desired != from {
-                    let up = desired > from;
-                    out.scaling_actions += 1;
-                    if let Some((when, was_up)) = last_action
-                        && was_up != up
-                        && t - when <= REVERSAL_WINDOW_MS
-                    {
-                        out.reversals += 1;
-                    }
-                    last_action = Some((t, up));
-                    resize(&mut replicas, desired as usize, t, plan.startup_ms);
-                    for gone in desired as usize..from as usize {
-                        let (up_series, cpu) = series.replica(gone).clone();
-                        let mut appender = storage.appender();
-                        let _ = appender.append(&up_series, t, stale_nan());
-                        let _ = appender.append(&cpu, t, stale_nan());
-                        counters.cpu.truncate(desired as usize);
-                    }
-                    out.peak_replicas = out.peak_replicas.max(desired);
+            // The simulator knows the real count, as the model actuator does.
+            let decision = policy.decide(&mut state, t, &query, actual);
+            desired = decision.desired_replicas;
+            let from = replicas.len() as u32;
+            if desired != from {
+                let up = desired > from;
+                out.scaling_actions += 1;
+                if let Some((when, was_up)) = last_action
+                    && was_up != up
+                    && t - when <= REVERSAL_WINDOW_MS
+                {
+                    out.reversals += 1;
                 }
-                policy.carried_out(&mut state, t, from, desired);
+                last_action = Some((t, up));
+                resize(&mut replicas, desired as usize, t, plan.startup_ms);
+                for gone in desired as usize..from as usize {
+                    let (up_series, cpu) = series.replica(gone).clone();
+                    let mut appender = storage.appender();
+                    let _ = appender.append(&up_series, t, stale_nan());
+                    let _ = appender.append(&cpu, t, stale_nan());
+                    counters.cpu.truncate(desired as usize);
+                }
+                out.peak_replicas = out.peak_replicas.max(desired);
             }
+            policy.carried_out(&mut state, t, from, desired);
         }
         if t >= next_truncate {
             storage.truncate(t);
@@ -417,7 +416,10 @@ pub fn run_all(policies: &[ScalePolicy], trace: &Trace, plan: &Plan) -> Vec<Outc
                 .map(|p| scope.spawn(move || run(p, trace, plan)))
                 .collect();
             for (slot, handle) in slots.iter_mut().zip(handles) {
-                *slot = handle.join().ok();
+                match handle.join() {
+                    Ok(outcome) => *slot = Some(outcome),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
             }
         });
     }

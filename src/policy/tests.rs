@@ -2,8 +2,8 @@ use super::*;
 use crate::promql::Sample;
 use crate::rules::RuleError;
 use crate::storage::Labels;
-use std::cell::Cell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Answers each query text with a fixed value (absent: no samples; NaN: an error).
 struct Fixed(std::sync::Mutex<HashMap<String, f64>>);
@@ -37,11 +37,9 @@ struct Dir(PathBuf);
 
 impl Dir {
     fn new(tag: &str) -> Dir {
-        thread_local!(static N: Cell<u32> = const { Cell::new(0) });
-        let n = N.with(|n| {
-            n.set(n.get() + 1);
-            n.get()
-        });
+        // Tests run on several threads: every directory needs its own number.
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
             "torchwatch-policy-{tag}-{}-{n}",
             std::process::id()
@@ -166,6 +164,13 @@ fn validation_errors_name_the_policy_and_what_to_change() {
                 "max_replicas: 4\n    actuator: {model: cnn, command: [true]}",
             ),
             "actuator: give at most one",
+        ),
+        (
+            HPA.replace(
+                "max_replicas: 4",
+                "max_replicas: 4\n    behavior: {scale_up: {tolerance: .nan}}",
+            ),
+            "behavior.scale_up.tolerance: must be in [0, 1)",
         ),
         (
             HPA.replace(

@@ -535,3 +535,10 @@ pub async fn wait_for_bodies(state: &Arc<Mutex<Received>>, n: usize) -> Vec<Valu
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The value of `series` (name and labels exactly as exposed) in Prometheus text, if present.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split(' ').next()?.parse().ok())
+}
