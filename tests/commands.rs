@@ -172,15 +172,21 @@ fn scale_simulate_compares_policies_over_a_trace() {
     )
     .unwrap();
     let plot = dir.path().join("plot.svg");
-    let output = torchwatch(&[
-        "scale",
-        "simulate",
-        "--trace",
-        trace_file.to_str().unwrap(),
-        "--policies",
-        policies.to_str().unwrap(),
-        "--capacity",
-        "150",
+    let simulate = |more: &[&str]| {
+        let mut args = vec![
+            "scale",
+            "simulate",
+            "--trace",
+            trace_file.to_str().unwrap(),
+            "--policies",
+            policies.to_str().unwrap(),
+            "--capacity",
+            "150",
+        ];
+        args.extend_from_slice(more);
+        torchwatch(&args)
+    };
+    let output = simulate(&[
         "--startup",
         "60s",
         "--price-per-replica-hour",
@@ -239,18 +245,7 @@ fn scale_simulate_compares_policies_over_a_trace() {
         &svg[..200.min(svg.len())]
     );
 
-    let output = torchwatch(&[
-        "scale",
-        "simulate",
-        "--trace",
-        trace_file.to_str().unwrap(),
-        "--policies",
-        policies.to_str().unwrap(),
-        "--capacity",
-        "150",
-        "--policy",
-        "nope",
-    ]);
+    let output = simulate(&["--policy", "nope"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--policy nope"));
 }
