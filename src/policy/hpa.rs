@@ -320,13 +320,13 @@ impl Hpa {
         down: &Rules,
     ) -> u32 {
         if desired > current {
-            let limit = scale_up_limit(current, state, now, up).max(i64::from(current));
+            let limit = rate_bound(current, state, now, up, true).max(i64::from(current));
             let allowed = i64::from(self.max).min(limit);
             if i64::from(desired) > allowed {
                 return allowed as u32;
             }
         } else if desired < current {
-            let limit = scale_down_limit(current, state, now, down).min(i64::from(current));
+            let limit = rate_bound(current, state, now, down, false).min(i64::from(current));
             let allowed = i64::from(self.min).max(limit);
             if i64::from(desired) < allowed {
                 return allowed as u32;
@@ -422,54 +422,28 @@ fn period_start(current: u32, state: &State, now: i64, period_ms: i64) -> i64 {
         + changed_within(&state.down_events, now, period_ms)
 }
 
-/// `calculateScaleUpLimitWithScalingRules`.
-fn scale_up_limit(current: u32, state: &State, now: i64, rules: &Rules) -> i64 {
-    let pick: fn(i64, i64) -> i64 = match rules.select {
-        SelectPolicy::Disabled => return i64::from(current),
-        SelectPolicy::Min => i64::min,
-        SelectPolicy::Max => i64::max,
-    };
-    let mut result = if rules.select == SelectPolicy::Min {
-        i64::MAX
-    } else {
-        i64::MIN
-    };
-    for policy in &rules.policies {
-        let start = period_start(current, state, now, policy.period_ms);
-        let proposed = match policy.kind {
-            ScalingPolicyType::Pods => start + i64::from(policy.value),
-            ScalingPolicyType::Percent => {
-                (start as f64 * (1.0 + f64::from(policy.value) / 100.0)).ceil() as i64
-            }
-        };
-        result = pick(result, proposed);
+/// `calculateScaleUpLimitWithScalingRules` (`up`) and `calculateScaleDownLimitWithBehaviors`:
+/// each policy's bound counted from its period's start; `max` takes the largest change (the
+/// highest count up, the lowest down), `min` the smallest, `disabled` none.
+fn rate_bound(current: u32, state: &State, now: i64, rules: &Rules, up: bool) -> i64 {
+    if rules.select == SelectPolicy::Disabled {
+        return i64::from(current);
     }
-    result
-}
-
-/// `calculateScaleDownLimitWithBehaviors`.
-fn scale_down_limit(current: u32, state: &State, now: i64, rules: &Rules) -> i64 {
-    let pick: fn(i64, i64) -> i64 = match rules.select {
-        SelectPolicy::Disabled => return i64::from(current),
-        SelectPolicy::Min => i64::max,
-        SelectPolicy::Max => i64::min,
-    };
-    let mut result = if rules.select == SelectPolicy::Min {
-        i64::MIN
-    } else {
-        i64::MAX
-    };
-    for policy in &rules.policies {
+    let bounds = rules.policies.iter().map(|policy| {
         let start = period_start(current, state, now, policy.period_ms);
-        let proposed = match policy.kind {
-            ScalingPolicyType::Pods => start - i64::from(policy.value),
-            ScalingPolicyType::Percent => {
-                (start as f64 * (1.0 - f64::from(policy.value) / 100.0)) as i64
-            }
-        };
-        result = pick(result, proposed);
-    }
-    result
+        let value = i64::from(policy.value);
+        let share = f64::from(policy.value) / 100.0;
+        match (policy.kind, up) {
+            (ScalingPolicyType::Pods, true) => start + value,
+            (ScalingPolicyType::Pods, false) => start - value,
+            // Up rounds up so a small count can still grow; down truncates, as HPA does.
+            (ScalingPolicyType::Percent, true) => (start as f64 * (1.0 + share)).ceil() as i64,
+            (ScalingPolicyType::Percent, false) => (start as f64 * (1.0 - share)) as i64,
+        }
+    });
+    let highest = (rules.select == SelectPolicy::Max) == up;
+    let bound = if highest { bounds.max() } else { bounds.min() };
+    bound.unwrap_or(i64::from(current))
 }
 
 #[cfg(test)]
