@@ -677,29 +677,35 @@ pub fn load_all(patterns: &[String]) -> Result<Vec<ScalePolicy>, String> {
 }
 
 fn load_paths(files: &[PathBuf]) -> Result<Vec<ScalePolicy>, Vec<String>> {
-    let mut policies: Vec<ScalePolicy> = Vec::new();
+    let mut policies = Vec::new();
     let mut errors = Vec::new();
     for file in files {
         match load_file(file) {
-            Ok(loaded) => {
-                for p in loaded {
-                    if let Some(other) = policies.iter().find(|o| o.name == p.name) {
-                        errors.push(format!(
-                            "{}: scale policy {:?}: the name is already used in {}",
-                            file.display(),
-                            p.name,
-                            other.file.display()
-                        ));
-                    } else {
-                        policies.push(p);
-                    }
-                }
-            }
+            Ok(loaded) => policies.extend(loaded),
             Err(e) => errors.extend(e),
         }
     }
+    errors.extend(conflicts(&policies));
+    if errors.is_empty() {
+        Ok(policies)
+    } else {
+        Err(errors)
+    }
+}
+
+/// What only shows across files: a name used twice, two policies scaling one model.
+fn conflicts(policies: &[ScalePolicy]) -> Vec<String> {
+    let mut errors = Vec::new();
     let mut acted_on = std::collections::HashMap::new();
-    for p in &policies {
+    for (i, p) in policies.iter().enumerate() {
+        if let Some(other) = policies[..i].iter().find(|o| o.name == p.name) {
+            errors.push(format!(
+                "{}: scale policy {:?}: the name is already used in {}",
+                p.file.display(),
+                p.name,
+                other.file.display()
+            ));
+        }
         if let Some(model) = &p.actuator.model
             && let Some(other) = acted_on.insert(model.as_str(), p.name.as_str())
         {
@@ -709,20 +715,20 @@ fn load_paths(files: &[PathBuf]) -> Result<Vec<ScalePolicy>, Vec<String>> {
             ));
         }
     }
-    if errors.is_empty() {
-        Ok(policies)
-    } else {
-        Err(errors)
-    }
+    errors
 }
 
 /// `torchwatch policies check`: prints a line per file, errors on stderr; false on any error.
 pub fn check_files(paths: &[PathBuf]) -> bool {
     let mut ok = true;
+    let mut all = Vec::new();
     for path in paths {
         println!("Checking {}", path.display());
         match load_file(path) {
-            Ok(policies) => println!("  SUCCESS: {} scale policies found", policies.len()),
+            Ok(policies) => {
+                println!("  SUCCESS: {} scale policies found", policies.len());
+                all.extend(policies);
+            }
             Err(errors) => {
                 ok = false;
                 eprintln!("  FAILED:");
@@ -733,11 +739,9 @@ pub fn check_files(paths: &[PathBuf]) -> bool {
         }
     }
     // Names must also be unique across the files checked together.
-    if ok && let Err(errors) = load_paths(paths) {
+    for e in conflicts(&all) {
         ok = false;
-        for e in errors {
-            eprintln!("{e}");
-        }
+        eprintln!("{e}");
     }
     ok
 }
