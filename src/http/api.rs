@@ -429,7 +429,7 @@ fn policy_json(p: &PolicyStatus) -> Json_ {
         "interval_seconds": p.interval_s,
         "min_replicas": p.min_replicas,
         "max_replicas": p.max_replicas,
-        "current_replicas": p.applied.or(last.map(|d| d.current_replicas)),
+        "current_replicas": p.current_replicas(),
         "desired_replicas": last.map(|d| d.desired_replicas),
         "ready_replicas": last.map(|d| d.ready_replicas),
         "reason": last.map(|d| d.reason.as_str()),

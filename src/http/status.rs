@@ -128,7 +128,7 @@ fn scale_section(out: &mut String, policies: &[PolicyStatus]) {
             escape(&p.name),
             p.algorithm,
             p.actuator,
-            count(p.applied.or(last.map(|d| d.current_replicas))),
+            count(p.current_replicas()),
             count(last.map(|d| d.desired_replicas)),
             p.min_replicas,
             p.max_replicas,

@@ -71,6 +71,14 @@ pub struct PolicyStatus {
     pub actuator_failures: u64,
 }
 
+impl PolicyStatus {
+    /// The count in effect: carried out, else the one the last decision started from.
+    pub fn current_replicas(&self) -> Option<u32> {
+        self.applied
+            .or(self.last.as_ref().map(|d| d.current_replicas))
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -153,7 +161,7 @@ impl ScaleSource for ScaleManager {
             .into_iter()
             .map(|s| ScaleSnapshot {
                 desired: s.last.as_ref().map(|d| d.desired_replicas),
-                current: s.applied.or(s.last.as_ref().map(|d| d.current_replicas)),
+                current: s.current_replicas(),
                 metrics: s
                     .last
                     .as_ref()
