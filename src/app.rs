@@ -14,9 +14,11 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::http;
-use crate::metrics::{Metrics, ModelCollector, ReloadMetrics, ScaleCollector, StorageCollector};
+use crate::metrics::{
+    CostCollector, Metrics, ModelCollector, ReloadMetrics, ScaleCollector, StorageCollector,
+};
 use crate::notify;
-use crate::policy::{self, Actuator, Models, ScaleManager};
+use crate::policy::{self, Actuator, CostManager, Models, ScaleManager};
 use crate::promql::Engine;
 use crate::rules::{self, LocalQuery, QueryFn, RemoteQuery, RuleContext, RuleManager};
 use crate::scrape::{self, Scraper};
@@ -32,6 +34,7 @@ struct Monitoring {
     scraper: Scraper,
     rules: Arc<RuleManager>,
     scale: Arc<ScaleManager>,
+    cost: Arc<CostManager>,
     /// The served models as they started (a reload does not change them).
     models_config: Vec<crate::config::ModelConfig>,
     /// Set once the first configuration is in effect.
@@ -60,7 +63,11 @@ impl Monitoring {
                 storage: self.storage.clone(),
             }),
         };
-        let policies = policy::load_all(&config.policies.files)?
+        let policy::Policies {
+            scale: scale_policies,
+            cost: cost_policies,
+        } = policy::load_all(&config.policies.files)?;
+        let policies = scale_policies
             .into_iter()
             .map(|p| {
                 check_model_actuator(&p, &self.models_config)?;
@@ -81,19 +88,22 @@ impl Monitoring {
         } else {
             std::time::Duration::ZERO
         };
-        let (target_count, group_count, policy_count) =
-            (targets.len(), groups.len(), policies.len());
+        let (target_count, group_count, policy_count, cost_policy_count) = (
+            targets.len(),
+            groups.len(),
+            policies.len(),
+            cost_policies.len(),
+        );
         self.plans.send_replace(Arc::new(plan));
         let rule_count: usize = groups.iter().map(|g| g.rules.len()).sum();
         self.scraper.apply(targets);
-        self.scale.apply(
-            policies,
-            policy::ScaleContext {
-                query: query.clone(),
-                state_dir: config.state.dir.clone(),
-                first_decision_delay: first_evaluation_delay,
-            },
-        );
+        let policy_context = Arc::new(policy::PolicyContext {
+            query: query.clone(),
+            state_dir: config.state.dir.clone(),
+            first_decision_delay: first_evaluation_delay,
+        });
+        self.scale.apply(policies, policy_context.clone());
+        self.cost.apply(cost_policies, policy_context);
         self.rules.apply(
             groups,
             RuleContext {
@@ -119,7 +129,8 @@ impl Monitoring {
             rule_groups = group_count,
             rules = rule_count,
             scale_policies = policy_count,
-            "scrape targets, rules and scale policies in effect"
+            cost_policies = cost_policy_count,
+            "scrape targets, rules and policies in effect"
         );
         Ok(())
     }
@@ -224,6 +235,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         scraper: Scraper::new(storage.clone(), http_client.clone(), stop.subscribe()),
         rules: Arc::new(RuleManager::new(metrics.rules(), stop.subscribe())),
         scale: Arc::new(ScaleManager::new(stop.subscribe())),
+        cost: Arc::new(CostManager::new(stop.subscribe())),
         models_config: config.models.clone(),
         applied_once: Default::default(),
         models: Arc::new(Models::default()),
@@ -244,6 +256,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     monitoring.models.set(&registry);
     metrics.register_collector(Box::new(ModelCollector(registry.clone())));
     metrics.register_collector(Box::new(ScaleCollector(monitoring.scale.clone())));
+    metrics.register_collector(Box::new(CostCollector(monitoring.cost.clone())));
     metrics.register_collector(Box::new(StorageCollector(storage.clone())));
     let reloader = monitoring.clone();
     let app = http::router(
@@ -255,6 +268,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
             engine: engine(&config),
             rules: monitoring.rules.clone(),
             scale: monitoring.scale.clone(),
+            cost: monitoring.cost.clone(),
         },
         Arc::new(move || reloader.reload()),
     );

@@ -125,7 +125,7 @@ enum ScaleCommand {
         /// A minute violates the SLO when load exceeds this share of ready capacity.
         #[arg(long, default_value_t = 1.0)]
         slo_utilization: f64,
-        /// Cost of one replica-hour.
+        /// Cost of one replica-hour, for policies without `price_per_replica_hour`.
         #[arg(long, default_value_t = 0.0)]
         price_per_replica_hour: f64,
         /// How often the simulated deployment is scraped.
@@ -330,7 +330,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|p| p.to_string_lossy().into_owned())
                 .collect();
-            let mut loaded = policy::load_all(&patterns).map_err(anyhow::Error::msg)?;
+            let mut loaded = policy::load_all(&patterns)
+                .map_err(anyhow::Error::msg)?
+                .scale;
             if let Some(unknown) = names.iter().find(|n| !loaded.iter().any(|p| &p.name == *n)) {
                 anyhow::bail!("--policy {unknown}: no such policy in the files given");
             }

@@ -20,7 +20,8 @@ pub use notify::{
     SlackConfig, SmtpSecurity, WebhookConfig,
 };
 pub use policy::{
-    ActuatorConfig, Algorithm, BehaviorConfig, Combine, ForecastModel, MetricConfig, PolicyFile,
+    ActuatorConfig, Algorithm, Amount, BehaviorConfig, Combine, CostPolicyConfig, ForecastModel,
+    MemoryStatistic, MetricConfig, PolicyFile, PricesConfig, ResourcesConfig, RightSizingConfig,
     PredictiveConfig, ScalePolicyConfig, ScalingPolicyConfig, ScalingPolicyType,
     ScalingRulesConfig, SelectPolicy, StepConfig, TargetConfig, TargetType, WebhookActuatorConfig,
 };
@@ -451,6 +452,10 @@ pub struct CacheConfig {
     /// How long a result stays valid.
     #[serde(deserialize_with = "duration")]
     pub ttl: Duration,
+    /// Which entry a full cache drops.
+    pub eviction: CacheEviction,
+    /// The hit-ratio estimate at other capacities.
+    pub estimate: CacheEstimateConfig,
 }
 
 impl Default for CacheConfig {
@@ -459,6 +464,46 @@ impl Default for CacheConfig {
             enabled: false,
             capacity: 10_000,
             ttl: Duration::from_secs(300),
+            eviction: CacheEviction::Lru,
+            estimate: CacheEstimateConfig::default(),
+        }
+    }
+}
+
+/// `cache.eviction:` of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheEviction {
+    /// Least recently used: what the hit-ratio estimate models, so it predicts this cache.
+    Lru,
+    /// moka's TinyLFU (admits a new entry only if it is used more often than the one it would
+    /// replace): often more hits under skewed traffic, but the LRU estimate is then advisory.
+    TinyLfu,
+}
+
+/// `cache.estimate:` of a model: SHARDS sampling of the lookups, predicting the LRU hit ratio
+/// at other capacities.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheEstimateConfig {
+    /// Fraction of keys sampled, in (0, 1]; lowered at run time to keep `max_keys`.
+    pub sampling_rate: f64,
+    /// Most sampled keys tracked (bounds the estimator's memory).
+    pub max_keys: usize,
+    /// Capacities whose estimated hit ratio is exported; empty: the configured capacity
+    /// times 1/4, 1/2, 1, 2 and 4.
+    pub capacities: Vec<u64>,
+    /// Hit ratio the recommended capacity aims for, in (0, 1].
+    pub target_hit_ratio: f64,
+}
+
+impl Default for CacheEstimateConfig {
+    fn default() -> Self {
+        CacheEstimateConfig {
+            sampling_rate: 0.01,
+            max_keys: 8192,
+            capacities: Vec::new(),
+            target_hit_ratio: 0.9,
         }
     }
 }
@@ -624,6 +669,28 @@ impl Config {
             }
             if model.cache.enabled && model.cache.capacity == 0 {
                 return Err(format!("{at}.cache.capacity: must be at least 1"));
+            }
+            let estimate = &model.cache.estimate;
+            // Written so NaN fails too.
+            if !(estimate.sampling_rate > 0.0 && estimate.sampling_rate <= 1.0) {
+                return Err(format!(
+                    "{at}.cache.estimate.sampling_rate: {} is not in (0, 1]",
+                    estimate.sampling_rate
+                ));
+            }
+            if estimate.max_keys == 0 {
+                return Err(format!("{at}.cache.estimate.max_keys: must be at least 1"));
+            }
+            if let Some(j) = estimate.capacities.iter().position(|&c| c == 0) {
+                return Err(format!(
+                    "{at}.cache.estimate.capacities[{j}]: must be at least 1"
+                ));
+            }
+            if !(estimate.target_hit_ratio > 0.0 && estimate.target_hit_ratio <= 1.0) {
+                return Err(format!(
+                    "{at}.cache.estimate.target_hit_ratio: {} is not in (0, 1]",
+                    estimate.target_hit_ratio
+                ));
             }
             let instances = model.instances;
             if instances.min == 0 {

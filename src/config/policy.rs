@@ -1,6 +1,6 @@
-//! Schema of policy files (`policies.files`): `scale_policies:` as written. Kept apart from
-//! Prometheus rule files so those stay promtool-clean. Field names follow the HPA v2 API in
-//! snake_case; `policy` validates what types cannot say.
+//! Schema of policy files (`policies.files`): `scale_policies:` and `cost_policies:` as written.
+//! Kept apart from Prometheus rule files so those stay promtool-clean. Scale field names follow
+//! the HPA v2 API in snake_case, cost prices OpenCost's; `policy` validates what types cannot say.
 
 use super::duration::PromDuration;
 use serde::Deserialize;
@@ -13,6 +13,9 @@ pub struct PolicyFile {
     /// Autoscaling policies.
     #[serde(default)]
     pub scale_policies: Vec<Spanned<ScalePolicyConfig>>,
+    /// What serving costs, and right-sizing advice.
+    #[serde(default)]
+    pub cost_policies: Vec<Spanned<CostPolicyConfig>>,
 }
 
 /// One scale policy.
@@ -49,6 +52,8 @@ pub struct ScalePolicyConfig {
     /// What carries the decision out; absent or empty = recommend only.
     #[serde(default)]
     pub actuator: ActuatorConfig,
+    /// What one replica costs per hour; the policy then reports its hourly cost.
+    pub price_per_replica_hour: Option<f64>,
 }
 
 fn default_interval() -> PromDuration {
@@ -324,5 +329,135 @@ pub struct WebhookActuatorConfig {
 impl std::fmt::Debug for WebhookActuatorConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("WebhookActuatorConfig { url: <secret> }")
+    }
+}
+
+/// One cost policy: OpenCost's arithmetic over what is paid for and what is used.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostPolicyConfig {
+    /// Unique among all cost policies.
+    pub name: String,
+    /// How often it is evaluated.
+    #[serde(default = "one_minute")]
+    pub interval: PromDuration,
+    /// Prices per hour; OpenCost's defaults for any left out.
+    #[serde(default)]
+    pub prices: PricesConfig,
+    /// What is paid for.
+    pub allocated: ResourcesConfig,
+    /// What is used.
+    pub used: ResourcesConfig,
+    /// PromQL: inferences (samples) per second, for the cost per 1,000 inferences.
+    pub inferences: Option<Spanned<Amount>>,
+    /// Right-sizing advice over a window of the used resources.
+    #[serde(default)]
+    pub right_sizing: RightSizingConfig,
+}
+
+fn one_minute() -> PromDuration {
+    PromDuration(60_000)
+}
+
+/// `prices:` (OpenCost `configs/default.json`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricesConfig {
+    /// Per CPU core and hour.
+    pub cpu_core_hour: f64,
+    /// Per GiB of memory and hour.
+    pub memory_gib_hour: f64,
+    /// Per GPU and hour.
+    pub gpu_hour: f64,
+}
+
+impl Default for PricesConfig {
+    fn default() -> Self {
+        PricesConfig {
+            cpu_core_hour: 0.031611,
+            memory_gib_hour: 0.004237,
+            gpu_hour: 0.95,
+        }
+    }
+}
+
+/// `allocated:` or `used:`; GPUs count as none when left out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesConfig {
+    /// CPU cores.
+    pub cpu_cores: Spanned<Amount>,
+    /// Memory in bytes.
+    pub memory_bytes: Spanned<Amount>,
+    /// GPUs.
+    pub gpus: Option<Spanned<Amount>>,
+}
+
+/// A fixed number or PromQL (a vector result is summed).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Amount {
+    /// As written.
+    Number(f64),
+    /// Evaluated each interval.
+    Query(String),
+}
+
+/// `right_sizing:` (defaults: KRR's simple strategy, the tutorial's thresholds).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RightSizingConfig {
+    /// How far back the advice looks.
+    pub window: PromDuration,
+    /// Spacing of the kept history (CPU: mean per step, memory: peak per step).
+    pub resolution: PromDuration,
+    /// The CPU percentile recommended, in (0, 1].
+    pub cpu_percentile: f64,
+    /// `max`, or a percentile in (0, 1].
+    pub memory: MemoryStatistic,
+    /// Added on top of the statistic (0.15 = +15 %).
+    pub margin: f64,
+    /// Below this mean utilisation, advise less (the tutorial's 30 %).
+    pub downscale_below: f64,
+    /// Above this mean utilisation, advise more (the tutorial's 90 %).
+    pub upscale_above: f64,
+    /// Fewest history points before advising (KRR's 100).
+    pub min_points: usize,
+}
+
+impl Default for RightSizingConfig {
+    fn default() -> Self {
+        RightSizingConfig {
+            window: PromDuration(14 * 86_400_000),
+            resolution: PromDuration(300_000),
+            cpu_percentile: 0.95,
+            memory: MemoryStatistic::Max,
+            margin: 0.15,
+            downscale_below: 0.3,
+            upscale_above: 0.9,
+            min_points: 100,
+        }
+    }
+}
+
+/// `right_sizing.memory:`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum MemoryStatistic {
+    /// The peak over the window (KRR).
+    #[serde(deserialize_with = "max_keyword")]
+    Max,
+    /// A percentile in (0, 1] (VPA uses 0.9).
+    Percentile(f64),
+}
+
+fn max_keyword<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    let word = String::deserialize(d)?;
+    if word == "max" {
+        Ok(())
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "expected max or a percentile in (0, 1], got {word:?}"
+        )))
     }
 }

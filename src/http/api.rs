@@ -16,7 +16,7 @@ use serde_json::{Value as Json_, json};
 
 use crate::config::PromDuration;
 use crate::gofmt;
-use crate::policy::{PolicyStatus, ScaleManager};
+use crate::policy::{CostManager, PolicyStatus, ScaleManager};
 use crate::promql::{self, Engine, Value};
 use crate::rules::{Alert, RuleManager, RuleStatus};
 use crate::storage::{Labels, Point, SeriesPoints, Storage};
@@ -37,6 +37,8 @@ pub struct QueryApi {
     pub rules: Arc<RuleManager>,
     /// The scale policies, for `/api/v1/scale`.
     pub scale: Arc<ScaleManager>,
+    /// The cost policies, for `/api/v1/cost`.
+    pub cost: Arc<CostManager>,
 }
 
 /// Routes under `/api/v1`, ready to nest in any router.
@@ -51,6 +53,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: QueryApi) -> Router<S> {
         .route("/alerts", get(alerts))
         .route("/scale", get(scale_policies))
         .route("/scale/{policy}", get(scale_policy))
+        .route("/cost", get(cost))
         .with_state(api)
 }
 
@@ -438,6 +441,8 @@ fn policy_json(p: &PolicyStatus) -> Json_ {
         "forecast": last.and_then(|d| d.forecast),
         "decisions": {"up": p.decisions[0], "down": p.decisions[1], "none": p.decisions[2]},
         "actuator_failures": p.actuator_failures,
+        "price_per_replica_hour": p.price_per_replica_hour,
+        "hourly_cost": p.hourly_cost(),
     })
 }
 
@@ -459,4 +464,34 @@ async fn scale_policy(
         message: format!("no scale policy is called {name:?}"),
     })?;
     Ok(success(policy_json(policy)))
+}
+
+/// `/api/v1/cost`: each cost policy's last evaluation with its right-sizing, and what the scale
+/// policies with a price cost.
+async fn cost(State(api): State<QueryApi>) -> Response {
+    let policies: Vec<Json_> = api
+        .cost
+        .snapshot()
+        .iter()
+        .map(|p| {
+            let mut value = serde_json::to_value(p).unwrap_or_default();
+            value["last_evaluation"] = json!(p.last.as_ref().map(|r| rfc3339(r.time_ms)));
+            value
+        })
+        .collect();
+    let scale: Vec<Json_> = api
+        .scale
+        .snapshot()
+        .iter()
+        .filter(|p| p.price_per_replica_hour.is_some())
+        .map(|p| {
+            json!({
+                "policy": p.name,
+                "current_replicas": p.current_replicas(),
+                "price_per_replica_hour": p.price_per_replica_hour,
+                "hourly_cost": p.hourly_cost(),
+            })
+        })
+        .collect();
+    success(json!({ "policies": policies, "scale_policies": scale }))
 }

@@ -6,6 +6,7 @@
 //! counters, readiness, the process) is read at scrape time by collectors instead of being
 //! mirrored on the request path.
 
+mod cost;
 mod gpu;
 mod notify;
 mod process;
@@ -27,6 +28,7 @@ use prometheus_client::registry::Registry;
 
 use crate::config::BucketsConfig;
 
+pub use cost::{CostCollector, CostSnapshot, CostSource};
 pub use gpu::{GpuCollector, GpuSample, GpuSource};
 pub use notify::NotifyMetrics;
 pub use process::ProcessCollector;

@@ -24,6 +24,8 @@ pub struct ScaleSnapshot {
     pub metrics: Vec<(Option<f64>, f64)>,
     /// The last forecast.
     pub forecast: Option<f64>,
+    /// Replicas in effect × `price_per_replica_hour`.
+    pub hourly_cost: Option<f64>,
     /// Unix seconds of the last decision.
     pub last_decision_s: Option<f64>,
     /// Decisions up, down, none.
@@ -53,7 +55,7 @@ type Read = fn(&ScaleSnapshot) -> Option<f64>;
 impl Collector for ScaleCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let policies = self.0.snapshot();
-        let optional: [(&str, &str, Read); 6] = [
+        let optional: [(&str, &str, Read); 7] = [
             (
                 "torchwatch_scale_desired_replicas",
                 "Replicas the policy's last decision asked for",
@@ -78,6 +80,11 @@ impl Collector for ScaleCollector {
                 "torchwatch_scale_forecast",
                 "Predictive policies: the highest value of the first metric expected within the lead time",
                 |s| s.forecast,
+            ),
+            (
+                "torchwatch_scale_cost_hourly",
+                "Replicas in effect times the policy's price_per_replica_hour",
+                |s| s.hourly_cost,
             ),
             (
                 "torchwatch_scale_last_decision_timestamp_seconds",

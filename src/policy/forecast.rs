@@ -9,24 +9,44 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ForecastModel;
 
-/// Mean values over fixed steps, oldest first, at most `capacity` of them.
+/// How a step's observations become its value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reduce {
+    /// Their mean (load, CPU).
+    #[default]
+    Mean,
+    /// Their peak (memory).
+    Max,
+}
+
+/// One value per fixed step (the mean, or the peak, of its observations), oldest first, at most
+/// `capacity` of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct History {
     step_ms: i64,
     capacity: usize,
+    #[serde(default)]
+    reduce: Reduce,
     /// Start time of `values[0]`.
     start_ms: i64,
     values: Vec<f64>,
-    /// The step being filled: its start, sum and count.
+    /// The step being filled: its start, sum (or peak) and count.
     open: Option<(i64, f64, u32)>,
 }
 
 impl History {
     /// An empty history of `span_ms` at `step_ms` resolution.
     pub fn new(step_ms: i64, span_ms: i64) -> History {
+        History::reducing(step_ms, span_ms, Reduce::Mean)
+    }
+
+    /// An empty history whose steps reduce their observations with `reduce`.
+    pub fn reducing(step_ms: i64, span_ms: i64, reduce: Reduce) -> History {
         History {
             step_ms,
             capacity: (span_ms / step_ms).max(1) as usize,
+            reduce,
             start_ms: 0,
             values: Default::default(),
             open: None,
@@ -35,7 +55,14 @@ impl History {
 
     /// True when `other` was made with the same resolution and span (a reload may change them).
     pub fn same_shape(&self, other: &History) -> bool {
-        self.step_ms == other.step_ms && self.capacity == other.capacity
+        self.step_ms == other.step_ms
+            && self.capacity == other.capacity
+            && self.reduce == other.reduce
+    }
+
+    /// The completed steps' values, oldest first.
+    pub fn values(&self) -> &[f64] {
+        &self.values
     }
 
     /// Adds an observation; returns true when it closed a step (the completed values changed).
@@ -45,8 +72,11 @@ impl History {
         }
         let step_start = t.div_euclid(self.step_ms) * self.step_ms;
         match &mut self.open {
-            Some((start, sum, count)) if *start == step_start => {
-                *sum += v;
+            Some((start, acc, count)) if *start == step_start => {
+                match self.reduce {
+                    Reduce::Mean => *acc += v,
+                    Reduce::Max => *acc = acc.max(v),
+                }
                 *count += 1;
                 false
             }
@@ -55,8 +85,12 @@ impl History {
                 let closed = open.take();
                 *open = Some((step_start, v, 1));
                 match closed {
-                    Some((start, sum, count)) => {
-                        self.push(start, sum / f64::from(count));
+                    Some((start, acc, count)) => {
+                        let value = match self.reduce {
+                            Reduce::Mean => acc / f64::from(count),
+                            Reduce::Max => acc,
+                        };
+                        self.push(start, value);
                         true
                     }
                     None => false,
@@ -67,7 +101,7 @@ impl History {
 
     /// Appends a completed step; missing steps in between repeat the last value. A gap as long
     /// as the whole history (a long outage) starts it afresh rather than flattening the season.
-    fn push(&mut self, start: i64, mean: f64) {
+    fn push(&mut self, start: i64, value: f64) {
         if (start - self.end_ms()) / self.step_ms >= self.capacity as i64 {
             self.values.clear();
         }
@@ -80,7 +114,7 @@ impl History {
         } else {
             self.start_ms = start;
         }
-        self.values.push(mean);
+        self.values.push(value);
         let excess = self.values.len().saturating_sub(self.capacity);
         self.values.drain(..excess);
         self.start_ms += excess as i64 * self.step_ms;

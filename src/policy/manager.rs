@@ -13,8 +13,8 @@ use super::{Actuator, Decision, History, PolicyState, ScalePolicy};
 use crate::metrics::{ScaleSnapshot, ScaleSource};
 use crate::rules::QueryFn;
 
-/// What every decision shares; replaced as a whole on reload.
-pub struct ScaleContext {
+/// What every scale decision and cost evaluation shares; replaced as a whole on reload.
+pub struct PolicyContext {
     /// Where queries run.
     pub query: Arc<dyn QueryFn>,
     /// Where predictive policies keep their history.
@@ -69,6 +69,8 @@ pub struct PolicyStatus {
     pub decisions: [u64; 3],
     /// Failed actuator attempts.
     pub actuator_failures: u64,
+    /// What one replica costs per hour, when the policy says.
+    pub price_per_replica_hour: Option<f64>,
 }
 
 impl PolicyStatus {
@@ -76,6 +78,11 @@ impl PolicyStatus {
     pub fn current_replicas(&self) -> Option<u32> {
         self.applied
             .or(self.last.as_ref().map(|d| d.current_replicas))
+    }
+
+    /// The replicas in effect × their price.
+    pub fn hourly_cost(&self) -> Option<f64> {
+        Some(f64::from(self.current_replicas()?) * self.price_per_replica_hour?)
     }
 }
 
@@ -93,8 +100,7 @@ impl ScaleManager {
     }
 
     /// Replaces the running policies.
-    pub fn apply(&self, policies: Vec<(ScalePolicy, Actuator)>, context: ScaleContext) {
-        let context = Arc::new(context);
+    pub fn apply(&self, policies: Vec<(ScalePolicy, Actuator)>, context: Arc<PolicyContext>) {
         let mut running = lock(&self.running);
         let mut old: Vec<Arc<Entry>> = running
             .drain(..)
@@ -149,6 +155,7 @@ impl ScaleManager {
                     last: tracked.state.last.clone(),
                     decisions: tracked.decisions,
                     actuator_failures: tracked.actuator_failures,
+                    price_per_replica_hour: p.price_per_replica_hour,
                 }
             })
             .collect()
@@ -168,6 +175,7 @@ impl ScaleSource for ScaleManager {
                     .map(|d| d.metrics.iter().map(|m| (m.value, m.target)).collect())
                     .unwrap_or_default(),
                 forecast: s.last.as_ref().and_then(|d| d.forecast),
+                hourly_cost: s.hourly_cost(),
                 last_decision_s: s.last.as_ref().map(|d| d.time_ms as f64 / 1000.0),
                 policy: s.name,
                 min: s.min_replicas,
@@ -179,7 +187,7 @@ impl ScaleSource for ScaleManager {
     }
 }
 
-async fn run(entry: Arc<Entry>, context: Arc<ScaleContext>, stop: watch::Receiver<bool>) {
+async fn run(entry: Arc<Entry>, context: Arc<PolicyContext>, stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(entry.policy.interval_ms as u64);
     let mut timer = crate::clock::Timer::new(context.first_decision_delay, interval, stop);
     while timer.tick().await {
@@ -195,7 +203,7 @@ async fn run(entry: Arc<Entry>, context: Arc<ScaleContext>, stop: watch::Receive
 
 /// One decision, logged and counted; `None` when the current count could not be read. The
 /// queries run on a copy of the state, so the API and `/metrics` never wait for them.
-fn decide(entry: &Entry, context: &ScaleContext) -> Option<Decision> {
+fn decide(entry: &Entry, context: &PolicyContext) -> Option<Decision> {
     let policy = &entry.policy;
     let now = crate::scrape::now_ms();
     let actual = entry.actuator.replicas();

@@ -7,6 +7,8 @@
 //! `actuator` what acts on a decision.
 
 mod actuator;
+pub mod cost;
+mod cost_manager;
 mod forecast;
 pub mod hpa;
 mod manager;
@@ -24,8 +26,10 @@ use crate::config::{
 use crate::rules::QueryFn;
 
 pub use actuator::{Actuator, Models};
+pub use cost::{CostPolicy, CostReport};
+pub use cost_manager::{CostManager, CostStatus};
 pub use forecast::History;
-pub use manager::{PolicyStatus, ScaleContext, ScaleManager};
+pub use manager::{PolicyContext, PolicyStatus, ScaleManager};
 
 use hpa::{Hpa, Normalization, Proposal, RatePolicy, Rules, Target, Tolerance};
 
@@ -51,6 +55,17 @@ pub struct ScalePolicy {
     replicas_query: Option<Query>,
     /// What carries decisions out, as configured.
     pub actuator: ActuatorConfig,
+    /// What one replica costs per hour.
+    pub price_per_replica_hour: Option<f64>,
+}
+
+/// Everything one or more policy files define.
+#[derive(Debug, Clone, Default)]
+pub struct Policies {
+    /// `scale_policies:`.
+    pub scale: Vec<ScalePolicy>,
+    /// `cost_policies:`.
+    pub cost: Vec<CostPolicy>,
 }
 
 #[derive(Debug, Clone)]
@@ -374,10 +389,16 @@ fn step_outcome(
     hpa::Outcome { desired, reason }
 }
 
-/// `file:line:col: scale policy "name": message`.
-fn located(file: &Path, at: (u64, u64), policy: &str, message: impl std::fmt::Display) -> String {
+/// `file:line:col: scale policy "name": message` (or `cost policy`).
+fn located(
+    file: &Path,
+    at: (u64, u64),
+    kind: &str,
+    policy: &str,
+    message: impl std::fmt::Display,
+) -> String {
     format!(
-        "{}:{}:{}: scale policy {policy:?}: {message}",
+        "{}:{}:{}: {kind} {policy:?}: {message}",
         file.display(),
         at.0,
         at.1
@@ -385,7 +406,7 @@ fn located(file: &Path, at: (u64, u64), policy: &str, message: impl std::fmt::Di
 }
 
 /// Parses and validates one policy file; every problem is reported.
-pub fn load_file(path: &Path) -> Result<Vec<ScalePolicy>, Vec<String>> {
+pub fn load_file(path: &Path) -> Result<Policies, Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
     let origin = path.display().to_string();
@@ -395,21 +416,38 @@ pub fn load_file(path: &Path) -> Result<Vec<ScalePolicy>, Vec<String>> {
         let named = e
             .location()
             .and_then(|at| policy_around(&text, at.line() as usize))
-            .map(|name| {
+            .map(|(kind, name)| {
                 let (place, rest) = message.split_once(": ").unwrap_or((&message, ""));
-                format!("{place}: scale policy {name:?}: {rest}")
+                format!("{place}: {kind} {name:?}: {rest}")
             });
         vec![named.unwrap_or(message)]
     })?;
-    let mut policies = Vec::new();
+    let mut policies = Policies::default();
     let mut errors = Vec::new();
     for entry in &file.scale_policies {
         let at = (entry.referenced.line(), entry.referenced.column());
         match build(&entry.value, path) {
-            Ok(p) => policies.push(p),
-            Err((place, e)) => {
-                errors.push(located(path, place.unwrap_or(at), &entry.value.name, e))
-            }
+            Ok(p) => policies.scale.push(p),
+            Err((place, e)) => errors.push(located(
+                path,
+                place.unwrap_or(at),
+                "scale policy",
+                &entry.value.name,
+                e,
+            )),
+        }
+    }
+    for entry in &file.cost_policies {
+        let at = (entry.referenced.line(), entry.referenced.column());
+        match cost::build(&entry.value, path) {
+            Ok(p) => policies.cost.push(p),
+            Err((place, e)) => errors.push(located(
+                path,
+                place.unwrap_or(at),
+                "cost policy",
+                &entry.value.name,
+                e,
+            )),
         }
     }
     if errors.is_empty() {
@@ -419,12 +457,18 @@ pub fn load_file(path: &Path) -> Result<Vec<ScalePolicy>, Vec<String>> {
     }
 }
 
-/// The `name:` of the policy whose entry holds `line` (1-based), read off the text.
-fn policy_around(text: &str, line: usize) -> Option<String> {
+/// The kind and `name:` of the policy whose entry holds `line` (1-based), read off the text.
+fn policy_around(text: &str, line: usize) -> Option<(&'static str, String)> {
+    let mut kind = "scale policy";
     text.lines().take(line).fold(None, |found, l| {
+        if l.starts_with("cost_policies:") {
+            kind = "cost policy";
+        } else if l.starts_with("scale_policies:") {
+            kind = "scale policy";
+        }
         let l = l.trim_start().trim_start_matches("- ").trim_start();
         match l.strip_prefix("name:") {
-            Some(name) => Some(name.trim().trim_matches(['"', '\'']).to_string()),
+            Some(name) => Some((kind, name.trim().trim_matches(['"', '\'']).to_string())),
             None => found,
         }
     })
@@ -432,11 +476,18 @@ fn policy_around(text: &str, line: usize) -> Option<String> {
 
 type BuildError = (Option<(u64, u64)>, String);
 
-fn parse_query(q: &serde_saphyr::Spanned<String>, field: &str) -> Result<Query, BuildError> {
-    let at = Some((q.referenced.line(), q.referenced.column()));
-    let expr = crate::promql::parse(&q.value).map_err(|e| (at, format!("{field}: {}", e.0)))?;
+fn spanned_query(q: &serde_saphyr::Spanned<String>, field: &str) -> Result<Query, BuildError> {
+    parse_query(
+        &q.value,
+        Some((q.referenced.line(), q.referenced.column())),
+        field,
+    )
+}
+
+fn parse_query(text: &str, at: Option<(u64, u64)>, field: &str) -> Result<Query, BuildError> {
+    let expr = crate::promql::parse(text).map_err(|e| (at, format!("{field}: {}", e.0)))?;
     Ok(Query {
-        text: q.value.clone(),
+        text: text.to_string(),
         expr,
     })
 }
@@ -553,7 +604,7 @@ fn build(c: &ScalePolicyConfig, file: &Path) -> Result<ScalePolicy, BuildError> 
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let query = parse_query(&m.query, &format!("metrics[{i}].query"))?;
+            let query = spanned_query(&m.query, &format!("metrics[{i}].query"))?;
             let v = m.target.value;
             if !(v > 0.0 && v.is_finite()) {
                 return Err((None, format!("metrics[{i}].target.value: must be > 0")));
@@ -580,7 +631,7 @@ fn build(c: &ScalePolicyConfig, file: &Path) -> Result<ScalePolicy, BuildError> 
                 return Err(plain("step: up_by and down_by must be at least 1"));
             }
             Ok(Step {
-                query: parse_query(&s.query, "step.query")?,
+                query: spanned_query(&s.query, "step.query")?,
                 up_threshold: s.scale_up_threshold,
                 down_threshold: s.scale_down_threshold,
                 up_by: s.up_by,
@@ -632,16 +683,14 @@ fn build(c: &ScalePolicyConfig, file: &Path) -> Result<ScalePolicy, BuildError> 
     let replicas_query = c
         .replicas_query
         .as_ref()
-        .map(|q| {
-            let expr =
-                crate::promql::parse(q).map_err(|e| (None, format!("replicas_query: {}", e.0)))?;
-            Ok::<_, BuildError>(Query {
-                text: q.clone(),
-                expr,
-            })
-        })
+        .map(|q| parse_query(q, None, "replicas_query"))
         .transpose()?;
     actuator::validate(&c.actuator).map_err(|e| (None, format!("actuator: {e}")))?;
+    if let Some(price) = c.price_per_replica_hour
+        && !(price.is_finite() && price >= 0.0)
+    {
+        return Err(plain("price_per_replica_hour: must be a number >= 0"));
+    }
     let tolerance =
         |rules: Option<&ScalingRulesConfig>| rules.and_then(|r| r.tolerance).unwrap_or(c.tolerance);
     let behavior = c.behavior.as_ref();
@@ -666,18 +715,19 @@ fn build(c: &ScalePolicyConfig, file: &Path) -> Result<ScalePolicy, BuildError> 
         predictive,
         replicas_query,
         actuator: c.actuator.clone(),
+        price_per_replica_hour: c.price_per_replica_hour,
     })
 }
 
 /// Loads every policy file the patterns (globs allowed) name; names must be unique across
 /// them. All errors are collected.
-pub fn load_all(patterns: &[String]) -> Result<Vec<ScalePolicy>, String> {
+pub fn load_all(patterns: &[String]) -> Result<Policies, String> {
     let files = crate::rules::expand_globs(patterns)?;
     load_paths(&files).map_err(|errors| errors.join("\n"))
 }
 
-fn load_paths(files: &[PathBuf]) -> Result<Vec<ScalePolicy>, Vec<String>> {
-    let mut policies = Vec::new();
+fn load_paths(files: &[PathBuf]) -> Result<Policies, Vec<String>> {
+    let mut policies = Policies::default();
     let mut errors = Vec::new();
     for file in files {
         match load_file(file) {
@@ -693,19 +743,51 @@ fn load_paths(files: &[PathBuf]) -> Result<Vec<ScalePolicy>, Vec<String>> {
     }
 }
 
-/// What only shows across files: a name used twice, two policies scaling one model.
-fn conflicts(policies: &[ScalePolicy]) -> Vec<String> {
+impl Policies {
+    fn extend(&mut self, other: Policies) {
+        self.scale.extend(other.scale);
+        self.cost.extend(other.cost);
+    }
+}
+
+/// A name used twice within one kind of policy.
+fn duplicate_names<'a>(
+    kind: &str,
+    named: impl Iterator<Item = (&'a str, &'a Path)>,
+) -> Vec<String> {
+    let mut seen: Vec<(&str, &Path)> = Vec::new();
     let mut errors = Vec::new();
-    let mut acted_on = std::collections::HashMap::new();
-    for (i, p) in policies.iter().enumerate() {
-        if let Some(other) = policies[..i].iter().find(|o| o.name == p.name) {
+    for (name, file) in named {
+        if let Some((_, other)) = seen.iter().find(|(n, _)| *n == name) {
             errors.push(format!(
-                "{}: scale policy {:?}: the name is already used in {}",
-                p.file.display(),
-                p.name,
-                other.file.display()
+                "{}: {kind} {name:?}: the name is already used in {}",
+                file.display(),
+                other.display()
             ));
         }
+        seen.push((name, file));
+    }
+    errors
+}
+
+/// What only shows across files: a name used twice, two policies scaling one model.
+fn conflicts(policies: &Policies) -> Vec<String> {
+    let mut errors = duplicate_names(
+        "scale policy",
+        policies
+            .scale
+            .iter()
+            .map(|p| (p.name.as_str(), p.file.as_path())),
+    );
+    errors.extend(duplicate_names(
+        "cost policy",
+        policies
+            .cost
+            .iter()
+            .map(|p| (p.name.as_str(), p.file.as_path())),
+    ));
+    let mut acted_on = std::collections::HashMap::new();
+    for p in &policies.scale {
         if let Some(model) = &p.actuator.model
             && let Some(other) = acted_on.insert(model.as_str(), p.name.as_str())
         {
@@ -721,12 +803,16 @@ fn conflicts(policies: &[ScalePolicy]) -> Vec<String> {
 /// `torchwatch policies check`: prints a line per file, errors on stderr; false on any error.
 pub fn check_files(paths: &[PathBuf]) -> bool {
     let mut ok = true;
-    let mut all = Vec::new();
+    let mut all = Policies::default();
     for path in paths {
         println!("Checking {}", path.display());
         match load_file(path) {
             Ok(policies) => {
-                println!("  SUCCESS: {} scale policies found", policies.len());
+                println!(
+                    "  SUCCESS: {} scale policies, {} cost policies found",
+                    policies.scale.len(),
+                    policies.cost.len()
+                );
                 all.extend(policies);
             }
             Err(errors) => {

@@ -106,7 +106,7 @@ pub struct Plan {
     pub startup_ms: i64,
     /// A minute violates the SLO when offered load exceeds this share of ready capacity.
     pub slo_utilization: f64,
-    /// Cost of one replica for an hour.
+    /// Cost of one replica for an hour, for policies that set no `price_per_replica_hour`.
     pub price_per_replica_hour: f64,
     /// How often the simulated deployment is scraped, ms.
     pub scrape_interval_ms: i64,
@@ -123,7 +123,7 @@ pub struct Outcome {
     pub slo_violation_minutes: f64,
     /// Replicas (starting ones included: they are paid for) × hours.
     pub replica_hours: f64,
-    /// `replica_hours` × price.
+    /// `replica_hours` × the policy's `price_per_replica_hour` (else the plan's).
     pub cost: f64,
     /// Decisions that changed the count.
     pub scaling_actions: u64,
@@ -342,7 +342,10 @@ pub fn run(policy: &ScalePolicy, trace: &Trace, plan: &Plan) -> Outcome {
         }
         t += dt;
     }
-    out.cost = out.replica_hours * plan.price_per_replica_hour;
+    out.cost = out.replica_hours
+        * policy
+            .price_per_replica_hour
+            .unwrap_or(plan.price_per_replica_hour);
     out
 }
 

@@ -62,6 +62,10 @@ impl Drop for Dir {
 }
 
 fn load(text: &str) -> Result<Vec<ScalePolicy>, Vec<String>> {
+    load_both(text).map(|p| p.scale)
+}
+
+fn load_both(text: &str) -> Result<Policies, Vec<String>> {
     let dir = Dir::new("load");
     let path = dir.file("p.yml", text);
     load_file(&path).map_err(|errors| {
@@ -358,4 +362,299 @@ fn predictive_history_survives_a_restart() {
     p.restore_history(&mut restored, &dir.0);
     assert_eq!(restored.history, state.history);
     assert_eq!(restored.history.as_ref().map(History::len), Some(2));
+}
+
+mod cost_policies {
+    use super::*;
+    use crate::policy::cost::*;
+
+    const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+    }
+
+    const OPENCOST: Prices = Prices {
+        cpu_core_hour: 0.031611,
+        memory_gib_hour: 0.004237,
+        gpu_hour: 0.95,
+    };
+
+    #[test]
+    fn opencost_arithmetic_on_a_hand_computed_box() {
+        let allocated = Resources {
+            cpu_cores: 4.0,
+            memory_bytes: 16.0 * GIB,
+            gpus: 1.0,
+        };
+        let used = Resources {
+            cpu_cores: 1.0,
+            memory_bytes: 6.0 * GIB,
+            gpus: 0.5,
+        };
+        let c = opencost(allocated, used, OPENCOST);
+        // 4 x 0.031611, 16 x 0.004237, 1 x 0.95
+        assert!(close(c.hourly.cpu, 0.126444), "{c:?}");
+        assert!(close(c.hourly.memory, 0.067792), "{c:?}");
+        assert!(close(c.hourly.gpu, 0.95), "{c:?}");
+        assert!(close(c.hourly.total, 1.144236), "{c:?}");
+        // 3 x 0.031611, 10 x 0.004237, 0.5 x 0.95
+        assert!(close(c.idle_hourly.cpu, 0.094833), "{c:?}");
+        assert!(close(c.idle_hourly.memory, 0.04237), "{c:?}");
+        assert!(close(c.idle_hourly.total, 0.612203), "{c:?}");
+        assert!(close(c.idle_share, 0.612203 / 1.144236), "{c:?}");
+        assert!(close(c.efficiency.cpu, 0.25) && close(c.efficiency.memory, 0.375));
+        // (0.126444 x 0.25 + 0.067792 x 0.375 + 0.95 x 0.5) / 1.144236
+        assert!(close(c.efficiency.total, 0.532033 / 1.144236), "{c:?}");
+    }
+
+    #[test]
+    fn use_above_the_allocation_costs_what_is_used_and_nothing_idles() {
+        let allocated = Resources {
+            cpu_cores: 2.0,
+            memory_bytes: GIB,
+            gpus: 0.0,
+        };
+        let used = Resources {
+            cpu_cores: 3.0,
+            memory_bytes: GIB,
+            gpus: 0.0,
+        };
+        let c = opencost(allocated, used, OPENCOST);
+        assert!(close(c.hourly.cpu, 3.0 * 0.031611));
+        assert_eq!(c.idle_hourly.cpu, 0.0);
+        assert!(close(c.efficiency.cpu, 1.5));
+        assert_eq!(c.hourly.gpu, 0.0);
+        // OpenCost: nothing requested and nothing used is 0, used without a request is 1.
+        assert_eq!(c.efficiency.gpu, 0.0);
+        let c = opencost(
+            Resources::default(),
+            Resources {
+                cpu_cores: 1.0,
+                ..Default::default()
+            },
+            OPENCOST,
+        );
+        assert_eq!(c.efficiency.cpu, 1.0);
+        let nothing = opencost(Resources::default(), Resources::default(), OPENCOST);
+        assert_eq!((nothing.idle_share, nothing.efficiency.total), (0.0, 0.0));
+    }
+
+    #[test]
+    fn savings_are_the_tutorials_calculate_cost_savings() {
+        // The tutorial's prices: cpu x 0.05 + memory_gb x 0.01 + gpu x 0.5 per hour.
+        let tutorial = Prices {
+            cpu_core_hour: 0.05,
+            memory_gib_hour: 0.01,
+            gpu_hour: 0.5,
+        };
+        let current = Resources {
+            cpu_cores: 4.0,
+            memory_bytes: 8.0 * GIB,
+            gpus: 1.0,
+        };
+        let optimized = Resources {
+            cpu_cores: 2.0,
+            memory_bytes: 4.0 * GIB,
+            gpus: 1.0,
+        };
+        assert!(close(allocation_cost(current, tutorial), 0.78));
+        let (saved, percent) = savings(current, optimized, tutorial);
+        assert!(close(saved, 0.14), "{saved}");
+        assert!(close(percent, 0.14 / 0.78 * 100.0), "{percent}");
+        assert_eq!(savings(Resources::default(), optimized, tutorial).1, 0.0);
+    }
+
+    #[test]
+    fn percentiles_interpolate_like_numpy() {
+        let v = [5.0, 1.0, 4.0, 2.0, 3.0];
+        assert_eq!(percentile(&v, 0.5), Some(3.0));
+        // numpy.percentile([1, 2, 3, 4, 5], 95) == 4.8
+        assert!(close(percentile(&v, 0.95).unwrap(), 4.8));
+        assert_eq!(percentile(&v, 1.0), Some(5.0));
+        assert_eq!(percentile(&[7.0], 0.9), Some(7.0));
+        assert_eq!(percentile(&[], 0.9), None);
+    }
+
+    fn sizing(memory_percentile: Option<f64>) -> RightSizing {
+        RightSizing {
+            window_ms: 100_000,
+            resolution_ms: 1_000,
+            cpu_percentile: 0.95,
+            memory_percentile,
+            margin: 0.15,
+            downscale_below: 0.3,
+            upscale_above: 0.9,
+            min_points: 3,
+        }
+    }
+
+    #[test]
+    fn the_tutorials_thresholds_are_strict() {
+        let rs = sizing(None);
+        assert_eq!(Advice::of(0.29, &rs), Advice::Downscale);
+        assert_eq!(Advice::of(0.3, &rs), Advice::Keep);
+        assert_eq!(Advice::of(0.9, &rs), Advice::Keep);
+        assert_eq!(Advice::of(0.91, &rs), Advice::Upscale);
+    }
+
+    const BOX: &str = "cost_policies:
+  - name: box
+    interval: 1s
+    prices: {cpu_core_hour: 0.05, memory_gib_hour: 0.01, gpu_hour: 0.5}
+    allocated:
+      cpu_cores: 4
+      memory_bytes: 8589934592
+    used:
+      cpu_cores: cpu
+      memory_bytes: memory
+    inferences: rate
+    right_sizing: {window: 1m, resolution: 1s, min_points: 5}
+";
+
+    #[test]
+    fn evaluation_reads_prices_queries_and_numbers_and_right_sizes_over_the_history() {
+        let policies = load_both(BOX).unwrap();
+        let p = &policies.cost[0];
+        let query = Fixed::new(&[("cpu", 0.5), ("memory", 1.0 * GIB), ("rate", 20.0)]);
+        let mut state = CostState::default();
+        // One point per second; CPU 0.5..1.3 cores, memory peaking at 2 GiB.
+        let cpu = [0.5, 0.7, 0.9, 1.1, 1.3, 0.5];
+        let memory = [1.0, 1.5, 2.0, 1.0, 1.0, 1.0];
+        let mut last = None;
+        for (i, (c, m)) in cpu.iter().zip(memory).enumerate() {
+            query.set("cpu", *c);
+            query.set("memory", m * GIB);
+            last = Some(p.evaluate(&mut state, i as i64 * 1000, &query).unwrap());
+        }
+        let report = last.unwrap();
+        // max(4, 0.5) x 0.05 + max(8, 1) x 0.01, no GPU.
+        assert!(close(report.costs.hourly.total, 0.28), "{report:?}");
+        // 0.28 per hour over 20 x 3600 inferences, per 1,000.
+        assert!(close(report.cost_per_1k_inferences.unwrap(), 0.28 / 72.0));
+        let r = report.right_sizing.expect("five closed steps");
+        assert_eq!(r.points, 5);
+        // p95 of [0.5, 0.7, 0.9, 1.1, 1.3] is 1.26; + 15 %.
+        assert!(close(r.recommended.cpu_cores, 1.26 * 1.15), "{r:?}");
+        assert!(close(r.recommended.memory_bytes, 2.0 * GIB * 1.15), "{r:?}");
+        // Mean use 0.9 of 4 cores and 1.3 of 8 GiB: both below 30 %.
+        assert_eq!(r.cpu.advice, Advice::Downscale);
+        assert!(close(r.cpu.mean_utilisation, 0.9 / 4.0));
+        assert_eq!(r.memory.advice, Advice::Downscale);
+        assert!(r.gpu.is_none(), "no GPU allocated");
+        let saved = (4.0 - 1.26 * 1.15) * 0.05 + (8.0 - 2.3) * 0.01;
+        assert!(close(r.savings_hourly, saved), "{r:?}");
+        assert!(close(r.savings_percent, saved / 0.28 * 100.0), "{r:?}");
+    }
+
+    #[test]
+    fn a_failed_query_names_its_field_and_missing_inferences_only_drop_their_figure() {
+        let policies = load_both(BOX).unwrap();
+        let p = &policies.cost[0];
+        let mut state = CostState::default();
+        let no_memory = Fixed::new(&[("cpu", 0.5), ("rate", 1.0)]);
+        let err = p.evaluate(&mut state, 0, &no_memory).unwrap_err();
+        assert_eq!(
+            err.0, "used.memory_bytes: the query returned no samples",
+            "{err:?}"
+        );
+        let idle = Fixed::new(&[("cpu", 0.5), ("memory", GIB), ("rate", 0.0)]);
+        let report = p.evaluate(&mut state, 1000, &idle).unwrap();
+        assert_eq!(
+            report.cost_per_1k_inferences, None,
+            "no inferences, no ratio"
+        );
+        assert!(report.right_sizing_pending.unwrap().contains("min_points"));
+    }
+
+    #[test]
+    fn the_issues_example_loads_and_bad_fields_are_located() {
+        let example = "cost_policies:
+  - name: box
+    interval: 1m
+    prices: {cpu_core_hour: 0.031611, memory_gib_hour: 0.004237, gpu_hour: 0.95}
+    allocated:
+      cpu_cores: torchwatch_machine_cpu_cores
+      memory_bytes: torchwatch_machine_memory_bytes
+      gpus: count(torchwatch_gpu_memory_total_bytes) or vector(0)
+    used:
+      cpu_cores: rate(process_cpu_seconds_total{job=\"torchwatch\"}[5m])
+      memory_bytes: process_resident_memory_bytes{job=\"torchwatch\"}
+      gpus: avg(torchwatch_gpu_utilization_ratio) or vector(0)
+    inferences: sum(rate(torchwatch_inference_count_total[5m]))
+    right_sizing: {window: 7d, cpu_percentile: 0.95, memory: max, margin: 0.15, downscale_below: 0.3, upscale_above: 0.9}
+";
+        let loaded = load_both(example).unwrap();
+        let p = &loaded.cost[0];
+        assert_eq!(p.prices, OPENCOST);
+        assert_eq!(p.right_sizing.window_ms, 7 * 86_400_000);
+        assert_eq!(p.right_sizing.memory_percentile, None);
+        let defaults = load_both(
+            "cost_policies:
+  - name: d
+    allocated: {cpu_cores: 2, memory_bytes: 1e9}
+    used: {cpu_cores: 1, memory_bytes: 1e8}
+    right_sizing: {memory: 0.9}
+",
+        )
+        .unwrap();
+        let d = &defaults.cost[0];
+        assert_eq!(d.prices, OPENCOST, "OpenCost's defaults");
+        assert_eq!(d.interval_ms, 60_000);
+        assert_eq!(d.right_sizing.memory_percentile, Some(0.9));
+        for (text, expected) in [
+            (
+                BOX.replace("min_points: 5", "cpu_percentile: 95"),
+                "p.yml:2:5: cost policy \"box\": right_sizing.cpu_percentile: must be in (0, 1]",
+            ),
+            (
+                BOX.replace("cpu_cores: cpu", "cpu_cores: rate(x[5m]"),
+                "p.yml:9:18: cost policy \"box\": used.cpu_cores:",
+            ),
+            (
+                BOX.replace("inferences: rate", "inference: rate"),
+                "cost policy \"box\": unknown field `inference`",
+            ),
+            (
+                BOX.replace("memory_bytes: memory", "memory_bytes: -1"),
+                "p.yml:10:21: cost policy \"box\": used.memory_bytes: must be a number >= 0",
+            ),
+            (
+                BOX.replace("min_points: 5", "memory: peak"),
+                "cost policy \"box\"",
+            ),
+        ] {
+            let err = load_both(&text).unwrap_err();
+            assert_eq!(err.len(), 1, "{err:?}");
+            assert!(err[0].contains(expected), "{expected:?} not in {err:?}");
+        }
+        let dir = Dir::new("cost-twice");
+        let twice = format!("{BOX}{}", BOX.replace("cost_policies:\n", ""));
+        let err = load_paths(&[dir.file("p.yml", &twice)]).unwrap_err();
+        assert!(
+            err[0].contains("cost policy \"box\": the name is already used"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn the_usage_history_survives_a_restart() {
+        let policies = load_both(BOX).unwrap();
+        let p = &policies.cost[0];
+        let dir = Dir::new("cost-history");
+        let query = Fixed::new(&[("cpu", 0.5), ("memory", GIB), ("rate", 1.0)]);
+        let mut state = CostState::default();
+        for t in 0..4 {
+            p.evaluate(&mut state, t * 1000, &query).unwrap();
+        }
+        p.save_history(&state, &dir.0).unwrap();
+        let mut restored = CostState::default();
+        p.restore_history(&mut restored, &dir.0);
+        let report = p.evaluate(&mut restored, 4000, &query).unwrap();
+        // 3 steps restored + the one this evaluation closed.
+        assert_eq!(
+            report.right_sizing_pending.as_deref(),
+            Some("4 of the 5 history points it needs (right_sizing.min_points)")
+        );
+    }
 }
