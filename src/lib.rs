@@ -2,11 +2,12 @@
 //!
 //! Data flows one way: [`http`] → [`serve`] (batcher, cache) → [`model`] (LibTorch). [`config`]
 //! owns the YAML schemas, [`logs`] the JSON log lines, [`app`] the `serve` lifecycle and
-//! [`profile`] the latency profiler. The binary (`main.rs`) is only the command line.
+//! [`profile`] the latency profiler, [`cost_report`] the cost report. The binary (`main.rs`) is only the command line.
 
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod cost_report;
 pub mod gofmt;
 pub mod http;
 pub mod logs;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use torchwatch::config::{Config, parse_device};
-use torchwatch::{app, logs, model, policy, profile, rules};
+use torchwatch::{app, cost_report, logs, model, policy, profile, rules};
 
 #[derive(Parser)]
 #[command(
@@ -87,6 +87,27 @@ enum Command {
     Scale {
         #[command(subcommand)]
         command: ScaleCommand,
+    },
+    /// What serving costs, from a running torchwatch's cost policies.
+    Cost {
+        #[command(subcommand)]
+        command: CostCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CostCommand {
+    /// Current costs, efficiency, right-sizing and cache advice, as a table (or JSON).
+    Report {
+        /// The config of the running torchwatch; its server.listen is asked.
+        #[arg(long, short, default_value = "torchwatch.yaml", conflicts_with = "url")]
+        config: PathBuf,
+        /// The running torchwatch's base URL, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the JSON of /api/v1/cost instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -365,6 +386,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{report}");
             } else {
                 print!("{}", policy::simulate::table(&outcomes));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cost {
+            command: CostCommand::Report { config, url, json },
+        } => {
+            let base = match url {
+                Some(url) => url,
+                None => cost_report::url_of(Config::load(&config)?.server.listen),
+            };
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let data = runtime.block_on(cost_report::fetch(&base))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                print!("{}", cost_report::render(&data));
             }
             Ok(ExitCode::SUCCESS)
         }

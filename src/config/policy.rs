@@ -394,13 +394,53 @@ pub struct ResourcesConfig {
 }
 
 /// A fixed number or PromQL (a vector result is summed).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Amount {
     /// As written.
     Number(f64),
     /// Evaluated each interval.
     Query(String),
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Amount, D::Error> {
+        d.deserialize_any(NumberOr {
+            expected: "a number or a PromQL expression",
+            word: Amount::Query,
+            number: Amount::Number,
+        })
+    }
+}
+
+/// Visits a YAML scalar that is either a number or a string.
+struct NumberOr<T> {
+    expected: &'static str,
+    word: fn(String) -> T,
+    number: fn(f64) -> T,
+}
+
+impl<T> serde::de::Visitor<'_> for NumberOr<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.expected)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        Ok((self.word)(v.to_string()))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<T, E> {
+        Ok((self.number)(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
+        Ok((self.number)(v as f64))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+        Ok((self.number)(v as f64))
+    }
 }
 
 /// `right_sizing:` (defaults: KRR's simple strategy, the tutorial's thresholds).
@@ -423,6 +463,10 @@ pub struct RightSizingConfig {
     pub upscale_above: f64,
     /// Fewest history points before advising (KRR's 100).
     pub min_points: usize,
+    /// Never recommend less CPU than this (VPA's 25 millicores).
+    pub min_cpu_cores: f64,
+    /// Never recommend less memory than this (VPA's 250 MiB).
+    pub min_memory_bytes: f64,
 }
 
 impl Default for RightSizingConfig {
@@ -436,28 +480,32 @@ impl Default for RightSizingConfig {
             downscale_below: 0.3,
             upscale_above: 0.9,
             min_points: 100,
+            min_cpu_cores: 0.025,
+            min_memory_bytes: 250.0 * 1024.0 * 1024.0,
         }
     }
 }
 
 /// `right_sizing.memory:`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MemoryStatistic {
     /// The peak over the window (KRR).
-    #[serde(deserialize_with = "max_keyword")]
     Max,
     /// A percentile in (0, 1] (VPA uses 0.9).
     Percentile(f64),
+    /// A word other than `max`, refused when the policy is validated.
+    Unknown,
 }
 
-fn max_keyword<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
-    let word = String::deserialize(d)?;
-    if word == "max" {
-        Ok(())
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "expected max or a percentile in (0, 1], got {word:?}"
-        )))
+impl<'de> Deserialize<'de> for MemoryStatistic {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MemoryStatistic, D::Error> {
+        d.deserialize_any(NumberOr {
+            expected: "max or a percentile in (0, 1]",
+            word: |w| match w.as_str() {
+                "max" => MemoryStatistic::Max,
+                _ => MemoryStatistic::Unknown,
+            },
+            number: MemoryStatistic::Percentile,
+        })
     }
 }

@@ -9,7 +9,7 @@ use axum::routing::get;
 use std::fmt::Write as _;
 
 use super::api::{QueryApi, rfc3339};
-use crate::policy::PolicyStatus;
+use crate::policy::{CostStatus, PolicyStatus};
 use crate::rules::{AlertState, RuleStatus};
 
 /// The `/` route.
@@ -141,6 +141,103 @@ fn scale_section(out: &mut String, policies: &[PolicyStatus]) {
     out.push_str("</table>");
 }
 
+/// Money with four decimals: hourly figures of a small box are cents.
+fn money(v: f64) -> String {
+    format!("{v:.4}")
+}
+
+fn percent(v: f64) -> String {
+    format!("{:.1} %", v * 100.0)
+}
+
+fn cost_section(out: &mut String, policies: &[CostStatus], scale: &[PolicyStatus]) {
+    out.push_str("<h2>Cost</h2>");
+    if policies.is_empty() {
+        out.push_str(
+            "<p>No cost policies are loaded (see <code>cost_policies:</code> in a policy file).</p>",
+        );
+    } else {
+        out.push_str("<p>JSON: <a href=\"/api/v1/cost\">/api/v1/cost</a>; report: <code>torchwatch cost report</code>.</p><table><tr><th>policy</th><th>per hour</th><th>idle</th><th>efficiency</th><th>per 1,000 inferences</th><th>CPU cores used / allocated / recommended</th><th>memory GiB used / allocated / recommended</th><th>advice</th><th>saving per hour</th><th>last evaluation</th></tr>");
+    }
+    let gib = |b: f64| format!("{:.2}", b / (1024.0 * 1024.0 * 1024.0));
+    for p in policies {
+        let Some(r) = &p.last else {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td colspan=9 class=err>{}</td></tr>",
+                escape(&p.name),
+                escape(p.error.as_deref().unwrap_or("not evaluated yet"))
+            );
+            continue;
+        };
+        let advice = r.right_sizing.as_ref();
+        let (cpu_rec, memory_rec, saving, words) = match advice {
+            Some(a) => (
+                format!("{:.2}", a.recommended.cpu_cores),
+                gib(a.recommended.memory_bytes),
+                format!("{} ({:.1} %)", money(a.savings_hourly), a.savings_percent),
+                format!(
+                    "CPU {} ({} mean use), memory {} ({} mean use)",
+                    a.cpu.advice.as_str(),
+                    percent(a.cpu.mean_utilisation),
+                    a.memory.advice.as_str(),
+                    percent(a.memory.mean_utilisation)
+                ),
+            ),
+            None => (
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                escape(r.right_sizing_pending.as_deref().unwrap_or("")),
+            ),
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{:.2} / {:.2} / {}</td><td>{} / {} / {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&p.name),
+            money(r.costs.hourly.total),
+            money(r.costs.idle_hourly.total),
+            percent(r.costs.idle_share),
+            percent(r.costs.efficiency.total),
+            r.cost_per_1k_inferences
+                .map(money)
+                .unwrap_or_else(|| "-".into()),
+            r.used.cpu_cores,
+            r.allocated.cpu_cores,
+            cpu_rec,
+            gib(r.used.memory_bytes),
+            gib(r.allocated.memory_bytes),
+            memory_rec,
+            words,
+            saving,
+            rfc3339(r.time_ms),
+        );
+    }
+    if !policies.is_empty() {
+        out.push_str("</table>");
+    }
+    let priced: Vec<&PolicyStatus> = scale
+        .iter()
+        .filter(|p| p.price_per_replica_hour.is_some())
+        .collect();
+    if !priced.is_empty() {
+        out.push_str("<table><tr><th>scale policy</th><th>replicas</th><th>price per replica-hour</th><th>per hour</th></tr>");
+        for p in priced {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&p.name),
+                p.current_replicas()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                p.price_per_replica_hour.map(money).unwrap_or_default(),
+                p.hourly_cost().map(money).unwrap_or_else(|| "-".into()),
+            );
+        }
+        out.push_str("</table>");
+    }
+}
+
 async fn page(State(api): State<QueryApi>) -> Html<String> {
     let groups = api.rules.snapshot();
     let alerts = groups.iter().flat_map(|g| &g.rules).flat_map(|r| &r.alerts);
@@ -186,7 +283,9 @@ async fn page(State(api): State<QueryApi>) -> Html<String> {
             "<p>No rule files are loaded (see <code>rules.files</code> in the config).</p>",
         );
     }
-    scale_section(&mut out, &api.scale.snapshot());
+    let scale = api.scale.snapshot();
+    scale_section(&mut out, &scale);
+    cost_section(&mut out, &api.cost.snapshot(), &scale);
     out.push_str("</body></html>");
     Html(out)
 }

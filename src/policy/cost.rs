@@ -3,7 +3,8 @@
 //! The cost arithmetic is OpenCost's (spec v0.1): each resource costs `max(allocated, used)` ×
 //! its hourly price, idle is what is allocated but not used, and efficiency is used over
 //! allocated, weighted by cost over the resources. Right-sizing follows KRR's simple strategy (a
-//! CPU percentile and the memory peak, plus a margin) with the tutorial's `ResourceOptimizer`
+//! CPU percentile and the memory peak, plus a margin, never below VPA's per-pod minimums of 25
+//! millicores and 250 MiB) with the tutorial's `ResourceOptimizer`
 //! thresholds for its advice and its `calculate_cost_savings` for the saving.
 //!
 //! [`CostPolicy::evaluate`] is the one implementation; `serve` runs it on a timer from
@@ -200,6 +201,10 @@ pub struct RightSizing {
     pub upscale_above: f64,
     /// Fewest history points before advising.
     pub min_points: usize,
+    /// Least CPU recommended, cores.
+    pub min_cpu_cores: f64,
+    /// Least memory recommended, bytes.
+    pub min_memory_bytes: f64,
 }
 
 /// The tutorial's advice for one resource.
@@ -306,8 +311,8 @@ pub fn recommend(
         None => memory.iter().copied().fold(0.0, f64::max),
     };
     let recommended = Resources {
-        cpu_cores: cpu_statistic * (1.0 + rs.margin),
-        memory_bytes: memory_statistic * (1.0 + rs.margin),
+        cpu_cores: (cpu_statistic * (1.0 + rs.margin)).max(rs.min_cpu_cores),
+        memory_bytes: (memory_statistic * (1.0 + rs.margin)).max(rs.min_memory_bytes),
         gpus: allocated.gpus,
     };
     let advice = |values: &[f64], allocated: f64| {
@@ -563,7 +568,7 @@ pub(super) fn build(c: &CostPolicyConfig, file: &Path) -> Result<CostPolicy, Bui
     let memory_percentile = match r.memory {
         MemoryStatistic::Max => None,
         MemoryStatistic::Percentile(q) if in_unit(q) => Some(q),
-        MemoryStatistic::Percentile(_) => {
+        MemoryStatistic::Percentile(_) | MemoryStatistic::Unknown => {
             return Err(plain(
                 "right_sizing.memory: must be max or a percentile in (0, 1]".into(),
             ));
@@ -571,6 +576,13 @@ pub(super) fn build(c: &CostPolicyConfig, file: &Path) -> Result<CostPolicy, Bui
     };
     if !(r.margin.is_finite() && r.margin >= 0.0) {
         return Err(plain("right_sizing.margin: must be a number >= 0".into()));
+    }
+    if !(r.min_cpu_cores.is_finite() && r.min_cpu_cores >= 0.0)
+        || !(r.min_memory_bytes.is_finite() && r.min_memory_bytes >= 0.0)
+    {
+        return Err(plain(
+            "right_sizing: min_cpu_cores and min_memory_bytes must be numbers >= 0".into(),
+        ));
     }
     if !(0.0 <= r.downscale_below && r.downscale_below < r.upscale_above) {
         return Err(plain(
@@ -598,6 +610,8 @@ pub(super) fn build(c: &CostPolicyConfig, file: &Path) -> Result<CostPolicy, Bui
             downscale_below: r.downscale_below,
             upscale_above: r.upscale_above,
             min_points: r.min_points,
+            min_cpu_cores: r.min_cpu_cores,
+            min_memory_bytes: r.min_memory_bytes,
         },
     })
 }

@@ -22,6 +22,9 @@ struct Tracked {
     /// Why the last evaluation failed, if it did.
     error: Option<String>,
     failures: u64,
+    failures_in_a_row: u32,
+    /// The cause last logged, so each is logged once.
+    logged: Option<String>,
 }
 
 /// The running cost policies.
@@ -186,14 +189,19 @@ fn evaluate(entry: &Entry, context: &PolicyContext) {
             let mut tracked = lock(&entry.state);
             tracked.state = state;
             tracked.error = None;
+            tracked.failures_in_a_row = 0;
+            tracked.logged = None;
         }
         Err(e) => {
             let mut tracked = lock(&entry.state);
             tracked.failures += 1;
-            // Logged when the cause changes, not every interval.
-            if tracked.error.as_ref() != Some(&e.0) {
+            tracked.failures_in_a_row += 1;
+            // Logged once per cause, and not for a single miss (at start-up `rate()` has no two
+            // samples yet).
+            if tracked.failures_in_a_row >= 2 && tracked.logged.as_ref() != Some(&e.0) {
                 tracing::warn!(event = "cost_evaluation_failed", policy = %policy.name,
                     error = %e.0, "cost policy not evaluated; its figures are withheld");
+                tracked.logged = Some(e.0.clone());
             }
             tracked.error = Some(e.0);
             tracked.state.last = None;

@@ -476,22 +476,24 @@ mod cost_policies {
         assert_eq!(percentile(&[], 0.9), None);
     }
 
-    fn sizing(memory_percentile: Option<f64>) -> RightSizing {
+    fn sizing() -> RightSizing {
         RightSizing {
             window_ms: 100_000,
             resolution_ms: 1_000,
             cpu_percentile: 0.95,
-            memory_percentile,
+            memory_percentile: None,
             margin: 0.15,
             downscale_below: 0.3,
             upscale_above: 0.9,
             min_points: 3,
+            min_cpu_cores: 0.025,
+            min_memory_bytes: 250.0 * 1024.0 * 1024.0,
         }
     }
 
     #[test]
     fn the_tutorials_thresholds_are_strict() {
-        let rs = sizing(None);
+        let rs = sizing();
         assert_eq!(Advice::of(0.29, &rs), Advice::Downscale);
         assert_eq!(Advice::of(0.3, &rs), Advice::Keep);
         assert_eq!(Advice::of(0.9, &rs), Advice::Keep);
@@ -542,6 +544,15 @@ mod cost_policies {
         assert!(close(r.cpu.mean_utilisation, 0.9 / 4.0));
         assert_eq!(r.memory.advice, Advice::Downscale);
         assert!(r.gpu.is_none(), "no GPU allocated");
+        let idle = Fixed::new(&[("cpu", 0.001), ("memory", 1e6), ("rate", 1.0)]);
+        let mut quiet = CostState::default();
+        let floor = (0..6)
+            .map(|t| p.evaluate(&mut quiet, t * 1000, &idle).unwrap())
+            .last()
+            .and_then(|r| r.right_sizing)
+            .unwrap();
+        assert_eq!(floor.recommended.cpu_cores, 0.025, "VPA's minimum");
+        assert_eq!(floor.recommended.memory_bytes, 250.0 * 1024.0 * 1024.0);
         let saved = (4.0 - 1.26 * 1.15) * 0.05 + (8.0 - 2.3) * 0.01;
         assert!(close(r.savings_hourly, saved), "{r:?}");
         assert!(close(r.savings_percent, saved / 0.28 * 100.0), "{r:?}");
@@ -621,7 +632,7 @@ mod cost_policies {
             ),
             (
                 BOX.replace("min_points: 5", "memory: peak"),
-                "cost policy \"box\"",
+                "p.yml:2:5: cost policy \"box\": right_sizing.memory: must be max or a percentile in (0, 1]",
             ),
         ] {
             let err = load_both(&text).unwrap_err();
