@@ -113,11 +113,12 @@ async fn metrics_match_the_readme_and_the_traffic() {
         "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - record: up:sum\n        expr: sum(up)\n      - record: broken\n        expr: label_replace(vector(1), \"a\", \"b\", \"c\", \"(\")\n",
     )
     .unwrap();
-    // And one predictive scale policy, so every scale family (the forecast too) has samples.
+    // And one predictive scale policy with a price, so every scale family (the forecast and the
+    // cost too) has samples, and a cost policy with right-sizing.
     let policies = rules_dir.path().join("policies.yml");
     std::fs::write(
         &policies,
-        "scale_policies:\n  - name: p\n    interval: 1s\n    max_replicas: 2\n    algorithm: predictive\n    metrics:\n      - query: vector(1)\n        target: {type: value, value: 1}\n    predictive: {model: mean, season: 1s, history: 1m, resolution: 1s}\n",
+        "scale_policies:\n  - name: p\n    interval: 1s\n    max_replicas: 2\n    algorithm: predictive\n    price_per_replica_hour: 0.5\n    metrics:\n      - query: vector(1)\n        target: {type: value, value: 1}\n    predictive: {model: mean, season: 1s, history: 1m, resolution: 1s}\ncost_policies:\n  - name: c\n    interval: 1s\n    allocated: {cpu_cores: 2, memory_bytes: 4e9, gpus: 1}\n    used: {cpu_cores: 0.5, memory_bytes: 1e9, gpus: 0.5}\n    inferences: vector(10)\n    right_sizing: {window: 1m, resolution: 1s, min_points: 1}\n",
     )
     .unwrap();
     let server = common::start(
