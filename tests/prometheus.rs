@@ -126,8 +126,23 @@ impl QueryClient {
 async fn prometheus_scrapes_and_computes_what_the_test_did() {
     let mut model = ModelEntry::mlp("mlp");
     model.cache = "{enabled: true, capacity: 1000, ttl: 5m}";
-    // torchwatch also scrapes itself every second, so its own query API has the same data.
-    let server = common::start("prometheus-target", &[model], "scrape:\n  interval: 1s\n");
+    // torchwatch also scrapes itself every second, so its own query API has the same data, and
+    // runs a cost policy so the dashboard's cost row has series.
+    let policies_dir = common::TempDir::new("prometheus-policies");
+    let policies = policies_dir.path().join("cost.yml");
+    std::fs::write(
+        &policies,
+        "cost_policies:\n  - name: box\n    interval: 1s\n    allocated: {cpu_cores: 2, memory_bytes: 4e9}\n    used:\n      cpu_cores: rate(process_cpu_seconds_total{job=\"torchwatch\"}[5s])\n      memory_bytes: process_resident_memory_bytes{job=\"torchwatch\"}\n    inferences: sum(rate(torchwatch_inference_count_total{job=\"torchwatch\"}[5s]))\n    right_sizing: {window: 1m, resolution: 1s, min_points: 2}\n",
+    )
+    .unwrap();
+    let server = common::start(
+        "prometheus-target",
+        &[model],
+        &format!(
+            "scrape:\n  interval: 1s\npolicies:\n  files: ['{}']\n",
+            policies.display()
+        ),
+    );
     server.wait_ready().await;
     let prometheus = start_prometheus(server.base.trim_start_matches("http://"));
     prometheus.wait_ready().await;
@@ -277,7 +292,8 @@ async fn check_dashboard(prometheus: &QueryClient) {
     let mut checked = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
         let title = panel["title"].as_str().unwrap();
-        for target in panel["targets"].as_array().unwrap() {
+        // Rows hold no queries.
+        for target in panel["targets"].as_array().into_iter().flatten() {
             let expr = target["expr"]
                 .as_str()
                 .unwrap()
