@@ -510,7 +510,7 @@ impl CostPolicy {
 fn source(amount: &serde_saphyr::Spanned<Amount>, field: &str) -> Result<Source, BuildError> {
     let at = Some((amount.referenced.line(), amount.referenced.column()));
     match &amount.value {
-        Amount::Number(n) if n.is_finite() && *n >= 0.0 => Ok(Source::Number(*n)),
+        Amount::Number(n) if non_negative(*n) => Ok(Source::Number(*n)),
         Amount::Number(_) => Err((at, format!("{field}: must be a number >= 0 or PromQL"))),
         Amount::Query(text) => Ok(Source::Query(parse_query(text, at, field)?)),
     }
@@ -528,6 +528,10 @@ fn sources(r: &crate::config::ResourcesConfig, side: &str) -> Result<Sources, Bu
     })
 }
 
+fn non_negative(v: f64) -> bool {
+    v.is_finite() && v >= 0.0
+}
+
 /// Validates one `cost_policies:` entry.
 pub(super) fn build(c: &CostPolicyConfig, file: &Path) -> Result<CostPolicy, BuildError> {
     let plain = |m: String| (None, m);
@@ -543,7 +547,7 @@ pub(super) fn build(c: &CostPolicyConfig, file: &Path) -> Result<CostPolicy, Bui
         ("memory_gib_hour", p.memory_gib_hour),
         ("gpu_hour", p.gpu_hour),
     ] {
-        if !(v.is_finite() && v >= 0.0) {
+        if !non_negative(v) {
             return Err(plain(format!("prices.{name}: must be a number >= 0")));
         }
     }
@@ -574,12 +578,10 @@ pub(super) fn build(c: &CostPolicyConfig, file: &Path) -> Result<CostPolicy, Bui
             ));
         }
     };
-    if !(r.margin.is_finite() && r.margin >= 0.0) {
+    if !non_negative(r.margin) {
         return Err(plain("right_sizing.margin: must be a number >= 0".into()));
     }
-    if !(r.min_cpu_cores.is_finite() && r.min_cpu_cores >= 0.0)
-        || !(r.min_memory_bytes.is_finite() && r.min_memory_bytes >= 0.0)
-    {
+    if !(non_negative(r.min_cpu_cores) && non_negative(r.min_memory_bytes)) {
         return Err(plain(
             "right_sizing: min_cpu_cores and min_memory_bytes must be numbers >= 0".into(),
         ));
