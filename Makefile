@@ -46,7 +46,7 @@ test: test-deps
 	cargo test --locked
 
 bench: setup
-	cargo bench --locked --bench metrics --bench rules --bench notify
+	cargo bench --locked --bench metrics --bench rules --bench notify --bench cache
 	bench/run
 
 # Re-exports the demo models and their reference outputs (needs the full PyTorch set).

@@ -68,6 +68,9 @@ fn scrape_setup(models: usize) -> Metrics {
                 evicted_expired: 2,
                 entries: 12,
                 capacity: 100,
+                hit_ratio_estimates: vec![(25, 0.4), (50, 0.5), (100, 0.6), (200, 0.7), (400, 0.8)],
+                recommended_capacity: Some(800),
+                estimator_sampling_rate: 0.01,
             }),
         })
         .collect();

@@ -21,8 +21,8 @@ pub use notify::{
 };
 pub use policy::{
     ActuatorConfig, Algorithm, Amount, BehaviorConfig, Combine, CostPolicyConfig, ForecastModel,
-    MemoryStatistic, MetricConfig, PolicyFile, PricesConfig, ResourcesConfig, RightSizingConfig,
-    PredictiveConfig, ScalePolicyConfig, ScalingPolicyConfig, ScalingPolicyType,
+    MemoryStatistic, MetricConfig, PolicyFile, PredictiveConfig, PricesConfig, ResourcesConfig,
+    RightSizingConfig, ScalePolicyConfig, ScalingPolicyConfig, ScalingPolicyType,
     ScalingRulesConfig, SelectPolicy, StepConfig, TargetConfig, TargetType, WebhookActuatorConfig,
 };
 pub use rules::{

@@ -345,8 +345,8 @@ pub struct ModelSnapshot {
     pub cache: Option<CacheSnapshot>,
 }
 
-/// A result cache's counters and size.
-#[derive(Debug, Clone, Copy)]
+/// A result cache's counters, size and hit-ratio estimate.
+#[derive(Debug, Clone)]
 pub struct CacheSnapshot {
     /// Lookups answered from the cache.
     pub hits: u64,
@@ -360,6 +360,13 @@ pub struct CacheSnapshot {
     pub entries: u64,
     /// Most entries held.
     pub capacity: u64,
+    /// `(capacity, estimated hit ratio)` at each exported capacity; empty until the estimator
+    /// sampled enough lookups.
+    pub hit_ratio_estimates: Vec<(u64, f64)>,
+    /// The capacity the estimate recommends, once there is one.
+    pub recommended_capacity: Option<u64>,
+    /// The estimator's sampling rate in effect.
+    pub estimator_sampling_rate: f64,
 }
 
 /// Something that can describe the served models at scrape time (the serving registry).
@@ -465,9 +472,9 @@ impl<S: ModelSource> Collector for ModelCollector<S> {
             &models,
             |e, m| gauge(e, &[("model", &m.model)], m.queue_capacity as f64),
         )?;
-        let cached: Vec<(&str, CacheSnapshot)> = models
+        let cached: Vec<(&str, &CacheSnapshot)> = models
             .iter()
-            .filter_map(|m| Some((m.model.as_str(), m.cache?)))
+            .filter_map(|m| Some((m.model.as_str(), m.cache.as_ref()?)))
             .collect();
         family(
             &mut encoder,
@@ -510,6 +517,38 @@ impl<S: ModelSource> Collector for ModelCollector<S> {
             MetricType::Gauge,
             &cached,
             |e, (model, c)| gauge(e, &[("model", model)], c.capacity as f64),
+        )?;
+        family(
+            &mut encoder,
+            "torchwatch_cache_hit_ratio_estimate",
+            "Estimated LRU hit ratio (SHARDS) at other cache capacities",
+            MetricType::Gauge,
+            &cached,
+            |e, (model, c)| {
+                for (capacity, ratio) in &c.hit_ratio_estimates {
+                    let capacity = capacity.to_string();
+                    gauge(e, &[("model", model), ("capacity", &capacity)], *ratio)?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            &mut encoder,
+            "torchwatch_cache_recommended_capacity",
+            "Cache capacity the hit-ratio estimate recommends",
+            MetricType::Gauge,
+            cached
+                .iter()
+                .filter_map(|(model, c)| Some((*model, c.recommended_capacity?))),
+            |e, (model, capacity)| gauge(e, &[("model", model)], capacity as f64),
+        )?;
+        family(
+            &mut encoder,
+            "torchwatch_cache_estimator_sampling_rate",
+            "Fraction of cache keys the hit-ratio estimator samples now",
+            MetricType::Gauge,
+            &cached,
+            |e, (model, c)| gauge(e, &[("model", model)], c.estimator_sampling_rate),
         )?;
         Ok(())
     }

@@ -8,6 +8,7 @@
 
 mod batcher;
 mod cache;
+mod mrc;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +19,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 pub use batcher::Arrival;
-pub use cache::{CacheStats, ResultCache};
+pub use cache::{CacheAdvice, CacheKey, CacheStats, CurvePoint, Recommendation, ResultCache};
+pub use mrc::naive_capacity;
 
 use crate::config::{ModelConfig, TensorConfig, parse_device};
 use crate::metrics::{CacheSnapshot, Metrics, ModelMetrics, ModelSnapshot, ModelSource};
@@ -344,6 +346,7 @@ impl ModelService {
             queue_capacity: self.config.batching.queue_capacity,
             cache: self.cache.as_ref().map(|cache| {
                 let stats = cache.stats();
+                let advice = cache.advice();
                 CacheSnapshot {
                     hits: stats.hits.load(Ordering::Relaxed),
                     misses: stats.misses.load(Ordering::Relaxed),
@@ -351,6 +354,13 @@ impl ModelService {
                     evicted_expired: stats.evicted_expired.load(Ordering::Relaxed),
                     entries: cache.approximate_entries(),
                     capacity: cache.capacity(),
+                    hit_ratio_estimates: advice
+                        .curve
+                        .iter()
+                        .map(|point| (point.capacity, point.hit_ratio))
+                        .collect(),
+                    recommended_capacity: advice.recommended_capacity,
+                    estimator_sampling_rate: advice.sampling_rate,
                 }
             }),
         }
@@ -580,7 +590,7 @@ impl Registry {
                 cache: config
                     .cache
                     .enabled
-                    .then(|| ResultCache::new(config.cache.capacity, config.cache.ttl)),
+                    .then(|| ResultCache::new(&config.cache)),
                 instances,
                 draining: AtomicBool::new(false),
                 metrics: model_metrics,
