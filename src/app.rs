@@ -269,6 +269,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
             rules: monitoring.rules.clone(),
             scale: monitoring.scale.clone(),
             cost: monitoring.cost.clone(),
+            models: registry.clone(),
         },
         Arc::new(move || reloader.reload()),
     );

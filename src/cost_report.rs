@@ -160,6 +160,47 @@ pub fn render(data: &Value) -> String {
         }
         out.push('\n');
     }
+    for c in data["caches"].as_array().unwrap_or(&empty) {
+        let curve: Vec<String> = c["curve"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .map(|p| format!("{} {}", p["capacity"], pct(&p["hit_ratio"])))
+            .collect();
+        let _ = writeln!(
+            out,
+            "cache of {}: capacity {}, measured hit ratio {}",
+            c["model"].as_str().unwrap_or("?"),
+            c["capacity"],
+            pct(&c["measured_hit_ratio"]),
+        );
+        if curve.is_empty() {
+            let _ = writeln!(
+                out,
+                "  estimate: waiting for sampled lookups ({} so far)",
+                c["sampled_references"]
+            );
+        } else {
+            let why = match c["recommended_by"].as_str() {
+                Some("target") => format!("reaches the target {}", pct(&c["target_hit_ratio"])),
+                _ => format!(
+                    "the target {} is out of reach: the curve's knee",
+                    pct(&c["target_hit_ratio"])
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "  estimated hit ratio by capacity (SHARDS, sampling {}): {}",
+                c["sampling_rate"],
+                curve.join(", ")
+            );
+            let _ = writeln!(
+                out,
+                "  recommended capacity {} ({why}); the tutorial's +-100 rule says {}",
+                c["recommended_capacity"], c["naive_capacity"]
+            );
+        }
+    }
     let scale = data["scale_policies"].as_array().unwrap_or(&empty);
     for s in scale {
         let _ = writeln!(

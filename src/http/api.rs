@@ -39,6 +39,19 @@ pub struct QueryApi {
     pub scale: Arc<ScaleManager>,
     /// The cost policies, for `/api/v1/cost`.
     pub cost: Arc<CostManager>,
+    /// The served models, for their caches' advice in `/api/v1/cost`.
+    pub models: Arc<crate::serve::Registry>,
+}
+
+impl QueryApi {
+    /// Each enabled cache's estimated hit-ratio curve and advice, by model.
+    pub fn cache_advice(&self) -> Vec<(String, crate::serve::CacheAdvice)> {
+        self.models
+            .all()
+            .iter()
+            .filter_map(|m| Some((m.config().name.clone(), m.cache()?.advice())))
+            .collect()
+    }
 }
 
 /// Routes under `/api/v1`, ready to nest in any router.
@@ -466,8 +479,8 @@ async fn scale_policy(
     Ok(success(policy_json(policy)))
 }
 
-/// `/api/v1/cost`: each cost policy's last evaluation with its right-sizing, and what the scale
-/// policies with a price cost.
+/// `/api/v1/cost`: each cost policy's last evaluation with its right-sizing, what the scale
+/// policies with a price cost, and each cache's sizing advice.
 async fn cost(State(api): State<QueryApi>) -> Response {
     let policies: Vec<Json_> = api
         .cost
@@ -493,5 +506,14 @@ async fn cost(State(api): State<QueryApi>) -> Response {
             })
         })
         .collect();
-    success(json!({ "policies": policies, "scale_policies": scale }))
+    let caches: Vec<Json_> = api
+        .cache_advice()
+        .into_iter()
+        .map(|(model, advice)| {
+            let mut value = serde_json::to_value(advice).unwrap_or_default();
+            value["model"] = json!(model);
+            value
+        })
+        .collect();
+    success(json!({ "policies": policies, "scale_policies": scale, "caches": caches }))
 }

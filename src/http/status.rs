@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use super::api::{QueryApi, rfc3339};
 use crate::policy::{CostStatus, PolicyStatus};
 use crate::rules::{AlertState, RuleStatus};
+use crate::serve::{CacheAdvice, Recommendation};
 
 /// The `/` route.
 pub fn router<S: Clone + Send + Sync + 'static>(api: QueryApi) -> Router<S> {
@@ -150,7 +151,59 @@ fn percent(v: f64) -> String {
     format!("{:.1} %", v * 100.0)
 }
 
-fn cost_section(out: &mut String, policies: &[CostStatus], scale: &[PolicyStatus]) {
+fn cache_table(out: &mut String, caches: &[(String, CacheAdvice)]) {
+    if caches.is_empty() {
+        return;
+    }
+    out.push_str("<table><tr><th>cache of model</th><th>capacity</th><th>measured hit ratio</th><th>estimated hit ratio by capacity (SHARDS)</th><th>recommended</th><th>±100 rule</th></tr>");
+    for (model, a) in caches {
+        let curve: Vec<String> = a
+            .curve
+            .iter()
+            .map(|p| format!("{}: {}", p.capacity, percent(p.hit_ratio)))
+            .collect();
+        let recommended = match (a.recommended_capacity, a.recommended_by) {
+            (Some(c), Some(by)) => {
+                format!("{c} ({})", recommendation_words(by, a.target_hit_ratio))
+            }
+            _ => "-".into(),
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(model),
+            a.capacity,
+            a.measured_hit_ratio
+                .map(percent)
+                .unwrap_or_else(|| "-".into()),
+            if curve.is_empty() {
+                format!(
+                    "waiting for sampled lookups ({} so far)",
+                    a.sampled_references
+                )
+            } else {
+                curve.join(", ")
+            },
+            recommended,
+            a.naive_capacity,
+        );
+    }
+    out.push_str("</table>");
+}
+
+fn recommendation_words(by: Recommendation, target: f64) -> String {
+    match by {
+        Recommendation::Target => format!("reaches {}", percent(target)),
+        Recommendation::Knee => format!("{} is out of reach: the curve's knee", percent(target)),
+    }
+}
+
+fn cost_section(
+    out: &mut String,
+    policies: &[CostStatus],
+    scale: &[PolicyStatus],
+    caches: &[(String, CacheAdvice)],
+) {
     out.push_str("<h2>Cost</h2>");
     if policies.is_empty() {
         out.push_str(
@@ -236,6 +289,7 @@ fn cost_section(out: &mut String, policies: &[CostStatus], scale: &[PolicyStatus
         }
         out.push_str("</table>");
     }
+    cache_table(out, caches);
 }
 
 async fn page(State(api): State<QueryApi>) -> Html<String> {
@@ -285,7 +339,7 @@ async fn page(State(api): State<QueryApi>) -> Html<String> {
     }
     let scale = api.scale.snapshot();
     scale_section(&mut out, &scale);
-    cost_section(&mut out, &api.cost.snapshot(), &scale);
+    cost_section(&mut out, &api.cost.snapshot(), &scale, &api.cache_advice());
     out.push_str("</body></html>");
     Html(out)
 }
