@@ -57,6 +57,11 @@ fn pct(v: &Value) -> String {
     num(v).map_or_else(|| "-".into(), |n| format!("{:.1} %", n * 100.0))
 }
 
+/// A small share (a sampling rate) with two decimals.
+fn pct_fine(v: &Value) -> String {
+    num(v).map_or_else(|| "-".into(), |n| format!("{:.2} %", n * 100.0))
+}
+
 fn gib(v: &Value) -> Value {
     num(v).map_or(Value::Null, |b| (b / (1024.0 * 1024.0 * 1024.0)).into())
 }
@@ -191,7 +196,7 @@ pub fn render(data: &Value) -> String {
             let _ = writeln!(
                 out,
                 "  estimated hit ratio by capacity (SHARDS, sampling {}): {}",
-                c["sampling_rate"],
+                pct_fine(&c["sampling_rate"]),
                 curve.join(", ")
             );
             let _ = writeln!(
@@ -202,10 +207,13 @@ pub fn render(data: &Value) -> String {
         }
     }
     let scale = data["scale_policies"].as_array().unwrap_or(&empty);
+    if !scale.is_empty() {
+        out.push('\n');
+    }
     for s in scale {
         let _ = writeln!(
             out,
-            "scale policy {}: {} replicas x {} = {} per hour",
+            "scale policy {}: replicas {} x {} = {} per hour",
             s["policy"].as_str().unwrap_or("?"),
             s["current_replicas"],
             fixed(&s["price_per_replica_hour"], 4),
