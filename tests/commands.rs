@@ -158,6 +158,7 @@ fn scale_simulate_compares_policies_over_a_trace() {
         "scale_policies:
   - name: hpa
     max_replicas: 20
+    price_per_replica_hour: 2
     metrics:
       - query: sum(rate(torchwatch_requests_total[1m]))
         target: {type: average_value, value: 100}
@@ -221,7 +222,13 @@ fn scale_simulate_compares_policies_over_a_trace() {
     let late = hpa["slo_violation_minutes"].as_f64().unwrap();
     assert!(late > 0.5 && late < 10.0, "{hpa}");
     assert_eq!(hpa["reversals"], 1, "the overshoot's correction: {hpa}");
-    // 12 fixed replicas for two hours never violate and cost 12 x 2 x 0.5.
+    // A policy's own price beats the flag's.
+    let hpa_hours = hpa["replica_hours"].as_f64().unwrap();
+    assert!(
+        (hpa["cost"].as_f64().unwrap() - 2.0 * hpa_hours).abs() < 1e-9,
+        "{hpa}"
+    );
+    // 12 fixed replicas for two hours never violate and cost 12 x 2 x 0.5 at the flag's price.
     assert_eq!(fixed["slo_violation_minutes"], 0.0, "{fixed}");
     assert_eq!(fixed["scaling_actions"], 0);
     assert!(
