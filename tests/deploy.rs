@@ -10,6 +10,7 @@ use std::process::Command;
 fn run(program: &str, args: &[&str]) -> String {
     let output = Command::new(program)
         .args(args)
+        .env("TORCHWATCH", env!("CARGO_BIN_EXE_torchwatch"))
         .current_dir(common::root())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program} ({e}); run `make test-deps`"));
@@ -82,6 +83,7 @@ fn kubernetes_manifests_follow_their_schemas() {
     for check in [
         "ok    ConfigMap files parse as YAML",
         "ok    Deployment torchwatch mounts its config and policy files",
+        "ok    ConfigMap policy files pass torchwatch policies check",
         "ok    ScaledObject torchwatch bounds equal its policy's",
         "ok    HorizontalPodAutoscaler torchwatch bounds equal its policy's",
     ] {

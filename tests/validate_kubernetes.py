@@ -6,14 +6,19 @@ Core kinds go through kubernetes-validate's bundled schemas (strict: unknown fie
 as `kubectl apply` makes them). Custom resources go through the openAPIV3Schema of their CRD in
 ../shared/schemas/, closed the same way. A kind with no schema here is a failure, so nothing is
 skipped silently. Then the cross-checks a schema cannot make: the embedded torchwatch config and
-policy files parse, the Deployment mounts them where the config and its `policies.files` expect
-them, and each autoscaler's bounds equal its policy's min_replicas / max_replicas.
+policy files parse, `torchwatch policies check` accepts the policy files, the Deployment mounts
+them where the config and its `policies.files` expect them, and each autoscaler's bounds equal
+its policy's min_replicas / max_replicas.
 
-Run with the project's .venv: .venv/bin/python tests/validate_kubernetes.py [DIR]
+Run with the project's .venv: TORCHWATCH=path/to/torchwatch .venv/bin/python
+tests/validate_kubernetes.py [DIR]
 """
 
 import fnmatch
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path, PurePosixPath
 
 import jsonschema
@@ -105,6 +110,7 @@ def cross_checks(objects):
     for _, obj in objects:
         by_kind.setdefault(obj["kind"], []).append(obj)
     policies = {}
+    policy_files = {}  # "ConfigMap name key" -> text
 
     def config_maps():
         for cm in by_kind.get("ConfigMap", []):
@@ -120,6 +126,8 @@ def cross_checks(objects):
                     raise ValueError(f"{where}: not a mapping")
                 for p in doc.get("scale_policies", []):
                     policies[p["name"]] = p
+                if "scale_policies" in doc or "cost_policies" in doc:
+                    policy_files[where] = text
 
     check("ConfigMap files parse as YAML", config_maps)
 
@@ -153,10 +161,30 @@ def cross_checks(objects):
                     if not matched:
                         raise ValueError(f"policies.files {pattern} matches no mounted file")
                     for f in matched:
-                        if not yaml.safe_load(files[f]).get("scale_policies"):
-                            raise ValueError(f"{f} has no scale_policies")
+                        doc = yaml.safe_load(files[f])
+                        if not (doc.get("scale_policies") or doc.get("cost_policies")):
+                            raise ValueError(f"{f} has no scale_policies or cost_policies")
 
         check(f"Deployment {name} mounts its config and policy files", mounts)
+
+    def policies_check():
+        """torchwatch itself accepts every embedded policy file (given as $TORCHWATCH)."""
+        binary = os.environ.get("TORCHWATCH")
+        if not binary:
+            raise ValueError("set TORCHWATCH to the torchwatch binary to check policy files")
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = []
+            for i, (where, text) in enumerate(sorted(policy_files.items())):
+                path = Path(tmp) / f"{i}.yml"
+                path.write_text(text)
+                paths.append((where, path))
+            for where, path in paths:
+                done = subprocess.run([binary, "policies", "check", str(path)],
+                                      capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise ValueError(f"{where}: {done.stderr.strip()}")
+
+    check("ConfigMap policy files pass torchwatch policies check", policies_check)
 
     deployments = {d["metadata"]["name"] for d in by_kind.get("Deployment", [])}
 
