@@ -247,4 +247,57 @@ async fn policy_files_reload_all_or_nothing_and_keep_a_policys_state() {
         "counters restarted: {after}"
     );
     assert_eq!(after["data"]["decisions"]["up"], 1, "{after}");
+
+    // Cost policies reload with them: a broken one refuses the whole set, a good one runs, and
+    // a reload keeps its usage history.
+    let scale = format!("scale_policies:\n{}{}", policy("web"), policy("api"));
+    let cost = |sizing: &str| {
+        format!(
+            "cost_policies:\n  - name: box\n    interval: 1s\n    allocated: {{cpu_cores: 2, memory_bytes: 1e9}}\n    used: {{cpu_cores: 1, memory_bytes: 5e8}}\n    right_sizing: {{window: 1m, resolution: 1s, min_points: 1{sizing}}}\n"
+        )
+    };
+    std::fs::write(&file, format!("{scale}{}", cost(", margin: -1"))).unwrap();
+    let (status, body) = reload(&api).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("cost policy \"box\": right_sizing.margin: must be a number >= 0"),
+        "{body}"
+    );
+    assert_eq!(policy_names(&api).await, ["web", "api"]);
+    // (points, time of the evaluation)
+    let cost_state = || async {
+        let (_, body) = api.get("/api/v1/cost", &[]).await;
+        let last = &body["data"]["policies"][0]["last"];
+        (
+            last["right_sizing"]["points"].as_u64(),
+            last["time_ms"].as_i64(),
+        )
+    };
+    let cost_points = || async { cost_state().await.0 };
+    assert_eq!(cost_points().await, None, "nothing applied");
+    std::fs::write(&file, format!("{scale}{}", cost(""))).unwrap();
+    assert_eq!(reload(&api).await, (200, String::new()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cost_points().await.unwrap_or(0) < 3 {
+        assert!(Instant::now() < deadline, "the cost policy kept no history");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (before, evaluated) = cost_state().await;
+    assert_eq!(reload(&api).await, (200, String::new()));
+    // Read after the reloaded policy evaluated once: a fresh history would have no points yet.
+    let after = loop {
+        let (points, at) = cost_state().await;
+        if at != evaluated {
+            break points;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reloaded cost policy never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        after >= before,
+        "history restarted: {before:?} -> {after:?}"
+    );
 }
