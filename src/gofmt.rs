@@ -64,7 +64,13 @@ pub fn verb_v(v: f64) -> String {
             "0".into()
         };
     }
-    let exp = v.abs().log10().floor() as i32;
+    // The decimal exponent of the shortest digits, as Go decides: log10 rounds up next to powers
+    // of ten (999999.9999999999 is 6.0 in f64) and would pick the wrong form.
+    let shortest = format!("{v:e}");
+    let exp: i32 = shortest
+        .split_once('e')
+        .and_then(|(_, e)| e.parse().ok())
+        .unwrap_or(0);
     if (-4..6).contains(&exp) {
         format!("{v}")
     } else {
@@ -119,5 +125,76 @@ mod tests {
         assert_eq!(g(1.23456, 4), "1.235");
         assert_eq!(g(99999.0, 4), "1e+05");
         assert_eq!(g(12.5, 4), "12.5");
+        assert_eq!(verb_v(999999.9999999999), "999999.9999999999");
+        assert_eq!(verb_v(9.999999999999999e-5), "9.999999999999999e-05");
+        assert_eq!(verb_v(0.0001), "0.0001");
+        assert_eq!(verb_v(-123456.7), "-123456.7");
+    }
+
+    /// Go's rule, laid out by hand: take the shortest digits (Rust's and Go's shortest
+    /// algorithms agree on them; the digits are not what is tested here) and use the exponent
+    /// form when their decimal exponent is below -4 or at least 6 (strconv's `%g` with
+    /// shortest precision, which `%v` is), else place the decimal point among them.
+    fn go_rule(v: f64) -> String {
+        let digits = format!("{v:e}");
+        let (mantissa, exp) = digits.split_once('e').unwrap();
+        let exp: i32 = exp.parse().unwrap();
+        if !(-4..6).contains(&exp) {
+            return go_exponent(&digits, false);
+        }
+        let negative = mantissa.starts_with('-');
+        let significant: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+        let point = exp + 1;
+        let body = if point <= 0 {
+            format!("0.{}{significant}", "0".repeat((-point) as usize))
+        } else if point as usize >= significant.len() {
+            format!(
+                "{significant}{}",
+                "0".repeat(point as usize - significant.len())
+            )
+        } else {
+            let (int, frac) = significant.split_at(point as usize);
+            format!("{int}.{frac}")
+        };
+        format!("{}{body}", if negative { "-" } else { "" })
+    }
+
+    #[test]
+    fn verb_v_follows_gos_rule_next_to_powers_of_ten_and_elsewhere() {
+        let mut values = Vec::new();
+        for k in -12..=24 {
+            let p = 10f64.powi(k);
+            // The neighbours of each power of ten, where a log10 shortcut goes wrong.
+            let (mut below, mut above) = (p, p);
+            for _ in 0..20 {
+                below = below.next_down();
+                above = above.next_up();
+                values.extend([below, above, -below]);
+            }
+            values.extend([p, p * 0.99999995, p * 1.0000001, p * 9.9999999]);
+        }
+        // And a few thousand spread over the magnitudes (a fixed LCG, so the run is repeatable).
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..3000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let mantissa = (state >> 11) as f64 / (1u64 << 53) as f64 * 10.0;
+            let exp = ((state >> 3) % 30) as i32 - 12;
+            values.push(mantissa * 10f64.powi(exp));
+        }
+        let wrong: Vec<(f64, String, String)> = values
+            .iter()
+            .filter(|v| **v != 0.0)
+            .map(|&v| (v, verb_v(v), go_rule(v)))
+            .filter(|(_, ours, go)| ours != go)
+            .collect();
+        assert!(values.len() > 4000, "{}", values.len());
+        assert!(
+            wrong.is_empty(),
+            "{} differ, e.g. {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(5)]
+        );
     }
 }

@@ -595,7 +595,7 @@ fn call(name: &str, args: &[Val]) -> Result<Val, String> {
             arity(1)?;
             let v = number(&args[0], name)?;
             Val::Str(if v.abs() <= 1.0 || !v.is_finite() {
-                format!("{:.4}", gofmt::g(v, 4))
+                gofmt::g(v, 4)
             } else {
                 humanize(
                     v,
@@ -758,7 +758,7 @@ fn call(name: &str, args: &[Val]) -> Result<Val, String> {
 
 fn humanize(v: f64, base: f64, big: &[&str], small: &[&str]) -> String {
     if v == 0.0 || !v.is_finite() {
-        return format!("{:.4}", gofmt::g(v, 4));
+        return gofmt::g(v, 4);
     }
     let mut v = v;
     if v.abs() >= 1.0 {
@@ -785,7 +785,7 @@ fn humanize(v: f64, base: f64, big: &[&str], small: &[&str]) -> String {
 
 fn humanize_duration(v: f64) -> String {
     if !v.is_finite() {
-        return format!("{:.4}", gofmt::g(v, 4));
+        return gofmt::g(v, 4);
     }
     if v.abs() < 1.0 {
         // Sub-second: SI prefixes on seconds, as Prometheus prints them.
@@ -921,6 +921,10 @@ mod tests {
         assert_eq!(render("{{ $value | humanize }}", 1234567.0), "1.235M");
         assert_eq!(render("{{ $value | humanize }}", 0.001234), "1.234m");
         assert_eq!(render("{{ humanize1024 $value }}", 2048.0), "2ki");
+        // %.4g of the value itself at or below 1, never cut to four characters.
+        assert_eq!(render("{{ humanize1024 $value }}", 0.123456), "0.1235");
+        assert_eq!(render("{{ humanize1024 $value }}", -0.987654), "-0.9877");
+        assert_eq!(render("{{ humanize1024 $value }}", 1500.0), "1.465ki");
         assert_eq!(
             render("{{ $value | humanizePercentage }}", 0.12345),
             "12.35%"
