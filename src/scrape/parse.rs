@@ -215,7 +215,8 @@ impl<'a> Cursor<'a> {
         self.take_while(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
     }
 
-    /// A double-quoted string with `\\`, `\"` and `\n` escapes.
+    /// A double-quoted string. Like Prometheus' lexers, any character may follow a backslash;
+    /// only `\\`, `\"` and `\n` are replaced, other escapes stay as written.
     fn quoted(&mut self) -> Result<String, String> {
         if !self.eat('"') {
             return Err("expected '\"'".into());
@@ -229,7 +230,10 @@ impl<'a> Cursor<'a> {
                     Some('\\') => out.push('\\'),
                     Some('"') => out.push('"'),
                     Some('n') => out.push('\n'),
-                    Some(c) => return Err(format!("invalid escape sequence '\\{c}'")),
+                    Some(c) => {
+                        out.push('\\');
+                        out.push(c);
+                    }
                     None => return Err("unterminated quoted string".into()),
                 },
                 Some(c) => out.push(c),
@@ -436,6 +440,17 @@ mod tests {
             (q.name.as_str(), q.labels[0].0.as_str()),
             ("my.metric", "label.x")
         );
+        // Prometheus ingests unknown escapes as written (its lexer takes `\\.`).
+        for format in [Format::Text, Format::OpenMetrics] {
+            let s = one(r#"x{path="C:\temp\q",tab="a\tb"} 1"#, format);
+            assert_eq!(
+                s.labels,
+                vec![
+                    ("path".into(), r"C:\temp\q".into()),
+                    ("tab".into(), r"a\tb".into())
+                ]
+            );
+        }
         let body = "# HELP x some help\n# TYPE x counter\n# free comment\n\nx 1\ny 2\n";
         assert_eq!(parse(body, Format::Text).unwrap().len(), 2);
     }
@@ -463,7 +478,6 @@ mod tests {
             ("a one\n", 1),
             ("# TYPE a countr\n", 1),
             ("a{x=\"1\",x=\"2\"} 1\n", 1),
-            ("a{x=\"\\q\"} 1\n", 1),
             ("a 1 # {x=\"y\"} 1\n", 1),
             ("{} 1\n", 1),
         ] {
