@@ -30,6 +30,8 @@ use crate::storage::{Storage, StorageOptions};
 struct Monitoring {
     config_path: PathBuf,
     local: std::net::SocketAddr,
+    /// `server.external_url`, or the default built from the bound address.
+    external_url: String,
     storage: Arc<Storage>,
     scraper: Scraper,
     rules: Arc<RuleManager>,
@@ -110,7 +112,7 @@ impl Monitoring {
                 query,
                 storage: self.storage.clone(),
                 external_labels: config.rules.external_labels.clone(),
-                external_url: format!("http://{}", self.local),
+                external_url: self.external_url.clone(),
                 default_interval: std::time::Duration::from_millis(
                     config.rules.evaluation_interval.millis() as u64,
                 ),
@@ -216,9 +218,10 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("state.dir: cannot create {}", dir.display()))?;
     }
+    let external_url = config.server.external_url(local);
     let alerts = notify::start(
         current_plan,
-        format!("http://{local}"),
+        external_url.clone(),
         config.notify.queue_capacity.unwrap_or(10_000),
         config
             .state
@@ -231,6 +234,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let monitoring = Arc::new(Monitoring {
         config_path,
         local,
+        external_url,
         storage: storage.clone(),
         scraper: Scraper::new(storage.clone(), http_client.clone(), stop.subscribe()),
         rules: Arc::new(RuleManager::new(metrics.rules(), stop.subscribe())),

@@ -41,6 +41,10 @@ enum Command {
         /// How long to finish accepted requests after SIGTERM, overriding server.drain_timeout.
         #[arg(long, value_parser = humantime::parse_duration)]
         drain_timeout: Option<Duration>,
+        /// The URL users reach torchwatch at, overriding server.external_url (as Prometheus'
+        /// flag of the same name).
+        #[arg(long = "web.external-url")]
+        external_url: Option<String>,
     },
     /// Measure a model's forward latency on random inputs.
     Profile {
@@ -235,9 +239,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             log_file,
             log_level,
             drain_timeout,
+            external_url,
         } => {
             let path = config;
             let mut config = Config::load(&path)?;
+            if let Some(url) = external_url {
+                torchwatch::config::check_external_url(&url)
+                    .map_err(|e| anyhow::anyhow!("--web.external-url: {e}"))?;
+                config.server.external_url = Some(url);
+            }
             if let Some(listen) = listen {
                 config.server.listen = listen;
             }

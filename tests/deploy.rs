@@ -125,3 +125,64 @@ fn every_mounted_or_copied_file_exists() {
         );
     }
 }
+
+#[test]
+fn the_runtime_image_can_reach_tls_endpoints_runs_unprivileged_and_reports_health() {
+    let root = common::root();
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let runtime = dockerfile
+        .rsplit_once("\nFROM ")
+        .map(|(_, stage)| stage)
+        .expect("a multi-stage Dockerfile");
+    assert!(
+        runtime.contains("install -y --no-install-recommends ca-certificates"),
+        "the runtime stage has no CA certificates: HTTPS webhooks, Slack and SMTP over TLS fail"
+    );
+    let user = runtime
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("the runtime stage sets USER");
+    assert!(!["root", "0"].contains(&user.trim()), "USER {user}");
+    let healthcheck = runtime
+        .lines()
+        .position(|l| l.starts_with("HEALTHCHECK"))
+        .expect("the runtime stage has a HEALTHCHECK");
+    let check = runtime.lines().nth(healthcheck + 1).unwrap_or_default();
+    assert!(check.contains("/v2/health/ready"), "{check}");
+
+    // The healthcheck's command, run against a real torchwatch, passes once it is ready.
+    let server = common::start("healthcheck", &[common::ModelEntry::mlp("mlp")], "");
+    let port = server.base.rsplit_once(':').unwrap().1.to_string();
+    let command: Vec<String> = serde_json::from_str(
+        check
+            .trim()
+            .strip_prefix("CMD ")
+            .expect("HEALTHCHECK ... CMD [exec form]"),
+    )
+    .unwrap();
+    let script = command[2].replace("127.0.0.1/8080", &format!("127.0.0.1/{port}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = Command::new(&command[0])
+            .args([&command[1], &script])
+            .status()
+            .unwrap();
+        if status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the healthcheck never passed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // The default config keeps state in state/, which compose puts on a volume.
+    let config = std::fs::read_to_string(root.join("torchwatch.yaml")).unwrap();
+    assert!(config.contains("state:\n  dir: state\n"), "{config}");
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    assert!(
+        compose.contains("- torchwatch-state:/app/state"),
+        "state.dir is not on a volume"
+    );
+}

@@ -260,14 +260,16 @@ async fn slack_gets_a_templated_message_with_the_rules_fields() {
     let rules = dir.path().join("rules.yml");
     std::fs::write(
         &rules,
-        "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - alert: QueueDeep\n        metric: queue_depth\n        condition: greater_than\n        threshold: 10\n        annotations:\n          summary: 'queue at {{ $value }}'\n",
+        "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - alert: QueueDeep\n        metric: queue_depth\n        condition: greater_than\n        threshold: 10\n        annotations:\n          summary: 'queue at {{ $value }}, see {{ $externalURL }}'\n",
     )
     .unwrap();
+    // Behind a proxy: links use the external URL (its trailing slash dropped), not the bind
+    // address.
     let server = common::start(
         "slack",
         &[common::ModelEntry::mlp("mlp")],
         &format!(
-            "scrape:\n  interval: 1s\n  jobs:\n    - job_name: fake\n      targets: ['{}']\nrules:\n  files: ['{}']\nnotify:\n  route:\n    receiver: chat\n    group_wait: 0s\n    group_interval: 2s\n  receivers:\n    - name: chat\n      slack_configs:\n        - api_url_file: {}\n          channel: '#ml-alerts'\n",
+            "  external_url: https://tw.example.com/ml/\nscrape:\n  interval: 1s\n  jobs:\n    - job_name: fake\n      targets: ['{}']\nrules:\n  files: ['{}']\nnotify:\n  route:\n    receiver: chat\n    group_wait: 0s\n    group_interval: 2s\n  receivers:\n    - name: chat\n      slack_configs:\n        - api_url_file: {}\n          channel: '#ml-alerts'\n",
             target.address,
             rules.display(),
             url_file.display()
@@ -279,9 +281,12 @@ async fn slack_gets_a_templated_message_with_the_rules_fields() {
     assert_eq!(body["username"], "torchwatch");
     let attachment = &body["attachments"][0];
     assert_eq!(attachment["title"], "[FIRING] QueueDeep");
-    assert_eq!(attachment["text"], "queue at 42");
+    assert_eq!(
+        attachment["text"],
+        "queue at 42, see https://tw.example.com/ml"
+    );
     assert_eq!(attachment["color"], "danger");
-    assert_eq!(attachment["title_link"], server.base);
+    assert_eq!(attachment["title_link"], "https://tw.example.com/ml");
     let fields: Vec<(String, String)> = attachment["fields"]
         .as_array()
         .unwrap()

@@ -335,6 +335,38 @@ pub struct ServerConfig {
     /// After SIGTERM/SIGINT, how long queued and in-flight requests may take to finish.
     #[serde(deserialize_with = "duration")]
     pub drain_timeout: Duration,
+    /// The URL users reach torchwatch at (behind a proxy, in a container), for `$externalURL`,
+    /// `generatorURL` and notification links; Prometheus' `--web.external-url`.
+    pub external_url: Option<String>,
+}
+
+impl ServerConfig {
+    /// `external_url` without a trailing `/`, else Prometheus' default: `http://` with the
+    /// listen address, or this host's name where it listens on every address.
+    pub fn external_url(&self, bound: SocketAddr) -> String {
+        if let Some(url) = &self.external_url {
+            return url.trim_end_matches('/').to_string();
+        }
+        if bound.ip().is_unspecified() {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".into());
+            format!("http://{host}:{}", bound.port())
+        } else {
+            format!("http://{bound}")
+        }
+    }
+}
+
+/// An absolute http or https URL, as `server.external_url` must be.
+pub fn check_external_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("{url:?}: need an absolute http:// or https:// URL"));
+    }
+    Ok(())
 }
 
 impl Default for ServerConfig {
@@ -343,6 +375,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 << 20,
             drain_timeout: Duration::from_secs(30),
+            external_url: None,
         }
     }
 }
@@ -571,6 +604,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.server.external_url {
+            check_external_url(url).map_err(|e| format!("server.external_url: {e}"))?;
+        }
         let buckets = &self.metrics.buckets;
         for (name, bounds) in [
             (
@@ -809,6 +845,35 @@ mod tests {
         let text = MINIMAL.replace("[-1, 784]", "[1, 784]");
         let err = Config::parse(&text, "t.yaml").unwrap_err().to_string();
         assert!(err.contains("models[0] (mlp).inputs[0].shape"), "{err}");
+    }
+
+    #[test]
+    fn external_url_is_absolute_http_and_defaults_like_prometheus() {
+        let with = |url: &str| {
+            Config::parse(
+                &format!("server: {{external_url: '{url}'}}\n{MINIMAL}"),
+                "t.yaml",
+            )
+        };
+        let config = with("https://tw.example.com/ml/").unwrap();
+        let bound: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(
+            config.server.external_url(bound),
+            "https://tw.example.com/ml"
+        );
+        for bad in ["ftp://x", "/ml", "tw.example.com"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.starts_with("t.yaml: server.external_url: "), "{err}");
+        }
+        let default = Config::parse(MINIMAL, "t.yaml").unwrap().server;
+        assert_eq!(
+            default.external_url("127.0.0.1:9000".parse().unwrap()),
+            "http://127.0.0.1:9000"
+        );
+        // Listening everywhere, the bind address is no place to send people: the host's name.
+        let everywhere = default.external_url(bound);
+        assert!(everywhere.starts_with("http://") && everywhere.ends_with(":8080"));
+        assert!(!everywhere.contains("0.0.0.0"), "{everywhere}");
     }
 
     #[test]
