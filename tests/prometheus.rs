@@ -282,6 +282,14 @@ fn metric_names(expr: &str) -> Vec<&str> {
         .collect()
 }
 
+/// A dashboard query with its variables as "All" selects them.
+fn substitute(expr: &str) -> String {
+    expr.replace("$__rate_interval", "30s")
+        .replace("$model", ".*")
+        .replace("$job", ".*")
+        .replace("$instance", ".*")
+}
+
 /// Runs every panel query of the Grafana dashboard, with its variables substituted, against
 /// `prometheus` (or torchwatch's own query API): none may fail, and every panel whose metrics
 /// exist must return data.
@@ -294,12 +302,22 @@ async fn check_dashboard(prometheus: &QueryClient) {
         let title = panel["title"].as_str().unwrap();
         // Rows hold no queries.
         for target in panel["targets"].as_array().into_iter().flatten() {
-            let expr = target["expr"]
-                .as_str()
-                .unwrap()
-                .replace("$__rate_interval", "30s")
-                .replace("$model", ".*")
-                .replace("$job", ".*");
+            let raw = target["expr"].as_str().unwrap();
+            // Every selector follows the job and instance variables, or picking one in Grafana
+            // would leave other processes' series in the panel.
+            for name in metric_names(raw).into_iter().filter(|n| *n != "ALERTS") {
+                let selector = raw
+                    .split(name)
+                    .skip(1)
+                    .map(|rest| rest.split('}').next().unwrap_or(""));
+                for matchers in selector {
+                    assert!(
+                        matchers.starts_with("{job=~\"$job\",instance=~\"$instance\""),
+                        "panel '{title}': {name} ignores $job or $instance: {raw}"
+                    );
+                }
+            }
+            let expr = substitute(raw);
             let result = prometheus.query_all(&expr).await;
             let mut present = true;
             for name in metric_names(&expr) {
@@ -328,6 +346,7 @@ async fn check_dashboard(prometheus: &QueryClient) {
     // The variables' queries find the job and the model.
     for variable in dashboard["templating"]["list"].as_array().unwrap() {
         if let Some(definition) = variable["definition"].as_str() {
+            let definition = substitute(definition);
             let inner = definition
                 .trim_start_matches("label_values(")
                 .trim_end_matches(')');
