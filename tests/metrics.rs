@@ -274,6 +274,15 @@ async fn metrics_match_the_readme_and_the_traffic() {
         failures >= 1.0 && (iterations - failures).abs() <= 1.0,
         "{failures} of {iterations}"
     );
+    // Two rules per iteration: the failures' denominator.
+    let evaluations = sample(
+        &text,
+        &format!("torchwatch_rule_evaluations_total{group}"),
+    );
+    assert!(
+        (evaluations - 2.0 * iterations).abs() <= 2.0 && evaluations >= 2.0,
+        "{evaluations} evaluations in {iterations} iterations"
+    );
     assert!(
         sample(
             &text,

@@ -20,6 +20,7 @@ struct GroupLabel {
 pub struct RuleMetrics {
     evaluation_duration: Histogram,
     failures: Family<GroupLabel, Counter>,
+    evaluations: Family<GroupLabel, Counter>,
     missed: Family<GroupLabel, Counter>,
     iterations: Family<GroupLabel, Counter>,
     last_evaluation: Family<GroupLabel, Gauge<f64, AtomicU64>>,
@@ -33,6 +34,8 @@ pub struct GroupMetrics {
     pub evaluation_duration: Histogram,
     /// Rule evaluations that failed.
     pub failures: Counter,
+    /// Rule evaluations run (the denominator of `failures`).
+    pub evaluations: Counter,
     /// Evaluations skipped because the previous one overran the interval.
     pub missed: Counter,
     /// Evaluations run.
@@ -50,6 +53,7 @@ impl RuleMetrics {
                 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0,
             ]),
             failures: Family::default(),
+            evaluations: Family::default(),
             missed: Family::default(),
             iterations: Family::default(),
             last_evaluation: Family::default(),
@@ -68,6 +72,11 @@ impl RuleMetrics {
             "torchwatch_rule_evaluation_failures",
             "Rule evaluations that failed, by group",
             metrics.failures.clone(),
+        );
+        registry.register(
+            "torchwatch_rule_evaluations",
+            "Rule evaluations, by group (each rule of each group evaluation)",
+            metrics.evaluations.clone(),
         );
         registry.register(
             "torchwatch_rule_group_iterations_missed",
@@ -99,6 +108,7 @@ impl RuleMetrics {
         GroupMetrics {
             evaluation_duration: self.evaluation_duration.clone(),
             failures: self.failures.get_or_create(&label).clone(),
+            evaluations: self.evaluations.get_or_create(&label).clone(),
             missed: self.missed.get_or_create(&label).clone(),
             iterations: self.iterations.get_or_create(&label).clone(),
             last_evaluation: self.last_evaluation.get_or_create(&label).clone(),

@@ -146,6 +146,7 @@ impl RuleManager {
                             .evaluation_duration
                             .observe(rule.last_duration.as_secs_f64());
                     }
+                    recorder.evaluations.inc_by(g.rules.len() as u64);
                     recorder.last_evaluation.set(now as f64 / 1000.0);
                     if let Some((dir, _)) = &shared.state
                         && let Err(e) = g.save_state(dir, now)
