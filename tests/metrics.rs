@@ -212,6 +212,15 @@ async fn metrics_match_the_readme_and_the_traffic() {
         ),
         1.0
     );
+    // What has not happened yet is exported at 0, so rate() and absence alerts work from the
+    // start.
+    for series in [
+        r#"torchwatch_requests_total{model="mlp",code="503"}"#,
+        r#"torchwatch_requests_rejected_total{model="mlp",reason="queue_full"}"#,
+        r#"torchwatch_requests_rejected_total{model="mlp",reason="model_not_ready"}"#,
+    ] {
+        assert_eq!(sample(&text, series), 0.0, "{series}");
+    }
     assert_eq!(
         sample(
             &text,
@@ -275,10 +284,7 @@ async fn metrics_match_the_readme_and_the_traffic() {
         "{failures} of {iterations}"
     );
     // Two rules per iteration: the failures' denominator.
-    let evaluations = sample(
-        &text,
-        &format!("torchwatch_rule_evaluations_total{group}"),
-    );
+    let evaluations = sample(&text, &format!("torchwatch_rule_evaluations_total{group}"));
     assert!(
         (evaluations - 2.0 * iterations).abs() <= 2.0 && evaluations >= 2.0,
         "{evaluations} evaluations in {iterations} iterations"

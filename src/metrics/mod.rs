@@ -253,12 +253,41 @@ impl Metrics {
     }
 }
 
+/// Every `reason` an inference request can be refused for; each model's counters start at 0 for
+/// each, so `rate()` and absence alerts work before the first refusal.
+pub const REJECTION_REASONS: [&str; 8] = [
+    "bad_request",
+    "bad_body",
+    "body_too_large",
+    "invalid_input",
+    "invalid_output",
+    "model_error",
+    "queue_full",
+    "model_not_ready",
+];
+
+/// Status codes whose request counters exist from the start (others appear when first seen).
+const USUAL_CODES: [u16; 5] = [200, 400, 413, 500, 503];
+
 impl Metrics {
-    /// Resolves one model's handles, once at start-up.
+    /// Resolves one model's handles, once at start-up, and creates its request and rejection
+    /// counters at 0 (Prometheus' instrumentation guide: export what can happen before it does).
     pub fn for_model(&self, model: &str) -> ModelMetrics {
         let label = ModelLabel {
             model: model.to_owned(),
         };
+        for code in USUAL_CODES {
+            self.requests.get_or_create_owned(&CodeLabels {
+                model: model.to_owned(),
+                code,
+            });
+        }
+        for reason in REJECTION_REASONS {
+            self.rejected.get_or_create_owned(&ReasonLabels {
+                model: model.to_owned(),
+                reason,
+            });
+        }
         ModelMetrics {
             model: model.to_owned(),
             request_duration: self.request_duration.get_or_create_owned(&label),
@@ -313,8 +342,12 @@ impl ModelMetrics {
             .inc();
     }
 
-    /// Records a refused request; `reason` is a short fixed word such as `queue_full`.
+    /// Records a refused request; `reason` is one of [`REJECTION_REASONS`].
     pub fn record_rejection(&self, reason: &'static str) {
+        debug_assert!(
+            REJECTION_REASONS.contains(&reason),
+            "rejection reason {reason:?} is missing from REJECTION_REASONS"
+        );
         self.rejected
             .get_or_create(&ReasonLabels {
                 model: self.model.clone(),
