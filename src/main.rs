@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use torchwatch::config::{Config, parse_device};
+use torchwatch::config::{Config, parse_device, parse_duration};
 use torchwatch::{app, cost_report, logs, model, policy, profile, rules};
 
 #[derive(Parser)]
@@ -39,7 +39,7 @@ enum Command {
         #[arg(long)]
         log_level: Option<String>,
         /// How long to finish accepted requests after SIGTERM, overriding server.drain_timeout.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = parse_duration)]
         drain_timeout: Option<Duration>,
         /// The URL users reach torchwatch at, overriding server.external_url (as Prometheus'
         /// flag of the same name).
@@ -145,7 +145,7 @@ enum ScaleCommand {
         #[arg(long)]
         capacity: f64,
         /// From decision to ready replica.
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
         startup: Duration,
         /// A minute violates the SLO when load exceeds this share of ready capacity.
         #[arg(long, default_value_t = 1.0)]
@@ -154,7 +154,7 @@ enum ScaleCommand {
         #[arg(long, default_value_t = 0.0)]
         price_per_replica_hour: f64,
         /// How often the simulated deployment is scraped.
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+        #[arg(long, value_parser = parse_duration, default_value = "15s")]
         scrape_interval: Duration,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -166,7 +166,7 @@ enum ScaleCommand {
         #[arg(long)]
         plot: Option<PathBuf>,
         /// Plot only the trace's last stretch of this length (e.g. 7d).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = parse_duration)]
         plot_last: Option<Duration>,
     },
 }

@@ -785,13 +785,17 @@ pub(crate) fn yaml_error(origin: &str, error: &serde_saphyr::Error) -> String {
     }
 }
 
+/// Prometheus' duration grammar for every duration of the config, so one file never mixes two.
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "'{text}' is not a duration like 2ms, 1.5s or 5m: {e}"
-        ))
-    })
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// A duration in Prometheus' grammar (`2ms`, `30s`, `1h30m`), for config fields and flags.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    PromDuration::parse(text)
+        .map(|d| Duration::from_millis(d.millis() as u64))
+        .map_err(|e| format!("'{text}' is not a duration like 2ms, 30s or 1h30m: {e}"))
 }
 
 #[cfg(test)]
@@ -838,6 +842,24 @@ mod tests {
         let text = format!("{MINIMAL}    batching: {{max_queue_delay: soon}}\n");
         let err = Config::parse(&text, "t.yaml").unwrap_err().to_string();
         assert!(err.contains("'soon' is not a duration"), "{err}");
+        // One grammar in the whole file, Prometheus': what rules and scrape settings accept.
+        for (text, ok) in [
+            ("1h30m", true),
+            ("250ms", true),
+            ("1.5s", false),
+            ("2 ms", false),
+        ] {
+            let config = format!("server: {{drain_timeout: '{text}'}}\n{MINIMAL}");
+            assert_eq!(Config::parse(&config, "t.yaml").is_ok(), ok, "{text}");
+        }
+        let server = Config::parse(
+            &format!("server: {{drain_timeout: 1h30m}}\n{MINIMAL}"),
+            "t.yaml",
+        );
+        assert_eq!(
+            server.unwrap().server.drain_timeout,
+            Duration::from_secs(5400)
+        );
     }
 
     #[test]
