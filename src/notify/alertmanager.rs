@@ -36,12 +36,12 @@ impl Alertmanager {
     }
 }
 
-/// The v2 API's alert: `endsAt` is the resolution time, or for a firing
-/// alert 4 resend delays ahead of `now` (Prometheus' `ValidUntil`).
+/// The v2 API's alert: `endsAt` is the resolution time, or for a firing alert Prometheus'
+/// `ValidUntil`: 4 × max(group interval, resend delay) ahead of `now`, so two missed
+/// evaluations or sends do not let Alertmanager resolve it.
 fn postable(alert: &Alert, now_ms: i64) -> Value {
-    let ends_at = alert
-        .ends_at
-        .unwrap_or(now_ms + 4 * RESEND_DELAY.as_millis() as i64);
+    let delta = alert.group_interval_ms.max(RESEND_DELAY.as_millis() as i64);
+    let ends_at = alert.ends_at.unwrap_or(now_ms + 4 * delta);
     json!({
         "labels": label_map(&alert.labels),
         "annotations": alert.annotations,
@@ -49,6 +49,32 @@ fn postable(alert: &Alert, now_ms: i64) -> Value {
         "endsAt": rfc3339(ends_at),
         "generatorURL": alert.generator_url,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_firing_alert_stays_valid_for_four_of_the_longer_of_group_interval_and_resend_delay() {
+        let mut alert = Alert {
+            labels: crate::storage::Labels::from_pairs([("alertname", "A")]),
+            annotations: Default::default(),
+            starts_at: 0,
+            ends_at: None,
+            generator_url: String::new(),
+            value: 1.0,
+            condition: Default::default(),
+            group_interval_ms: 15_000,
+        };
+        let now = 1_700_000_000_000;
+        assert_eq!(postable(&alert, now)["endsAt"], rfc3339(now + 4 * 60_000));
+        // A 5-minute group: valid for 20 minutes, not 4, or it resolves between evaluations.
+        alert.group_interval_ms = 300_000;
+        assert_eq!(postable(&alert, now)["endsAt"], rfc3339(now + 20 * 60_000));
+        alert.ends_at = Some(now - 1000);
+        assert_eq!(postable(&alert, now)["endsAt"], rfc3339(now - 1000));
+    }
 }
 
 impl Notifier for Alertmanager {

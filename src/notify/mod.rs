@@ -42,6 +42,9 @@ pub struct Alert {
     pub value: f64,
     /// What the rule compares, for receivers that show it (Slack's fields).
     pub condition: Condition,
+    /// How often its rule group is evaluated, ms: forwarded to Alertmanager, a firing alert
+    /// stays valid for 4 × max(this, the resend delay), as Prometheus' `ValidUntil`.
+    pub group_interval_ms: i64,
 }
 
 /// What an alerting rule compares: its short form's parts, or its expression.
@@ -699,13 +702,7 @@ fn forward(
     let now = Instant::now();
     let due: Vec<Alert> = batch
         .iter()
-        .filter(|a| match forwarded.get(&a.fingerprint()) {
-            None => true,
-            Some((was_resolved, at)) => {
-                (a.resolved() && !was_resolved)
-                    || (!a.resolved() && now.duration_since(*at) >= RESEND_DELAY)
-            }
-        })
+        .filter(|a| needs_sending(a, forwarded.get(&a.fingerprint()).copied(), now))
         .cloned()
         .collect();
     if due.is_empty() {
@@ -728,6 +725,18 @@ fn forward(
         tokio::spawn(async move {
             deliver(am.as_ref(), &message, RESEND_DELAY, &metrics).await;
         });
+    }
+}
+
+/// Prometheus' `needsSending`: new, just resolved, or not sent for a resend delay. Resolved
+/// alerts are re-sent too while the rules retain them (15 minutes), so an Alertmanager that
+/// missed the first notice still resolves the alert.
+fn needs_sending(alert: &Alert, last: Option<(bool, Instant)>, now: Instant) -> bool {
+    match last {
+        None => true,
+        Some((was_resolved, at)) => {
+            (alert.resolved() && !was_resolved) || now.duration_since(at) >= RESEND_DELAY
+        }
     }
 }
 
@@ -864,7 +873,30 @@ mod tests {
             generator_url: String::new(),
             value: 1.0,
             condition: Condition::default(),
+            group_interval_ms: 15_000,
         }
+    }
+
+    #[test]
+    fn forwarding_resends_firing_and_retained_resolved_alerts_each_resend_delay() {
+        let now = Instant::now();
+        let firing = alert(&[("alertname", "A")]);
+        let mut resolved = firing.clone();
+        resolved.ends_at = Some(1);
+        let just = now - Duration::from_secs(1);
+        let long_ago = now - RESEND_DELAY;
+        assert!(needs_sending(&firing, None, now));
+        assert!(!needs_sending(&firing, Some((false, just)), now));
+        assert!(needs_sending(&firing, Some((false, long_ago)), now));
+        assert!(
+            needs_sending(&resolved, Some((false, just)), now),
+            "just resolved"
+        );
+        assert!(!needs_sending(&resolved, Some((true, just)), now));
+        assert!(
+            needs_sending(&resolved, Some((true, long_ago)), now),
+            "resolved and still retained: sent again"
+        );
     }
 
     #[test]

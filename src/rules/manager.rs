@@ -136,7 +136,7 @@ impl RuleManager {
                     let now = crate::scrape::now_ms();
                     let outcome = g.eval(now, shared.query.as_ref(), &shared.storage, &ctx);
                     if let Some(sink) = &shared.alerts {
-                        let alerts = g.notifications(&shared.external_url);
+                        let alerts = g.notifications(&shared.external_url, interval);
                         if !alerts.is_empty() {
                             sink.submit(alerts);
                         }

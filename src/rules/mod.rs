@@ -207,7 +207,11 @@ impl Group {
 
     /// The alerts to notify about, as Prometheus sends them to Alertmanager:
     /// firing ones and resolved ones still retained, never pending ones.
-    pub fn notifications(&self, external_url: &str) -> Vec<crate::notify::Alert> {
+    pub fn notifications(
+        &self,
+        external_url: &str,
+        interval: std::time::Duration,
+    ) -> Vec<crate::notify::Alert> {
         let mut out = Vec::new();
         for rule in &self.rules {
             let RuleKind::Alerting(a) = &rule.kind else {
@@ -234,6 +238,7 @@ impl Group {
                     },
                     generator_url: generator_url.clone(),
                     value: alert.value,
+                    group_interval_ms: interval.as_millis() as i64,
                     condition: match &a.short_form {
                         Some(f) => crate::notify::Condition {
                             metric: f.metric.clone(),
