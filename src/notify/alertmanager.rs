@@ -51,6 +51,24 @@ fn postable(alert: &Alert, now_ms: i64) -> Value {
     })
 }
 
+impl Notifier for Alertmanager {
+    fn integration(&self) -> &'static str {
+        "alertmanager"
+    }
+
+    fn send_resolved(&self) -> bool {
+        true
+    }
+
+    fn notify<'a>(&'a self, message: &'a Message) -> SendFuture<'a> {
+        Box::pin(async move {
+            let now = crate::scrape::now_ms();
+            let body: Vec<Value> = message.alerts.iter().map(|a| postable(a, now)).collect();
+            post_json(&self.client, &self.url, self.timeout, &body).await
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,23 +92,5 @@ mod tests {
         assert_eq!(postable(&alert, now)["endsAt"], rfc3339(now + 20 * 60_000));
         alert.ends_at = Some(now - 1000);
         assert_eq!(postable(&alert, now)["endsAt"], rfc3339(now - 1000));
-    }
-}
-
-impl Notifier for Alertmanager {
-    fn integration(&self) -> &'static str {
-        "alertmanager"
-    }
-
-    fn send_resolved(&self) -> bool {
-        true
-    }
-
-    fn notify<'a>(&'a self, message: &'a Message) -> SendFuture<'a> {
-        Box::pin(async move {
-            let now = crate::scrape::now_ms();
-            let body: Vec<Value> = message.alerts.iter().map(|a| postable(a, now)).collect();
-            post_json(&self.client, &self.url, self.timeout, &body).await
-        })
     }
 }
