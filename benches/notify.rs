@@ -22,7 +22,7 @@ use torchwatch::storage::{Labels, Storage, StorageOptions};
 const ROUNDS: usize = 10;
 
 fn now_ms() -> i64 {
-    torchwatch::scrape::now_ms()
+    torchwatch::clock::now_ms()
 }
 
 async fn latency() {

@@ -143,7 +143,7 @@ impl Monitoring {
             .map_err(|e| e.to_string())
             .and_then(|config| self.apply(&config));
         self.reload_metrics
-            .record(outcome.is_ok(), scrape::now_ms() as f64 / 1000.0);
+            .record(outcome.is_ok(), crate::clock::now_ms() as f64 / 1000.0);
         match &outcome {
             Ok(()) => {
                 tracing::info!(event = "config_reloaded", config = %self.config_path.display(),
@@ -252,7 +252,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     monitoring.apply(&config).map_err(anyhow::Error::msg)?;
     monitoring
         .reload_metrics
-        .record(true, scrape::now_ms() as f64 / 1000.0);
+        .record(true, crate::clock::now_ms() as f64 / 1000.0);
     tokio::spawn(enforce_retention(storage.clone(), stop.subscribe()));
     tokio::spawn(reload_on_sighup(monitoring.clone(), stop.subscribe()));
     let (registry, loaded) = Registry::start(&config.models, &metrics);
@@ -358,7 +358,7 @@ async fn enforce_retention(storage: Arc<Storage>, mut stop: watch::Receiver<bool
             _ = stop.wait_for(|s| *s) => return,
         }
         let storage = storage.clone();
-        let _ = tokio::task::spawn_blocking(move || storage.truncate(scrape::now_ms())).await;
+        let _ = tokio::task::spawn_blocking(move || storage.truncate(crate::clock::now_ms())).await;
     }
 }
 

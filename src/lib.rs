@@ -5,6 +5,7 @@
 //! [`profile`] the latency profiler, [`cost_report`] the cost report. The binary (`main.rs`) is only the command line.
 
 pub mod app;
+pub mod client_error;
 pub mod clock;
 pub mod config;
 pub mod cost_report;

@@ -14,6 +14,7 @@ use promql_parser::label::Matcher;
 use promql_parser::parser::Expr;
 use serde_json::{Value as Json_, json};
 
+use crate::clock::rfc3339;
 use crate::config::PromDuration;
 use crate::gofmt;
 use crate::policy::{CostManager, PolicyStatus, ScaleManager};
@@ -210,7 +211,7 @@ async fn query(State(api): State<QueryApi>, Form(params): Params) -> Result<Resp
     let expr = parse_query(&params)?;
     let t = match param(&params, "time") {
         Some(t) => parse_time(t, "time")?,
-        None => crate::scrape::now_ms(),
+        None => crate::clock::now_ms(),
     };
     let limit = timeout(&params)?;
     let value = evaluate(limit, move || {
@@ -340,12 +341,6 @@ async fn label_values(
 }
 
 /// RFC 3339 with fractional seconds, as Prometheus' API writes times.
-pub(crate) fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-        .unwrap_or_default()
-}
-
 fn string_map(map: &std::collections::BTreeMap<String, String>) -> Json_ {
     json!(map)
 }

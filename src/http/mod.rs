@@ -6,7 +6,6 @@ mod protocol;
 mod status;
 
 pub use api::QueryApi;
-pub(crate) use api::rfc3339;
 
 use std::sync::Arc;
 use std::time::Instant;

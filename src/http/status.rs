@@ -8,7 +8,8 @@ use axum::response::Html;
 use axum::routing::get;
 use std::fmt::Write as _;
 
-use super::api::{QueryApi, rfc3339};
+use super::api::QueryApi;
+use crate::clock::rfc3339;
 use crate::policy::{CostStatus, PolicyStatus};
 use crate::rules::{AlertState, RuleStatus};
 use crate::serve::{CacheAdvice, Recommendation};

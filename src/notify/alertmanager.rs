@@ -3,7 +3,8 @@
 //! a few resends ahead (so Alertmanager resolves it if torchwatch goes away),
 //! and a resolved alert is sent once with its resolution time.
 
-use super::{Alert, Message, Notifier, SendFuture, attempt_timeout, label_map, post_json, rfc3339};
+use super::{Alert, Message, Notifier, SendFuture, attempt_timeout, label_map, post_json};
+use crate::clock::rfc3339;
 use crate::config::AlertmanagerConfig;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -62,7 +63,7 @@ impl Notifier for Alertmanager {
 
     fn notify<'a>(&'a self, message: &'a Message) -> SendFuture<'a> {
         Box::pin(async move {
-            let now = crate::scrape::now_ms();
+            let now = crate::clock::now_ms();
             let body: Vec<Value> = message.alerts.iter().map(|a| postable(a, now)).collect();
             post_json(&self.client, &self.url, self.timeout, &body).await
         })

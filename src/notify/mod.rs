@@ -9,6 +9,7 @@ mod email;
 mod slack;
 mod webhook;
 
+use crate::clock::rfc3339;
 use crate::config::{NotifyConfig, RouteConfig};
 use crate::metrics::NotifyMetrics;
 use crate::storage::Labels;
@@ -82,12 +83,6 @@ pub struct Message {
     pub alerts: Vec<Alert>,
     /// torchwatch's URL.
     pub external_url: String,
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-        .unwrap_or_default()
 }
 
 fn label_map(labels: &Labels) -> Value {
@@ -207,7 +202,7 @@ impl SendError {
     fn from_reqwest(e: &reqwest::Error) -> SendError {
         // The URL may carry a token: only the kind of failure is reported.
         SendError {
-            message: crate::scrape::failure_kind(e).into(),
+            message: crate::client_error::kind(e).into(),
             retryable: e.is_timeout() || e.is_connect() || e.is_request(),
         }
     }
@@ -623,7 +618,7 @@ async fn dispatch(
                         let key = format!("{}:{}", route.key, labels.to_string().replace(", ", ","));
                         let Some(receiver) = plan.receivers.get(&route.receiver) else { continue };
                         let notified = log.get(&key).map(|entry| {
-                            let age = (crate::scrape::now_ms() - entry.at).max(0) as u64;
+                            let age = (crate::clock::now_ms() - entry.at).max(0) as u64;
                             (
                                 entry.firing.iter().copied().collect(),
                                 entry.resolved.iter().copied().collect(),
@@ -652,10 +647,10 @@ async fn dispatch(
                         log.insert(result.key.clone(), LogEntry {
                             firing: result.firing.iter().copied().collect(),
                             resolved: result.resolved.iter().copied().collect(),
-                            at: crate::scrape::now_ms(),
+                            at: crate::clock::now_ms(),
                         });
                         // Entries of groups gone for a day are of no use any more.
-                        let horizon = crate::scrape::now_ms() - 24 * 3600 * 1000;
+                        let horizon = crate::clock::now_ms() - 24 * 3600 * 1000;
                         log.retain(|_, e| e.at > horizon);
                         if let Some(file) = &log_file
                             && let Err(e) = crate::state::save(file, &log)

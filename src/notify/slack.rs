@@ -2,7 +2,8 @@
 //! text and colour, and fields for the metric, condition, threshold, current
 //! value and time of the first alert.
 
-use super::{Message, Notifier, SendFuture, attempt_timeout, post_json, rfc3339, secret_url};
+use super::{Message, Notifier, SendFuture, attempt_timeout, post_json, secret_url};
+use crate::clock::rfc3339;
 use crate::config::SlackConfig;
 use crate::template::{Template, expand_notification_or_error};
 use serde_json::{Value, json};

@@ -197,7 +197,7 @@ impl Actuator {
                     "from": from,
                     "to": to,
                     "reason": reason,
-                    "time": crate::http::rfc3339(time_ms),
+                    "time": crate::clock::rfc3339(time_ms),
                 });
                 crate::notify::post_json(client, url, *timeout, &body)
                     .await

@@ -170,7 +170,7 @@ async fn run(entry: Arc<Entry>, context: Arc<PolicyContext>, stop: watch::Receiv
 /// for the history being saved.
 fn evaluate(entry: &Entry, context: &PolicyContext) {
     let policy = &entry.policy;
-    let now = crate::scrape::now_ms();
+    let now = crate::clock::now_ms();
     let mut state = lock(&entry.state).state.clone();
     let history_end = CostPolicy::history_end(&state);
     let outcome = policy.evaluate(&mut state, now, context.query.as_ref());

@@ -205,7 +205,7 @@ async fn run(entry: Arc<Entry>, context: Arc<PolicyContext>, stop: watch::Receiv
 /// queries run on a copy of the state, so the API and `/metrics` never wait for them.
 fn decide(entry: &Entry, context: &PolicyContext) -> Option<Decision> {
     let policy = &entry.policy;
-    let now = crate::scrape::now_ms();
+    let now = crate::clock::now_ms();
     let actual = entry.actuator.replicas();
     if actual.is_none() && entry.actuator.knows_count() {
         tracing::debug!(policy = %policy.name, "the model is not serving yet; no decision");

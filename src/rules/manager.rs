@@ -87,7 +87,7 @@ impl RuleManager {
                 group.copy_state_from(&mut previous);
             } else if let Some((dir, tolerance)) = &context.state {
                 // A group this process has not run yet: what an earlier run saved.
-                group.restore_state(dir, crate::scrape::now_ms(), *tolerance);
+                group.restore_state(dir, crate::clock::now_ms(), *tolerance);
             }
         }
         running.default_interval = context.default_interval;
@@ -133,7 +133,7 @@ impl RuleManager {
                         external_labels: &shared.external_labels,
                         external_url: &shared.external_url,
                     };
-                    let now = crate::scrape::now_ms();
+                    let now = crate::clock::now_ms();
                     let outcome = g.eval(now, shared.query.as_ref(), &shared.storage, &ctx);
                     if let Some(sink) = &shared.alerts {
                         let alerts = g.notifications(&shared.external_url, interval);

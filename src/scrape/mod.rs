@@ -220,7 +220,10 @@ async fn fetch(client: &reqwest::Client, target: &Target) -> Result<(String, For
     };
     // Errors are reported without the URL's query or credentials: reqwest's
     // messages include the URL, which is ours and holds no secrets.
-    let response = request.send().await.map_err(|e| describe(&e))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| crate::client_error::describe(&e))?;
     let status = response.status();
     if !status.is_success() {
         return Err(format!("server returned HTTP status {status}"));
@@ -231,29 +234,11 @@ async fn fetch(client: &reqwest::Client, target: &Target) -> Result<(String, For
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok()),
     );
-    let body = response.text().await.map_err(|e| describe(&e))?;
+    let body = response
+        .text()
+        .await
+        .map_err(|e| crate::client_error::describe(&e))?;
     Ok((body, format))
-}
-
-/// What kind of failure an HTTP client error is, in words for logs (no URL).
-pub(crate) fn failure_kind(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    }
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    let mut message = format!("{}: {e}", failure_kind(e));
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        message.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    message
 }
 
 /// The exposition's labels plus the target's: `job` and `instance` win, and a
@@ -480,11 +465,18 @@ impl Scraper {
                     _ = ticker.tick() => {}
                     _ = stop.wait_for(|s| *s) => return,
                     _ = retired.wait_for(|r| *r) => {
-                        retire(&storage, &target, &mut state, now_ms());
+                        retire(&storage, &target, &mut state, crate::clock::now_ms());
                         return;
                     }
                 }
-                let report = scrape_once(&client, &target, &storage, &mut state, now_ms()).await;
+                let report = scrape_once(
+                    &client,
+                    &target,
+                    &storage,
+                    &mut state,
+                    crate::clock::now_ms(),
+                )
+                .await;
                 // One log line per change of health, not one per failing scrape.
                 if report.error != last_error {
                     match &report.error {
@@ -508,14 +500,6 @@ fn retire(storage: &Storage, target: &Target, state: &mut TargetState, now_ms: i
         let labels = target_labels(target, &[(METRIC_NAME.to_string(), name.to_string())]);
         let _ = appender.append(&labels, now_ms, stale_nan());
     }
-}
-
-/// Wall-clock milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
