@@ -5,6 +5,7 @@
 //! [`profile`] the latency profiler, [`cost_report`] the cost report. The binary (`main.rs`) is only the command line.
 
 pub mod app;
+pub mod check;
 pub mod client_error;
 pub mod clock;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod notify;
 pub mod policy;
 pub mod profile;
 pub mod promql;
+pub mod query;
 pub mod rules;
 pub mod scrape;
 pub mod serve;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use torchwatch::config::{Config, parse_device, parse_duration};
-use torchwatch::{app, cost_report, logs, model, policy, profile, rules};
+use torchwatch::{app, check, cost_report, logs, model, policy, profile, query, rules};
 
 #[derive(Parser)]
 #[command(
@@ -96,6 +96,58 @@ enum Command {
     Cost {
         #[command(subcommand)]
         command: CostCommand,
+    },
+    /// Validate a config with the files it names, or an exposition (like promtool check).
+    Check {
+        #[command(subcommand)]
+        command: CheckCommand,
+    },
+    /// Ask a Prometheus-compatible query API (like promtool query).
+    Query {
+        #[command(subcommand)]
+        command: QueryCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckCommand {
+    /// A config file with its rule, policy and notification settings; exit status 1 on error.
+    Config {
+        /// Config files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Prometheus text read from stdin: parse errors and promtool's lints; exit 1 on any.
+    Metrics,
+}
+
+#[derive(Subcommand)]
+enum QueryCommand {
+    /// An instant query.
+    Instant {
+        /// Base URL, e.g. http://127.0.0.1:8080.
+        url: String,
+        /// PromQL.
+        expr: String,
+        /// Evaluation time, Unix seconds or RFC 3339 (default: now).
+        #[arg(long)]
+        time: Option<String>,
+    },
+    /// A range query.
+    Range {
+        /// Base URL, e.g. http://127.0.0.1:8080.
+        url: String,
+        /// PromQL.
+        expr: String,
+        /// Unix seconds or RFC 3339 (default: 5 minutes before --end).
+        #[arg(long)]
+        start: Option<String>,
+        /// Unix seconds or RFC 3339 (default: now).
+        #[arg(long)]
+        end: Option<String>,
+        /// Resolution, e.g. 15s (default: about 250 points).
+        #[arg(long)]
+        step: Option<String>,
     },
 }
 
@@ -397,6 +449,70 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", policy::simulate::table(&outcomes));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            command: CheckCommand::Config { files },
+        } => {
+            let mut ok = true;
+            for file in &files {
+                ok &= check::config(file);
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Check {
+            command: CheckCommand::Metrics,
+        } => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("cannot read stdin")?;
+            let problems = check::metrics(&text);
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            Ok(if problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Query { command } => {
+            let (url, endpoint, params) = match command {
+                QueryCommand::Instant { url, expr, time } => {
+                    let mut params = vec![("query", expr)];
+                    if let Some(t) = time {
+                        params.push(("time", t));
+                    }
+                    (url, "query", params)
+                }
+                QueryCommand::Range {
+                    url,
+                    expr,
+                    start,
+                    end,
+                    step,
+                } => {
+                    let now = torchwatch::clock::now_ms() as f64 / 1000.0;
+                    let (start, end, step) =
+                        query::range_params(start.as_deref(), end.as_deref(), step.as_deref(), now)
+                            .map_err(anyhow::Error::msg)?;
+                    let params = vec![
+                        ("query", expr),
+                        ("start", start.to_string()),
+                        ("end", end.to_string()),
+                        ("step", step),
+                    ];
+                    (url, "query_range", params)
+                }
+            };
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let data = runtime.block_on(query::fetch(&url, endpoint, &params))?;
+            print!("{}", query::render(&data));
             Ok(ExitCode::SUCCESS)
         }
         Command::Cost {

@@ -256,3 +256,71 @@ fn scale_simulate_compares_policies_over_a_trace() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--policy nope"));
 }
+
+#[test]
+fn check_config_loads_every_file_a_config_names_and_check_metrics_lints_like_promtool() {
+    let output = torchwatch(&["check", "config", "torchwatch.yaml"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("SUCCESS: 2 models"), "{stdout}");
+    assert!(stdout.contains("cost policies"), "{stdout}");
+
+    // A rule file with a broken expression fails the config that names it, with its place.
+    let dir = common::TempDir::new("check-config");
+    let rules = dir.path().join("bad.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: x\n    rules:\n      - alert: A\n        expr: up ==\n",
+    )
+    .unwrap();
+    let config = dir.path().join("tw.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "rules:\n  files: ['{}']\nmodels:\n  - name: mlp\n    path: {}\n    inputs: [{{name: input__0, datatype: FP32, shape: [-1, 784]}}]\n    outputs: [{{name: output__0, datatype: FP32, shape: [-1, 10]}}]\n",
+            rules.display(),
+            common::root().join("models/mlp.pt").display()
+        ),
+    )
+    .unwrap();
+    let output = torchwatch(&["check", "config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{}: 5:15: group \"x\"", rules.display())),
+        "{stderr}"
+    );
+
+    let lint = |text: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_torchwatch"))
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(
+        lint("# HELP a_total A.\n# TYPE a_total counter\na_total 1\n")
+            .status
+            .success()
+    );
+    let bad = lint("# TYPE requests counter\nrequests 1\n");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("requests counter metrics should have \"_total\" suffix"),
+        "{bad:?}"
+    );
+}

@@ -58,6 +58,46 @@ async fn scrapes_records_and_answers_prometheus_queries() {
         "bearer and basic auth both accepted"
     );
 
+    // `torchwatch query` prints what the API answers, the way promtool does.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_torchwatch"))
+        .args(["query", "instant", &server.base, "up{job=\"torchwatch\"}"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&cli.stdout);
+    assert!(cli.status.success(), "{printed}");
+    assert!(
+        printed.starts_with(&format!(
+            "up{{instance=\"{}\", job=\"torchwatch\"}} => 1 @[",
+            server.base.trim_start_matches("http://")
+        )),
+        "{printed}"
+    );
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_torchwatch"))
+        .args([
+            "query",
+            "range",
+            &server.base,
+            "up{job=\"torchwatch\"}",
+            "--step",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        printed.lines().count() >= 2 && printed.lines().nth(1).unwrap().starts_with("1 @["),
+        "{printed}"
+    );
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_torchwatch"))
+        .args(["query", "instant", &server.base, "up{"])
+        .output()
+        .unwrap();
+    assert_eq!(cli.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&cli.stderr).contains("bad_data"),
+        "{cli:?}"
+    );
+
     let scraped = api.vector("fake_requests_total{job=\"fake\"}").await;
     assert_eq!(scraped.len(), 2, "{scraped:?}");
     let a = scraped.iter().find(|(m, _)| m["path"] == "/a").unwrap();
