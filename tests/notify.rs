@@ -382,3 +382,49 @@ async fn firing_alerts_and_the_notification_log_survive_a_restart() {
         firing["alerts"][0]["fingerprint"]
     );
 }
+
+#[tokio::test]
+async fn one_failing_integration_never_re_sends_the_others() {
+    // Alertmanager's pipeline: dedup, retry and log per integration. The flaky webhook refuses
+    // for several group intervals; the healthy one must still be told exactly once.
+    let (healthy_url, healthy) = common::receiver("/healthy", 0).await;
+    let (flaky_url, flaky) = common::receiver("/flaky", 12).await;
+    let target = FakeTarget::start(Vec::new(), TEXT, "fake_value 20\n".into()).await;
+    let dir = common::TempDir::new("notify-integrations");
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - alert: Hot\n        expr: fake_value > 10\n",
+    )
+    .unwrap();
+    let server = common::start(
+        "notify-integrations",
+        &[common::ModelEntry::mlp("mlp")],
+        &format!(
+            "scrape:\n  interval: 1s\n  jobs:\n    - job_name: fake\n      targets: ['{}']\nrules:\n  files: ['{}']\nnotify:\n  route:\n    receiver: team\n    group_wait: 0s\n    group_interval: 1s\n    repeat_interval: 1h\n  receivers:\n    - name: team\n      webhook_configs:\n        - url: '{healthy_url}'\n        - url: '{flaky_url}'\n",
+            target.address,
+            rules.display(),
+        ),
+    );
+    server.wait_ready().await;
+    let late = common::wait_for_bodies(&flaky, 1).await;
+    assert_eq!(flaky.lock().unwrap().refused, 12);
+    // Three more group intervals in which a shared log would have re-sent.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(late.len(), 1);
+    assert_eq!(
+        flaky.lock().unwrap().bodies.len(),
+        1,
+        "the flaky one, once, after it recovered"
+    );
+    let told = healthy.lock().unwrap().bodies.clone();
+    assert_eq!(told.len(), 1, "the healthy one was re-sent: {told:?}");
+    assert_eq!(told[0]["status"], "firing");
+    // The flaky one was retried within each flush, and logged each time.
+    let logged = server
+        .log_lines()
+        .iter()
+        .filter(|l| l["event"] == "notification_retry")
+        .count();
+    assert!(logged >= 3, "{logged} retries logged");
+}

@@ -524,14 +524,18 @@ impl AlertSink {
     }
 }
 
+/// What one integration was last told: the firing and resolved fingerprints, and when.
+type Notified = (HashSet<u64>, HashSet<u64>, Instant);
+
 struct Group {
     route: Route,
     receiver: Arc<Receiver>,
     labels: Labels,
     alerts: HashMap<u64, Alert>,
     next_flush: Instant,
-    /// Firing and resolved fingerprints of the last delivered notification.
-    notified: Option<(HashSet<u64>, HashSet<u64>, Instant)>,
+    /// Per integration (its index in the receiver), the last notification it got: each
+    /// integration is deduplicated on its own, so one that fails never re-sends the others.
+    notified: HashMap<usize, Notified>,
     in_flight: bool,
 }
 
@@ -539,7 +543,80 @@ struct Delivered {
     key: String,
     firing: HashSet<u64>,
     resolved: HashSet<u64>,
-    ok: bool,
+    /// Each integration notified, and whether it got the notification.
+    outcomes: Vec<(usize, bool)>,
+}
+
+/// The notification log's key of one integration of a group, as Alertmanager's nflog keys
+/// entries by group, receiver, integration and index.
+fn log_key(group_key: &str, receiver: &str, integration: &str, index: usize) -> String {
+    format!("{group_key}|{receiver}|{integration}|{index}")
+}
+
+/// A log entry as the dedup stage reads it; its time mapped onto the monotonic clock.
+fn notified_from(entry: &LogEntry) -> Notified {
+    let age = (crate::clock::now_ms() - entry.at).max(0) as u64;
+    (
+        entry.firing.iter().copied().collect(),
+        entry.resolved.iter().copied().collect(),
+        Instant::now()
+            .checked_sub(Duration::from_millis(age))
+            .unwrap_or_else(Instant::now),
+    )
+}
+
+/// Alertmanager's `DedupStage.needsUpdate` for one integration: notify when something new
+/// fires, when everything it was told about resolved, when something resolved and it sends
+/// resolved notices, or when the repeat interval passed.
+fn needs_update(
+    last: Option<&Notified>,
+    firing: &HashSet<u64>,
+    resolved: &HashSet<u64>,
+    send_resolved: bool,
+    repeat: Duration,
+) -> bool {
+    let Some((last_firing, last_resolved, at)) = last else {
+        return !firing.is_empty();
+    };
+    if !firing.is_subset(last_firing) {
+        return true;
+    }
+    // All resolved: notify (whatever send_resolved says) so the log forgets the firing ones,
+    // unless nothing it was told about was firing.
+    if firing.is_empty() {
+        return !last_firing.is_empty();
+    }
+    if send_resolved && !resolved.is_subset(last_resolved) {
+        return true;
+    }
+    at.elapsed() >= repeat
+}
+
+/// Writes the notification log off the async runtime (fsync blocks), newest version last even
+/// when two saves overlap.
+#[derive(Clone, Default)]
+struct LogWriter {
+    written: Arc<std::sync::Mutex<u64>>,
+    version: u64,
+}
+
+impl LogWriter {
+    fn save(&mut self, file: &std::path::Path, log: &HashMap<String, LogEntry>) {
+        self.version += 1;
+        let (version, written) = (self.version, self.written.clone());
+        let (file, log) = (file.to_path_buf(), log.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut last = written.lock().unwrap_or_else(|e| e.into_inner());
+            if *last > version {
+                return;
+            }
+            match crate::state::save(&file, &log) {
+                Ok(()) => *last = version,
+                Err(e) => tracing::warn!(event = "state_not_saved", error = %e,
+                    "cannot save the notification log"),
+            }
+        });
+    }
 }
 
 /// What was last delivered for one group, as saved across restarts: the
@@ -593,6 +670,7 @@ async fn dispatch(
     let mut current: HashMap<u64, (Alert, Instant)> = HashMap::new();
     // What each alert last went to the Alertmanagers as, and when (resolved?, at).
     let mut forwarded: HashMap<u64, (bool, Instant)> = HashMap::new();
+    let mut log_writer = LogWriter::default();
     let (done_tx, mut done) = mpsc::unbounded_channel::<Delivered>();
     let mut ticker = tokio::time::interval(Duration::from_millis(50));
     loop {
@@ -617,16 +695,17 @@ async fn dispatch(
                         let labels = route.group_labels(&alert.labels);
                         let key = format!("{}:{}", route.key, labels.to_string().replace(", ", ","));
                         let Some(receiver) = plan.receivers.get(&route.receiver) else { continue };
-                        let notified = log.get(&key).map(|entry| {
-                            let age = (crate::clock::now_ms() - entry.at).max(0) as u64;
-                            (
-                                entry.firing.iter().copied().collect(),
-                                entry.resolved.iter().copied().collect(),
-                                Instant::now()
-                                    .checked_sub(Duration::from_millis(age))
-                                    .unwrap_or_else(Instant::now),
-                            )
-                        });
+                        // Per integration; a log written before per-integration entries holds one
+                        // entry per group, delivered to all of its integrations.
+                        let notified: HashMap<usize, Notified> = receiver
+                            .integrations
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, integration)| {
+                                let own = log_key(&key, &receiver.name, integration.integration(), i);
+                                log.get(&own).or_else(|| log.get(&key)).map(|e| (i, notified_from(e)))
+                            })
+                            .collect();
                         let group = groups.entry(key).or_insert_with(|| Group {
                             route: route.clone(),
                             receiver: receiver.clone(),
@@ -643,23 +722,28 @@ async fn dispatch(
             Some(result) = done.recv() => {
                 if let Some(group) = groups.get_mut(&result.key) {
                     group.in_flight = false;
-                    if result.ok {
-                        log.insert(result.key.clone(), LogEntry {
+                    let now_ms = crate::clock::now_ms();
+                    for &(i, ok) in &result.outcomes {
+                        let Some(integration) = group.receiver.integrations.get(i).filter(|_| ok) else {
+                            continue;
+                        };
+                        let key = log_key(&result.key, &group.receiver.name, integration.integration(), i);
+                        log.insert(key, LogEntry {
                             firing: result.firing.iter().copied().collect(),
                             resolved: result.resolved.iter().copied().collect(),
-                            at: crate::clock::now_ms(),
+                            at: now_ms,
                         });
+                        group.notified.insert(i, (result.firing.clone(), result.resolved.clone(), Instant::now()));
+                    }
+                    if result.outcomes.iter().any(|(_, ok)| *ok) {
                         // Entries of groups gone for a day are of no use any more.
-                        let horizon = crate::clock::now_ms() - 24 * 3600 * 1000;
-                        log.retain(|_, e| e.at > horizon);
-                        if let Some(file) = &log_file
-                            && let Err(e) = crate::state::save(file, &log)
-                        {
-                            tracing::warn!(event = "state_not_saved", error = %e,
-                                "cannot save the notification log");
+                        log.retain(|_, e| e.at > now_ms - 24 * 3600 * 1000);
+                        if let Some(file) = &log_file {
+                            log_writer.save(file, &log);
                         }
-                        group.notified = Some((result.firing, result.resolved.clone(), Instant::now()));
-                        // Resolved alerts that were delivered are done with.
+                    }
+                    // Resolved alerts are done with once every integration got them.
+                    if result.outcomes.iter().all(|(_, ok)| *ok) {
                         group.alerts.retain(|fp, a| !(a.resolved() && result.resolved.contains(fp)));
                     }
                 }
@@ -735,8 +819,8 @@ fn needs_sending(alert: &Alert, last: Option<(bool, Instant)>, now: Instant) -> 
     }
 }
 
-/// Alertmanager's dedup stage: notify when the firing set changed, something
-/// resolved, or the repeat interval passed.
+/// One flush of a group: Alertmanager's pipeline with dedup, retry and log per integration,
+/// the integrations notified in parallel.
 fn flush(
     key: &str,
     group: &mut Group,
@@ -758,16 +842,23 @@ fn flush(
         .filter(|(_, a)| a.resolved())
         .map(|(fp, _)| *fp)
         .collect();
-    let needed = match &group.notified {
-        None => !firing.is_empty(),
-        Some((last_firing, last_resolved, at)) => {
-            !firing.is_subset(last_firing)
-                || !resolved.is_subset(last_resolved)
-                    && resolved.iter().any(|fp| last_firing.contains(fp))
-                || (!firing.is_empty() && at.elapsed() >= group.route.repeat_interval)
-        }
-    };
-    if !needed {
+    let due: Vec<(usize, Arc<dyn Notifier>)> = group
+        .receiver
+        .integrations
+        .iter()
+        .enumerate()
+        .filter(|(i, integration)| {
+            needs_update(
+                group.notified.get(i),
+                &firing,
+                &resolved,
+                integration.send_resolved(),
+                group.route.repeat_interval,
+            )
+        })
+        .map(|(i, integration)| (i, integration.clone()))
+        .collect();
+    if due.is_empty() {
         // Nothing new: drop resolved alerts nobody was told were firing.
         group.alerts.retain(|_, a| !a.resolved());
         return;
@@ -791,28 +882,40 @@ fn flush(
         external_url: external_url.to_string(),
     };
     group.in_flight = true;
-    let receiver = group.receiver.clone();
     let deadline = group.route.group_interval;
     let metrics = metrics.clone();
     let done = done.clone();
     let key = key.to_string();
     tokio::spawn(async move {
-        let mut ok = true;
-        for integration in &receiver.integrations {
+        let mut sends = tokio::task::JoinSet::new();
+        for (i, integration) in due {
             let mut message = message.clone();
-            if !integration.send_resolved() {
-                message.alerts.retain(|a| !a.resolved());
-                if message.alerts.is_empty() {
-                    continue;
+            let metrics = metrics.clone();
+            sends.spawn(async move {
+                if !integration.send_resolved() {
+                    message.alerts.retain(|a| !a.resolved());
+                    // Only resolved alerts, which it does not send: done, as Alertmanager's
+                    // retry stage counts it.
+                    if message.alerts.is_empty() {
+                        return (i, true);
+                    }
                 }
-            }
-            ok &= deliver(integration.as_ref(), &message, deadline, &metrics).await;
+                (
+                    i,
+                    deliver(integration.as_ref(), &message, deadline, &metrics).await,
+                )
+            });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(joined) = sends.join_next().await {
+            // A panicking integration counts as failed; the next flush tries it again.
+            outcomes.push(joined.unwrap_or((usize::MAX, false)));
         }
         let _ = done.send(Delivered {
             key,
             firing,
             resolved,
-            ok,
+            outcomes,
         });
     });
 }
@@ -870,6 +973,72 @@ mod tests {
             condition: Condition::default(),
             group_interval_ms: 15_000,
         }
+    }
+
+    #[test]
+    fn dedup_per_integration_is_alertmanagers_needs_update() {
+        let set = |fps: &[u64]| fps.iter().copied().collect::<HashSet<u64>>();
+        let hour = Duration::from_secs(3600);
+        let now = Instant::now();
+        let told = (set(&[1, 2]), set(&[]), now);
+        // Never told: only firing alerts are worth a first notification.
+        assert!(needs_update(None, &set(&[1]), &set(&[]), true, hour));
+        assert!(!needs_update(None, &set(&[]), &set(&[1]), true, hour));
+        // Something new fires.
+        assert!(needs_update(
+            Some(&told),
+            &set(&[1, 3]),
+            &set(&[]),
+            false,
+            hour
+        ));
+        // One of two resolved: only integrations that send resolved notices are told.
+        assert!(needs_update(
+            Some(&told),
+            &set(&[1]),
+            &set(&[2]),
+            true,
+            hour
+        ));
+        assert!(!needs_update(
+            Some(&told),
+            &set(&[1]),
+            &set(&[2]),
+            false,
+            hour
+        ));
+        // All resolved: every integration, so its log forgets the firing ones.
+        assert!(needs_update(
+            Some(&told),
+            &set(&[]),
+            &set(&[1, 2]),
+            false,
+            hour
+        ));
+        let quiet = (set(&[]), set(&[1]), now);
+        assert!(!needs_update(
+            Some(&quiet),
+            &set(&[]),
+            &set(&[1]),
+            true,
+            hour
+        ));
+        // Unchanged: only after the repeat interval.
+        assert!(!needs_update(
+            Some(&told),
+            &set(&[1, 2]),
+            &set(&[]),
+            true,
+            hour
+        ));
+        let old = (set(&[1, 2]), set(&[]), now - Duration::from_secs(2));
+        assert!(needs_update(
+            Some(&old),
+            &set(&[1, 2]),
+            &set(&[]),
+            true,
+            Duration::from_secs(1)
+        ));
     }
 
     #[test]
