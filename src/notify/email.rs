@@ -139,6 +139,7 @@ impl Notifier for Email {
             let email = self.compose(message).map_err(|message| SendError {
                 message,
                 retryable: false,
+                retry_after: None,
             })?;
             self.transport
                 .send(email)
@@ -148,6 +149,7 @@ impl Notifier for Email {
                     // lettre's messages hold the server's reply, never the credentials.
                     message: format!("SMTP: {e}"),
                     retryable: !e.is_permanent(),
+                    retry_after: None,
                 })
         })
     }

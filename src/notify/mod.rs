@@ -196,6 +196,8 @@ pub struct SendError {
     pub message: String,
     /// Connection errors, timeouts, 5xx and 429 are worth retrying.
     pub retryable: bool,
+    /// What a 429 or 503 asked for in `Retry-After`.
+    pub retry_after: Option<Duration>,
 }
 
 impl SendError {
@@ -204,18 +206,37 @@ impl SendError {
         SendError {
             message: crate::client_error::kind(e).into(),
             retryable: e.is_timeout() || e.is_connect() || e.is_request(),
+            retry_after: None,
         }
     }
 
-    fn check_status(status: reqwest::StatusCode) -> Result<(), SendError> {
+    fn check_status(response: &reqwest::Response) -> Result<(), SendError> {
+        let status = response.status();
         if status.is_success() {
             return Ok(());
         }
+        let throttled = status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || status == reqwest::StatusCode::SERVICE_UNAVAILABLE;
+        let retry_after = throttled
+            .then(|| response.headers().get(reqwest::header::RETRY_AFTER))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry_after(v, std::time::SystemTime::now()));
         Err(SendError {
             message: format!("receiver answered HTTP {status}"),
-            retryable: status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS,
+            retryable: status.is_server_error() || throttled,
+            retry_after,
         })
     }
+}
+
+/// `Retry-After` as seconds or an HTTP date (RFC 9110); a date in the past means now.
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    if let Ok(seconds) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value.trim()).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// A receiver URL from its inline, file or environment source; the URL is a
@@ -253,7 +274,7 @@ pub(crate) async fn post_json(
         .send()
         .await
         .map_err(|e| SendError::from_reqwest(&e))?;
-    SendError::check_status(response.status())
+    SendError::check_status(&response)
 }
 
 /// One delivery attempt in flight.
@@ -920,6 +941,13 @@ fn flush(
     });
 }
 
+/// The wait before the next attempt: what the receiver asked for in `Retry-After`, else the
+/// backoff with ±50 % jitter, so integrations that failed together do not retry in lockstep.
+fn retry_in(e: &SendError, backoff: Duration) -> Duration {
+    e.retry_after
+        .unwrap_or_else(|| backoff.mul_f64(0.5 + fastrand::f64()))
+}
+
 /// Sends with exponential backoff on retryable errors until `deadline` (the
 /// group interval) has passed.
 async fn deliver(
@@ -934,27 +962,27 @@ async fn deliver(
         let started = Instant::now();
         let outcome = integration.notify(message).await;
         metrics.observe_duration(integration.integration(), started.elapsed().as_secs_f64());
-        match outcome {
+        let e = match outcome {
             Ok(()) => {
                 metrics.outcome(&message.receiver, integration.integration(), "success");
                 return true;
             }
-            Err(e) if e.retryable && Instant::now() + backoff < give_up => {
-                metrics.outcome(&message.receiver, integration.integration(), "retry");
-                tracing::warn!(event = "notification_retry", receiver = %message.receiver,
-                    integration = integration.integration(), error = %e.message,
-                    retry_in_ms = backoff.as_millis() as u64, "notification failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-            Err(e) => {
-                metrics.outcome(&message.receiver, integration.integration(), "failure");
-                tracing::error!(event = "notification_failed", receiver = %message.receiver,
-                    integration = integration.integration(), error = %e.message,
-                    "notification given up");
-                return false;
-            }
+            Err(e) => e,
+        };
+        let wait = retry_in(&e, backoff);
+        if !e.retryable || Instant::now() + wait >= give_up {
+            metrics.outcome(&message.receiver, integration.integration(), "failure");
+            tracing::error!(event = "notification_failed", receiver = %message.receiver,
+                integration = integration.integration(), error = %e.message,
+                "notification given up");
+            return false;
         }
+        metrics.outcome(&message.receiver, integration.integration(), "retry");
+        tracing::warn!(event = "notification_retry", receiver = %message.receiver,
+            integration = integration.integration(), error = %e.message,
+            retry_in_ms = wait.as_millis() as u64, "notification failed; retrying");
+        tokio::time::sleep(wait).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -973,6 +1001,47 @@ mod tests {
             condition: Condition::default(),
             group_interval_ms: 15_000,
         }
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_backoff_is_jittered() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(retry_after("7", now), Some(Duration::from_secs(7)));
+        // 1,700,000,030 s: 30 s after `now`, as an HTTP date.
+        assert_eq!(
+            retry_after("Tue, 14 Nov 2023 22:13:50 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after("Tue, 14 Nov 2023 22:13:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon", now), None);
+        let throttled = SendError {
+            message: String::new(),
+            retryable: true,
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(
+            retry_in(&throttled, Duration::from_millis(100)),
+            Duration::from_secs(3)
+        );
+        let failed = SendError {
+            retry_after: None,
+            ..throttled
+        };
+        let waits: Vec<Duration> = (0..50)
+            .map(|_| retry_in(&failed, Duration::from_millis(100)))
+            .collect();
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w >= Duration::from_millis(50) && *w <= Duration::from_millis(150))
+        );
+        assert!(
+            waits.windows(2).any(|w| w[0] != w[1]),
+            "no jitter: {waits:?}"
+        );
     }
 
     #[test]
