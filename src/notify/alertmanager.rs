@@ -1,13 +1,21 @@
 //! Forwarding to real Alertmanagers through their v2 API, with Prometheus'
 //! behaviour: every firing alert is re-sent each `RESEND_DELAY` with an `endsAt`
 //! a few resends ahead (so Alertmanager resolves it if torchwatch goes away),
-//! and a resolved alert is sent once with its resolution time.
+//! and a resolved alert is re-sent while retained, with its resolution time. Each
+//! Alertmanager has its own bounded queue and send loop, as Prometheus' notifier.
 
 use super::{Alert, Message, Notifier, SendFuture, attempt_timeout, label_map, post_json};
 use crate::clock::rfc3339;
 use crate::config::AlertmanagerConfig;
+use crate::metrics::NotifyMetrics;
+use crate::storage::Labels;
 use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Prometheus' notifier sends at most this many alerts per request.
+const MAX_BATCH: usize = 256;
 
 /// Prometheus' default `rules.alert.resend-delay`.
 pub const RESEND_DELAY: Duration = Duration::from_secs(60);
@@ -52,6 +60,94 @@ fn postable(alert: &Alert, now_ms: i64) -> Value {
     })
 }
 
+/// One Alertmanager's send loop: alerts wait in a bounded queue that drops the oldest on
+/// overflow (the newest state of an alert matters, and it is re-sent anyway), and go out in
+/// batches of at most 256, one request at a time, so a slow Alertmanager never piles up
+/// requests.
+pub struct Queue {
+    pending: Mutex<VecDeque<Alert>>,
+    wake: tokio::sync::Notify,
+    capacity: usize,
+    closed: std::sync::atomic::AtomicBool,
+    metrics: NotifyMetrics,
+}
+
+impl Queue {
+    /// Starts the send loop of `alertmanager`; it ends after [`Queue::close`].
+    pub fn start(
+        alertmanager: Arc<Alertmanager>,
+        capacity: usize,
+        external_url: String,
+        metrics: NotifyMetrics,
+    ) -> Arc<Queue> {
+        let queue = Arc::new(Queue {
+            pending: Mutex::new(VecDeque::new()),
+            wake: tokio::sync::Notify::new(),
+            capacity: capacity.max(1),
+            closed: Default::default(),
+            metrics,
+        });
+        tokio::spawn(send_loop(queue.clone(), alertmanager, external_url));
+        queue
+    }
+
+    /// Queues `alerts`, dropping (and counting) the oldest beyond the capacity.
+    pub fn push(&self, alerts: &[Alert]) {
+        let dropped = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.extend(alerts.iter().cloned());
+            let excess = pending.len().saturating_sub(self.capacity);
+            pending.drain(..excess);
+            excess
+        };
+        if dropped > 0 {
+            self.metrics.dropped.inc_by(dropped as u64);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Ends the send loop once the current batch is out (a reload replaced the Alertmanager).
+    pub fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    fn batch(&self) -> Vec<Alert> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let n = pending.len().min(MAX_BATCH);
+        pending.drain(..n).collect()
+    }
+}
+
+async fn send_loop(queue: Arc<Queue>, alertmanager: Arc<Alertmanager>, external_url: String) {
+    loop {
+        let alerts = queue.batch();
+        if alerts.is_empty() {
+            if queue.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            queue.wake.notified().await;
+            continue;
+        }
+        let message = Message {
+            receiver: "alertmanager".into(),
+            group_key: String::new(),
+            group_labels: Labels::default(),
+            alerts,
+            external_url: external_url.clone(),
+        };
+        // One attempt, as Prometheus makes: the alerts are re-sent within a resend delay.
+        super::deliver(
+            alertmanager.as_ref(),
+            &message,
+            Duration::ZERO,
+            &queue.metrics,
+        )
+        .await;
+    }
+}
+
 impl Notifier for Alertmanager {
     fn integration(&self) -> &'static str {
         "alertmanager"
@@ -93,5 +189,56 @@ mod tests {
         assert_eq!(postable(&alert, now)["endsAt"], rfc3339(now + 20 * 60_000));
         alert.ends_at = Some(now - 1000);
         assert_eq!(postable(&alert, now)["endsAt"], rfc3339(now - 1000));
+    }
+
+    #[tokio::test]
+    async fn the_queue_drops_the_oldest_on_overflow_and_sends_batches() {
+        crate::install_tls_provider();
+        let metrics = crate::metrics::Metrics::new(&Default::default()).notify();
+        // An Alertmanager nobody listens on: sends fail at once, the queue still drains.
+        let am = Arc::new(
+            Alertmanager::new(
+                &AlertmanagerConfig {
+                    url: "http://127.0.0.1:9".into(),
+                    timeout: None,
+                },
+                reqwest::Client::new(),
+            )
+            .unwrap(),
+        );
+        let alert = |i: usize| Alert {
+            labels: Labels::from_pairs([("alertname", format!("A{i}").as_str())]),
+            annotations: Default::default(),
+            starts_at: 0,
+            ends_at: None,
+            generator_url: String::new(),
+            value: 1.0,
+            condition: Default::default(),
+            group_interval_ms: 15_000,
+        };
+        let queue = Queue {
+            pending: Mutex::new(VecDeque::new()),
+            wake: tokio::sync::Notify::new(),
+            capacity: 300,
+            closed: Default::default(),
+            metrics: metrics.clone(),
+        };
+        queue.push(&(0..400).map(alert).collect::<Vec<_>>());
+        assert_eq!(metrics.dropped.get(), 100, "the 100 oldest");
+        let first = queue.batch();
+        assert_eq!(first.len(), MAX_BATCH);
+        assert_eq!(first[0].labels.get("alertname"), "A100");
+        assert_eq!(queue.batch().len(), 44);
+        // The loop itself ends once closed and empty.
+        let running = Queue::start(am, 10, "http://tw".into(), metrics);
+        running.push(&[alert(1)]);
+        running.close();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while Arc::strong_count(&running) > 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the send loop ended");
     }
 }

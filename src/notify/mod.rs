@@ -663,22 +663,38 @@ pub fn start(
     tokio::spawn(dispatch(
         plans,
         receiver,
-        external_url,
-        log_file,
-        metrics.clone(),
+        Dispatch {
+            external_url,
+            queue_capacity,
+            log_file,
+            metrics: metrics.clone(),
+        },
         stop,
     ));
     AlertSink { sender, metrics }
 }
 
+/// The dispatcher's fixed settings.
+struct Dispatch {
+    external_url: String,
+    /// Also the capacity of each Alertmanager's queue, as Prometheus' one setting.
+    queue_capacity: usize,
+    log_file: Option<std::path::PathBuf>,
+    metrics: NotifyMetrics,
+}
+
 async fn dispatch(
     mut plans: watch::Receiver<Arc<Plan>>,
     mut incoming: mpsc::Receiver<Vec<Alert>>,
-    external_url: String,
-    log_file: Option<std::path::PathBuf>,
-    metrics: NotifyMetrics,
+    settings: Dispatch,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Dispatch {
+        external_url,
+        queue_capacity,
+        log_file,
+        metrics,
+    } = settings;
     let mut groups: HashMap<String, Group> = HashMap::new();
     // The notification log: what each group was last told, kept on disk so a
     // restart neither repeats a notification nor forgets a resolved one owed.
@@ -692,6 +708,9 @@ async fn dispatch(
     // What each alert last went to the Alertmanagers as, and when (resolved?, at).
     let mut forwarded: HashMap<u64, (bool, Instant)> = HashMap::new();
     let mut log_writer = LogWriter::default();
+    // One send loop per Alertmanager of the plan in effect.
+    let mut queues: Vec<Arc<alertmanager::Queue>> = Vec::new();
+    let mut queues_of: Option<Arc<Plan>> = None;
     let (done_tx, mut done) = mpsc::unbounded_channel::<Delivered>();
     let mut ticker = tokio::time::interval(Duration::from_millis(50));
     loop {
@@ -699,9 +718,26 @@ async fn dispatch(
             batch = incoming.recv() => {
                 let Some(batch) = batch else { return };
                 let plan = plans.borrow_and_update().clone();
-                if !plan.alertmanagers.is_empty() {
-                    forward(&plan, &batch, &mut forwarded, &external_url, &metrics);
+                // A new plan (start-up or reload) gets new Alertmanager queues.
+                if !queues_of.as_ref().is_some_and(|p| Arc::ptr_eq(p, &plan)) {
+                    for queue in queues.drain(..) {
+                        queue.close();
+                    }
+                    queues = plan
+                        .alertmanagers
+                        .iter()
+                        .map(|am| {
+                            alertmanager::Queue::start(
+                                am.clone(),
+                                queue_capacity,
+                                external_url.clone(),
+                                metrics.clone(),
+                            )
+                        })
+                        .collect();
+                    queues_of = Some(plan.clone());
                 }
+                forward(&queues, &batch, &mut forwarded);
                 let Some(root) = &plan.root else {
                     for alert in batch {
                         current.insert(alert.fingerprint(), (alert, Instant::now()));
@@ -790,14 +826,12 @@ async fn dispatch(
     }
 }
 
-/// Sends to every Alertmanager what Prometheus would send now: new and
-/// just-resolved alerts, and firing ones not re-sent for `RESEND_DELAY`.
+/// Queues for every Alertmanager what Prometheus would send now: new and
+/// just-resolved alerts, and ones not re-sent for `RESEND_DELAY`.
 fn forward(
-    plan: &Plan,
+    queues: &[Arc<alertmanager::Queue>],
     batch: &[Alert],
     forwarded: &mut HashMap<u64, (bool, Instant)>,
-    external_url: &str,
-    metrics: &NotifyMetrics,
 ) {
     let now = Instant::now();
     let due: Vec<Alert> = batch
@@ -811,20 +845,8 @@ fn forward(
     for a in &due {
         forwarded.insert(a.fingerprint(), (a.resolved(), now));
     }
-    let message = Message {
-        receiver: "alertmanager".into(),
-        group_key: String::new(),
-        group_labels: Labels::default(),
-        alerts: due,
-        external_url: external_url.to_string(),
-    };
-    for am in &plan.alertmanagers {
-        let am = am.clone();
-        let message = message.clone();
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            deliver(am.as_ref(), &message, RESEND_DELAY, &metrics).await;
-        });
+    for queue in queues {
+        queue.push(&due);
     }
 }
 
