@@ -107,6 +107,36 @@ enum Command {
         #[command(subcommand)]
         command: QueryCommand,
     },
+    /// Work with the notification settings (like amtool config routes).
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NotifyCommand {
+    /// The routing tree.
+    Routes {
+        #[command(subcommand)]
+        command: RoutesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoutesCommand {
+    /// Which receivers an alert with these labels reaches (`amtool config routes test`).
+    Test {
+        /// Config file.
+        #[arg(long, short, default_value = "torchwatch.yaml")]
+        config: PathBuf,
+        /// Exit 1 unless the receivers are exactly these, comma-separated, in order.
+        #[arg(long = "verify.receivers")]
+        verify: Option<String>,
+        /// The alert's labels, name=value.
+        #[arg(required = true, value_parser = logs::parse_field)]
+        labels: Vec<(String, String)>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -450,6 +480,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", policy::simulate::table(&outcomes));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Notify {
+            command:
+                NotifyCommand::Routes {
+                    command:
+                        RoutesCommand::Test {
+                            config,
+                            verify,
+                            labels,
+                        },
+                },
+        } => {
+            let config = Config::load(&config)?;
+            torchwatch::install_tls_provider();
+            let client = reqwest::Client::builder()
+                .build()
+                .context("cannot build the HTTP client")?;
+            let plan = torchwatch::notify::Plan::build(&config.notify, &client)
+                .map_err(anyhow::Error::msg)?;
+            let labels = torchwatch::storage::Labels::from_pairs(
+                labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            );
+            let receivers = plan.receivers_for(&labels).join(",");
+            println!("{receivers}");
+            Ok(match verify {
+                Some(expected) if expected != receivers => {
+                    eprintln!("WARNING: expected receivers {expected:?}, got {receivers:?}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            })
         }
         Command::Check {
             command: CheckCommand::Config { files },

@@ -324,3 +324,62 @@ fn check_config_loads_every_file_a_config_names_and_check_metrics_lints_like_pro
         "{bad:?}"
     );
 }
+
+#[test]
+fn notify_routes_test_agrees_with_amtool_on_the_same_tree() {
+    // The same routing tree as an Alertmanager file and as torchwatch's notify section.
+    let dir = common::TempDir::new("routes-test");
+    let tree = "route:\n  receiver: team\n  routes:\n    - matchers: ['severity=\"critical\"']\n      receiver: oncall\n      continue: true\n    - matchers: ['service=~\"db|cache\"']\n      receiver: storage\n      routes:\n        - matchers: ['env!=\"prod\"']\n          receiver: storage-dev\nreceivers:\n  - name: team\n  - name: oncall\n  - name: storage\n  - name: storage-dev\n";
+    let am = dir.path().join("alertmanager.yml");
+    std::fs::write(&am, tree).unwrap();
+    let indented: String = tree.lines().map(|l| format!("  {l}\n")).collect();
+    let config = dir.path().join("tw.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "notify:\n{indented}models:\n  - name: mlp\n    path: {}\n    inputs: [{{name: input__0, datatype: FP32, shape: [-1, 784]}}]\n    outputs: [{{name: output__0, datatype: FP32, shape: [-1, 10]}}]\n",
+            common::root().join("models/mlp.pt").display()
+        ),
+    )
+    .unwrap();
+    let cases: [&[&str]; 5] = [
+        &["severity=critical", "service=db", "env=prod"],
+        &["service=cache", "env=dev"],
+        &["service=db", "env=prod"],
+        &["severity=critical"],
+        &["foo=bar"],
+    ];
+    for labels in cases {
+        let mut args = vec![
+            "notify",
+            "routes",
+            "test",
+            "--config",
+            config.to_str().unwrap(),
+        ];
+        args.extend_from_slice(labels);
+        let ours = torchwatch(&args);
+        assert!(ours.status.success(), "{ours:?}");
+        let theirs = Command::new("amtool")
+            .args(["config", "routes", "test"])
+            .arg(format!("--config.file={}", am.display()))
+            .args(labels)
+            .output()
+            .expect("amtool (make test-deps installs it)");
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&theirs.stdout),
+            "{labels:?}"
+        );
+    }
+    let wrong = torchwatch(&[
+        "notify",
+        "routes",
+        "test",
+        "--config",
+        config.to_str().unwrap(),
+        "--verify.receivers=team",
+        "severity=critical",
+    ]);
+    assert_eq!(wrong.status.code(), Some(1));
+}

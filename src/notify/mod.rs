@@ -313,12 +313,30 @@ struct Route {
     children: Vec<Route>,
 }
 
+/// One Alertmanager matcher (`name="value"`, `!=`, `=~`, `!~`; the value may be unquoted, as
+/// Alertmanager allows). Parsed as a PromQL selector beside a placeholder, since PromQL
+/// refuses a selector of only negative matchers (`{env!="prod"}`) that Alertmanager accepts.
 fn parse_matcher(text: &str) -> Result<Matcher, String> {
-    let expr = crate::promql::parse(&format!("{{{text}}}"))
+    // The first operator in the text (the longer one where two start at the same place).
+    let operator = ["=~", "!~", "!=", "="]
+        .iter()
+        .filter_map(|op| text.find(op).map(|at| (at, *op)))
+        .min_by_key(|(at, op)| (*at, std::cmp::Reverse(op.len())));
+    let quoted = match operator {
+        Some((at, op)) if !text[at + op.len()..].trim().starts_with('"') => {
+            format!(
+                "{}{op}{:?}",
+                text[..at].trim(),
+                text[at + op.len()..].trim()
+            )
+        }
+        _ => text.to_string(),
+    };
+    let expr = crate::promql::parse(&format!("{{__placeholder__=\"x\", {quoted}}}"))
         .map_err(|e| format!("matcher {text:?}: {e}"))?;
     match expr {
-        promql_parser::parser::Expr::VectorSelector(vs) if vs.matchers.matchers.len() == 1 => {
-            Ok(vs.matchers.matchers[0].clone())
+        promql_parser::parser::Expr::VectorSelector(vs) if vs.matchers.matchers.len() == 2 => {
+            Ok(vs.matchers.matchers[1].clone())
         }
         _ => Err(format!(
             "matcher {text:?}: write one matcher like severity=\"critical\""
@@ -459,6 +477,16 @@ impl Plan {
                     current.values().map(|(a, _)| a).filter(|a| !a.resolved()),
                 )
             })
+    }
+
+    /// The receivers an alert with `labels` is routed to, in routing order (`amtool config
+    /// routes test`); none without a `route`.
+    pub fn receivers_for(&self, labels: &Labels) -> Vec<String> {
+        let mut routes = Vec::new();
+        if let Some(root) = &self.root {
+            root.matching(labels, &mut routes);
+        }
+        routes.into_iter().map(|r| r.receiver.clone()).collect()
     }
 }
 
@@ -1023,6 +1051,35 @@ mod tests {
             condition: Condition::default(),
             group_interval_ms: 15_000,
         }
+    }
+
+    #[test]
+    fn matchers_are_alertmanagers() {
+        for (text, name, value, matches, misses) in [
+            ("env!=\"prod\"", "env", "prod", "dev", "prod"),
+            (
+                "severity=critical",
+                "severity",
+                "critical",
+                "critical",
+                "warning",
+            ),
+            (
+                "service=~\"db|cache\"",
+                "service",
+                "db|cache",
+                "cache",
+                "web",
+            ),
+            ("team !~ ml.*", "team", "ml.*", "web", "ml-infra"),
+            ("path=\"a=~b\"", "path", "a=~b", "a=~b", "a"),
+        ] {
+            let m = parse_matcher(text).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!((m.name.as_str(), m.value.as_str()), (name, value), "{text}");
+            assert!(m.is_match(matches) && !m.is_match(misses), "{text}");
+        }
+        assert!(parse_matcher("severity").is_err());
+        assert!(parse_matcher("a=\"1\", b=\"2\"").is_err());
     }
 
     #[test]
