@@ -112,6 +112,32 @@ enum Command {
         #[command(subcommand)]
         command: NotifyCommand,
     },
+    /// Try a rule annotation template.
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TemplateCommand {
+    /// Expand TEXT as an alert's annotation would be, and print it; exit 1 on an error.
+    Render {
+        /// The template, e.g. 'p99 of {{ $labels.model }} is {{ $value | humanizeDuration }}'.
+        text: String,
+        /// `$labels`, name=value.
+        #[arg(long = "label", value_parser = logs::parse_field)]
+        labels: Vec<(String, String)>,
+        /// `$externalLabels`, name=value.
+        #[arg(long = "external-label", value_parser = logs::parse_field)]
+        external_labels: Vec<(String, String)>,
+        /// `$value`.
+        #[arg(long, default_value_t = 0.0)]
+        value: f64,
+        /// `$externalURL`.
+        #[arg(long = "external-url", default_value = "http://localhost:8080")]
+        external_url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -511,6 +537,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 _ => ExitCode::SUCCESS,
             })
+        }
+        Command::Template {
+            command:
+                TemplateCommand::Render {
+                    text,
+                    labels,
+                    external_labels,
+                    value,
+                    external_url,
+                },
+        } => {
+            let template = torchwatch::template::Template::parse(&text)
+                .map_err(|e| anyhow::anyhow!("cannot parse the template: {e}"))?;
+            let labels = labels.into_iter().collect();
+            let external_labels = external_labels.into_iter().collect();
+            let expanded = template
+                .expand(&torchwatch::template::AlertData {
+                    labels: &labels,
+                    external_labels: &external_labels,
+                    external_url: &external_url,
+                    value,
+                })
+                .map_err(|e| anyhow::anyhow!("cannot expand the template: {e}"))?;
+            println!("{expanded}");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Check {
             command: CheckCommand::Config { files },

@@ -383,3 +383,26 @@ fn notify_routes_test_agrees_with_amtool_on_the_same_tree() {
     ]);
     assert_eq!(wrong.status.code(), Some(1));
 }
+
+#[test]
+fn template_render_expands_like_an_annotation() {
+    let out = torchwatch(&[
+        "template",
+        "render",
+        "p99 of {{ $labels.model }} on {{ $externalLabels.cluster }} is {{ $value | humanizeDuration }}",
+        "--label",
+        "model=cnn",
+        "--external-label",
+        "cluster=eu1",
+        "--value",
+        "0.0123",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "p99 of cnn on eu1 is 12.3ms\n"
+    );
+    let bad = torchwatch(&["template", "render", "{{ if $value }}"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot parse the template"));
+}
