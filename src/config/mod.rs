@@ -61,7 +61,9 @@ pub struct Config {
     /// Alert state and the notification log kept across restarts.
     #[serde(default)]
     pub state: StateConfig,
-    /// The models to serve; at least one.
+    /// The models to serve. None (sidecar mode): only the rule engine, policies and
+    /// notifications run, next to a model server torchwatch scrapes.
+    #[serde(default)]
     pub models: Vec<ModelConfig>,
 }
 
@@ -656,9 +658,6 @@ impl Config {
                     "{at}: interval must be > 0s and timeout at most the interval ({interval})"
                 ));
             }
-        }
-        if self.models.is_empty() {
-            return Err("models: at least one model is needed".to_owned());
         }
         for (i, model) in self.models.iter().enumerate() {
             let at = format!("models[{i}] ({})", model.name);

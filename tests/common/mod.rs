@@ -117,8 +117,9 @@ pub fn start(tag: &str, models: &[ModelEntry], server_yaml: &str) -> Server {
     let dir = TempDir::new(tag);
     let log_file = dir.path().join("torchwatch.log");
     let mut config = format!(
-        "server:\n  listen: 127.0.0.1:0\n{server_yaml}\nlogging:\n  file: {}\nmodels:\n",
-        log_file.display()
+        "server:\n  listen: 127.0.0.1:0\n{server_yaml}\nlogging:\n  file: {}\nmodels:{}\n",
+        log_file.display(),
+        if models.is_empty() { " []" } else { "" }
     );
     for model in models {
         config.push_str(&model.yaml());
