@@ -33,16 +33,24 @@ pub async fn fetch(base: &str) -> anyhow::Result<Value> {
         .await
         .with_context(|| format!("cannot reach {url}; is torchwatch serving there?"))?;
     let status = answer.status();
-    let body: Value = answer
-        .json()
+    let text = answer
+        .text()
         .await
-        .with_context(|| format!("{url} did not answer JSON"))?;
+        .with_context(|| format!("{url}: the answer broke off"))?;
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     anyhow::ensure!(
         status.is_success(),
         "{url} answered {status}: {}",
-        body["error"].as_str().unwrap_or("no error message")
+        body["error"]
+            .as_str()
+            .unwrap_or("not torchwatch's cost API (an older version?)")
     );
-    Ok(body["data"].clone())
+    let data = &body["data"];
+    anyhow::ensure!(
+        data.is_object(),
+        "{url} answered {status} without the cost API's data"
+    );
+    Ok(data.clone())
 }
 
 fn num(v: &Value) -> Option<f64> {
@@ -53,13 +61,13 @@ fn fixed(v: &Value, decimals: usize) -> String {
     num(v).map_or_else(|| "-".into(), |n| format!("{n:.decimals$}"))
 }
 
+/// A share as a percentage with one decimal.
 fn pct(v: &Value) -> String {
-    num(v).map_or_else(|| "-".into(), |n| format!("{:.1} %", n * 100.0))
+    percent(v, 1)
 }
 
-/// A small share (a sampling rate) with two decimals.
-fn pct_fine(v: &Value) -> String {
-    num(v).map_or_else(|| "-".into(), |n| format!("{:.2} %", n * 100.0))
+fn percent(v: &Value, decimals: usize) -> String {
+    num(v).map_or_else(|| "-".into(), |n| format!("{:.decimals$} %", n * 100.0))
 }
 
 fn gib(v: &Value) -> Value {
@@ -101,6 +109,10 @@ pub fn render(data: &Value) -> String {
             ("GPUs", "gpus", "gpu", 2, false),
         ];
         for (label, field, resource, decimals, bytes) in rows {
+            let none = |side: &str| num(&last[side][field]).unwrap_or(0.0) == 0.0;
+            if resource == "gpu" && none("allocated") && none("used") {
+                continue;
+            }
             let scaled = |v: &Value| if bytes { gib(v) } else { v.clone() };
             let recommendation = match resource {
                 "gpu" => Value::Null,
@@ -196,7 +208,7 @@ pub fn render(data: &Value) -> String {
             let _ = writeln!(
                 out,
                 "  estimated hit ratio by capacity (SHARDS, sampling {}): {}",
-                pct_fine(&c["sampling_rate"]),
+                percent(&c["sampling_rate"], 2),
                 curve.join(", ")
             );
             let _ = writeln!(

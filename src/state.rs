@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 
 /// Writes `value` to `path` atomically.
 pub fn save<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    // A name of its own per write, so two writers of one file never interleave in one
+    // temporary file; the rename still leaves whole files only.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
     let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
     {
         let mut file = std::fs::File::create(&tmp)?;
@@ -66,7 +70,17 @@ mod tests {
         let path = file_for(&dir, "t", "group;g");
         save(&path, &vec![1, 2, 3]).unwrap();
         assert_eq!(load::<Vec<i32>>(&path, "test"), Some(vec![1, 2, 3]));
-        assert!(!path.with_extension("tmp").exists());
+        let leftovers = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".tmp")
+            })
+            .count();
+        assert_eq!(leftovers, 0, "no temporary file left");
         std::fs::write(&path, b"{not json").unwrap();
         assert_eq!(load::<Vec<i32>>(&path, "test"), None);
         assert_eq!(load::<Vec<i32>>(&dir.join("missing.json"), "test"), None);

@@ -713,8 +713,10 @@ impl Config {
                     estimate.sampling_rate
                 ));
             }
-            if estimate.max_keys == 0 {
-                return Err(format!("{at}.cache.estimate.max_keys: must be at least 1"));
+            if estimate.max_keys == 0 || estimate.max_keys > 1 << 22 {
+                return Err(format!(
+                    "{at}.cache.estimate.max_keys: must be between 1 and 4194304"
+                ));
             }
             if let Some(j) = estimate.capacities.iter().position(|&c| c == 0) {
                 return Err(format!(

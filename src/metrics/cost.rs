@@ -37,6 +37,13 @@ pub struct CostSnapshot {
     pub failures: u64,
 }
 
+impl CostSnapshot {
+    /// Whether a GPU is allocated or used.
+    fn has_gpu(&self) -> bool {
+        self.allocated.is_some_and(|a| a[2] > 0.0) || self.used.is_some_and(|u| u[2] > 0.0)
+    }
+}
+
 /// Something that can describe the cost policies at scrape time (the cost manager).
 pub trait CostSource: Send + Sync + 'static {
     /// Every policy.
@@ -159,9 +166,16 @@ impl Collector for CostCollector {
                 name,
                 help,
                 MetricType::Gauge,
-                policies.iter().filter_map(|s| Some((&s.policy, read(s)?))),
-                |e, (policy, values)| {
+                policies
+                    .iter()
+                    .filter_map(|s| Some((&s.policy, read(s)?, s.has_gpu()))),
+                |e, (policy, values, gpu)| {
                     for (resource, v) in RESOURCES.iter().zip(values) {
+                        // No GPU allocated or used: no GPU series, rather than a 0 that an
+                        // efficiency alert would take for a wasted GPU.
+                        if *resource == "gpu" && !gpu {
+                            continue;
+                        }
                         gauge(e, &[("policy", policy), ("resource", resource)], v)?;
                     }
                     Ok(())

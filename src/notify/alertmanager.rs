@@ -122,11 +122,11 @@ impl Queue {
 
 async fn send_loop(queue: Arc<Queue>, alertmanager: Arc<Alertmanager>, external_url: String) {
     loop {
+        if queue.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let alerts = queue.batch();
         if alerts.is_empty() {
-            if queue.closed.load(std::sync::atomic::Ordering::Acquire) {
-                return;
-            }
             queue.wake.notified().await;
             continue;
         }

@@ -324,11 +324,12 @@ fn parse_matcher(text: &str) -> Result<Matcher, String> {
         .min_by_key(|(at, op)| (*at, std::cmp::Reverse(op.len())));
     let quoted = match operator {
         Some((at, op)) if !text[at + op.len()..].trim().starts_with('"') => {
-            format!(
-                "{}{op}{:?}",
-                text[..at].trim(),
-                text[at + op.len()..].trim()
-            )
+            // PromQL's string escapes: only the backslash and the quote need one here.
+            let value = text[at + op.len()..]
+                .trim()
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"");
+            format!("{}{op}\"{value}\"", text[..at].trim())
         }
         _ => text.to_string(),
     };
@@ -780,24 +781,23 @@ async fn dispatch(
                         let labels = route.group_labels(&alert.labels);
                         let key = format!("{}:{}", route.key, labels.to_string().replace(", ", ","));
                         let Some(receiver) = plan.receivers.get(&route.receiver) else { continue };
-                        // Per integration; a log written before per-integration entries holds one
-                        // entry per group, delivered to all of its integrations.
-                        let notified: HashMap<usize, Notified> = receiver
-                            .integrations
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(i, integration)| {
-                                let own = log_key(&key, &receiver.name, integration.integration(), i);
-                                log.get(&own).or_else(|| log.get(&key)).map(|e| (i, notified_from(e)))
-                            })
-                            .collect();
-                        let group = groups.entry(key).or_insert_with(|| Group {
+                        let group = groups.entry(key).or_insert_with_key(|key| Group {
                             route: route.clone(),
                             receiver: receiver.clone(),
                             labels,
                             alerts: HashMap::new(),
                             next_flush: Instant::now() + route.group_wait,
-                            notified,
+                            // Per integration; a log written before per-integration entries
+                            // holds one entry per group, delivered to all of its integrations.
+                            notified: receiver
+                                .integrations
+                                .iter()
+                                .enumerate()
+                                .filter_map(|(i, integration)| {
+                                    let own = log_key(key, &receiver.name, integration.integration(), i);
+                                    log.get(&own).or_else(|| log.get(key)).map(|e| (i, notified_from(e)))
+                                })
+                                .collect(),
                             in_flight: false,
                         });
                         group.alerts.insert(alert.fingerprint(), alert.clone());
@@ -849,7 +849,12 @@ async fn dispatch(
                 }
                 groups.retain(|_, g| g.in_flight || !g.alerts.is_empty());
             }
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s) => {
+                for queue in &queues {
+                    queue.close();
+                }
+                return;
+            }
         }
     }
 }
@@ -991,11 +996,12 @@ fn flush(
     });
 }
 
-/// The wait before the next attempt: what the receiver asked for in `Retry-After`, else the
-/// backoff with ±50 % jitter, so integrations that failed together do not retry in lockstep.
+/// The wait before the next attempt: the backoff with ±50 % jitter, so integrations that
+/// failed together do not retry in lockstep, or longer where `Retry-After` asks for it.
 fn retry_in(e: &SendError, backoff: Duration) -> Duration {
-    e.retry_after
-        .unwrap_or_else(|| backoff.mul_f64(0.5 + fastrand::f64()))
+    let jittered = backoff.mul_f64(0.5 + fastrand::f64());
+    // A Retry-After of 0 or in the past must not turn retries into a tight loop.
+    e.retry_after.map_or(jittered, |asked| asked.max(jittered))
 }
 
 /// Sends with exponential backoff on retryable errors until `deadline` (the
@@ -1073,6 +1079,7 @@ mod tests {
             ),
             ("team !~ ml.*", "team", "ml.*", "web", "ml-infra"),
             ("path=\"a=~b\"", "path", "a=~b", "a=~b", "a"),
+            ("dir=C:\\tmp", "dir", "C:\\tmp", "C:\\tmp", "C:"),
         ] {
             let m = parse_matcher(text).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!((m.name.as_str(), m.value.as_str()), (name, value), "{text}");
@@ -1105,6 +1112,12 @@ mod tests {
             retry_in(&throttled, Duration::from_millis(100)),
             Duration::from_secs(3)
         );
+        let now_please = SendError {
+            message: String::new(),
+            retryable: true,
+            retry_after: Some(Duration::ZERO),
+        };
+        assert!(retry_in(&now_please, Duration::from_millis(100)) >= Duration::from_millis(50));
         let failed = SendError {
             retry_after: None,
             ..throttled

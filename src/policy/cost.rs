@@ -2,9 +2,10 @@
 //!
 //! The cost arithmetic is OpenCost's (spec v0.1): each resource costs `max(allocated, used)` ×
 //! its hourly price, idle is what is allocated but not used, and efficiency is used over
-//! allocated, weighted by cost over the resources. Right-sizing follows KRR's simple strategy (a
-//! CPU percentile and the memory peak, plus a margin, never below VPA's per-pod minimums of 25
-//! millicores and 250 MiB) with the tutorial's `ResourceOptimizer`
+//! allocated, weighted by cost over the resources. Right-sizing takes KRR's simple strategy's
+//! statistics (a CPU percentile and the memory peak) plus VPA's safety margin on both (KRR adds
+//! its buffer to memory only), never below VPA's per-pod minimums of 25 millicores and 250 MiB,
+//! with the tutorial's `ResourceOptimizer`
 //! thresholds for its advice and its `calculate_cost_savings` for the saving.
 //!
 //! [`CostPolicy::evaluate`] is the one implementation; `serve` runs it on a timer from
@@ -70,7 +71,16 @@ impl Source {
     fn read(&self, query: &dyn QueryFn, now: i64) -> Result<f64, String> {
         match self {
             Source::Number(n) => Ok(*n),
-            Source::Query(q) => value_of(query, q, now),
+            Source::Query(q) => {
+                let v = value_of(query, q, now)?;
+                // A negative or infinite amount would make idle exceed the allocation and
+                // costs infinite: refuse it rather than export nonsense.
+                if non_negative(v) {
+                    Ok(v)
+                } else {
+                    Err(format!("the query returned {v}; need a finite number >= 0"))
+                }
+            }
         }
     }
 }
@@ -244,7 +254,8 @@ impl Advice {
 /// Right-sizing for one resource.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ResourceAdvice {
-    /// Mean use over allocated, over the window.
+    /// Mean of the history's steps over allocated (for memory the steps are peaks, so this is
+    /// the mean peak).
     pub mean_utilisation: f64,
     /// The tutorial's advice at its thresholds.
     pub advice: Advice,
@@ -561,6 +572,19 @@ pub(super) fn build(c: &CostPolicyConfig, file: &Path) -> Result<CostPolicy, Bui
             "right_sizing: window / resolution is {} points; at most 100000 are kept, \
              raise resolution",
             window / resolution
+        )));
+    }
+    if c.allocated.gpus.is_some() != c.used.gpus.is_some() {
+        return Err(plain(
+            "allocated.gpus and used.gpus: give both or neither (a GPU paid for with no use \
+             given would count as all idle)"
+                .into(),
+        ));
+    }
+    let steps = (window / resolution) as usize;
+    if r.min_points == 0 || r.min_points > steps {
+        return Err(plain(format!(
+            "right_sizing.min_points: must be between 1 and window / resolution ({steps})"
         )));
     }
     let in_unit = |v: f64| v > 0.0 && v <= 1.0;

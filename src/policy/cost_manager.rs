@@ -25,6 +25,9 @@ struct Tracked {
     failures_in_a_row: u32,
     /// The cause last logged, so each is logged once.
     logged: Option<String>,
+    /// When the policy last evaluated successfully, ms; kept through failures, for staleness
+    /// alerts.
+    last_success_ms: Option<i64>,
 }
 
 /// The running cost policies.
@@ -52,6 +55,8 @@ pub struct CostStatus {
     pub error: Option<String>,
     /// Failed evaluations.
     pub failures: u64,
+    /// When it last evaluated successfully, ms (also while it fails).
+    pub last_success_ms: Option<i64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -110,6 +115,7 @@ impl CostManager {
                     last: tracked.state.last.clone(),
                     error: tracked.error.clone(),
                     failures: tracked.failures,
+                    last_success_ms: tracked.last_success_ms,
                 }
             })
             .collect()
@@ -133,7 +139,7 @@ impl CostSource for CostManager {
                     per_1k_inferences: last.and_then(|r| r.cost_per_1k_inferences),
                     recommended: recommendation.map(|r| r.recommended.into()),
                     savings_hourly: recommendation.map(|r| r.savings_hourly),
-                    last_evaluation_s: last.map(|r| r.time_ms as f64 / 1000.0),
+                    last_evaluation_s: s.last_success_ms.map(|t| t as f64 / 1000.0),
                     failures: s.failures,
                     policy: s.name,
                 }
@@ -189,6 +195,7 @@ fn evaluate(entry: &Entry, context: &PolicyContext) {
             let mut tracked = lock(&entry.state);
             tracked.state = state;
             tracked.error = None;
+            tracked.last_success_ms = Some(now);
             tracked.failures_in_a_row = 0;
             tracked.logged = None;
         }

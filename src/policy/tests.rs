@@ -569,6 +569,12 @@ mod cost_policies {
             err.0, "used.memory_bytes: the query returned no samples",
             "{err:?}"
         );
+        let negative = Fixed::new(&[("cpu", -0.5), ("memory", GIB), ("rate", 1.0)]);
+        let err = p.evaluate(&mut state, 0, &negative).unwrap_err();
+        assert_eq!(
+            err.0,
+            "used.cpu_cores: the query returned -0.5; need a finite number >= 0"
+        );
         let idle = Fixed::new(&[("cpu", 0.5), ("memory", GIB), ("rate", 0.0)]);
         let report = p.evaluate(&mut state, 1000, &idle).unwrap();
         assert_eq!(
@@ -615,7 +621,7 @@ mod cost_policies {
         assert_eq!(d.right_sizing.memory_percentile, Some(0.9));
         for (text, expected) in [
             (
-                BOX.replace("min_points: 5", "cpu_percentile: 95"),
+                BOX.replace("min_points: 5", "min_points: 5, cpu_percentile: 95"),
                 "p.yml:2:5: cost policy \"box\": right_sizing.cpu_percentile: must be in (0, 1]",
             ),
             (
@@ -631,8 +637,19 @@ mod cost_policies {
                 "p.yml:10:21: cost policy \"box\": used.memory_bytes: must be a number >= 0",
             ),
             (
-                BOX.replace("min_points: 5", "memory: peak"),
+                BOX.replace("min_points: 5", "min_points: 5, memory: peak"),
                 "p.yml:2:5: cost policy \"box\": right_sizing.memory: must be max or a percentile in (0, 1]",
+            ),
+            (
+                BOX.replace("min_points: 5", "min_points: 61"),
+                "right_sizing.min_points: must be between 1 and window / resolution (60)",
+            ),
+            (
+                BOX.replace(
+                    "memory_bytes: 8589934592",
+                    "memory_bytes: 8589934592\n      gpus: 1",
+                ),
+                "allocated.gpus and used.gpus: give both or neither",
             ),
         ] {
             let err = load_both(&text).unwrap_err();

@@ -4,8 +4,8 @@
 //! the slot, and keys are compared byte for byte, so a collision can never hand one client
 //! another input's answer. One cache per model, so the model is part of the key by construction.
 //!
-//! Each key is hashed once (XXH3, seeded per process so clients cannot aim for collisions in
-//! moka's table) and the hash serves both moka and the SHARDS estimator ([`super::mrc`]), which
+//! Each key is hashed once (SipHash keyed per process, as moka would hash it, so clients cannot
+//! aim for collisions in moka's table) and the hash serves both moka and the SHARDS estimator ([`super::mrc`]), which
 //! samples the lookups to predict the hit ratio at other capacities. An unsampled lookup costs
 //! one comparison; a sampled one takes the estimator's lock.
 
@@ -32,9 +32,10 @@ pub type CachedOutputs = Arc<Vec<HostTensor>>;
 /// figure.
 const MIN_SAMPLED_REFERENCES: u64 = 100;
 
-/// The process's hash seed, random so that inputs colliding in moka's table cannot be computed
-/// ahead of time.
-static SEED: LazyLock<u64> = LazyLock::new(|| RandomState::new().hash_one(0u64));
+/// The process's keyed SipHash (what moka uses by default), random per process: a keyed hash,
+/// unlike a fast seeded one such as XXH3, has no known seed-independent collisions, so clients
+/// cannot flood one slot of moka's table.
+static HASHER: LazyLock<RandomState> = LazyLock::new(RandomState::new);
 
 /// Counters the exporter reads; moka keeps no hit/miss statistics of its own.
 #[derive(Debug, Default)]
@@ -104,13 +105,13 @@ impl CacheKey {
             key.extend_from_slice(&(input.data.len() as u64).to_le_bytes());
             key.extend_from_slice(&input.data);
         }
-        CacheKey::hashed(key.into(), *SEED)
+        CacheKey::hashed(key.into(), &*HASHER)
     }
 
-    /// Keys of one cache must all share `seed`, or equal bytes would hash apart.
-    fn hashed(bytes: Bytes, seed: u64) -> CacheKey {
+    /// Keys of one cache must all share `hasher`, or equal bytes would hash apart.
+    fn hashed(bytes: Bytes, hasher: &impl BuildHasher) -> CacheKey {
         CacheKey {
-            hash: xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, seed),
+            hash: hasher.hash_one(&bytes[..]),
             bytes,
         }
     }
@@ -141,9 +142,9 @@ impl Hasher for PassThroughHasher {
     }
 
     // Only `CacheKey` is hashed here and it writes one u64; anything else still gets a
-    // well-mixed hash rather than a panic.
+    // keyed hash rather than a panic.
     fn write(&mut self, bytes: &[u8]) {
-        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+        self.0 = HASHER.hash_one((self.0, bytes));
     }
 }
 
@@ -460,7 +461,7 @@ mod tests {
             ),
             (
                 "{estimate: {max_keys: 0}}",
-                "cache.estimate.max_keys: must be at least 1",
+                "cache.estimate.max_keys: must be between 1 and 4194304",
             ),
             (
                 "{estimate: {capacities: [5, 0]}}",
@@ -590,9 +591,11 @@ mod tests {
         // 0.013 (worst 0.030); with 50,000 keys it averaged 0.04, too few keys for 1 %.
         const KEYS: usize = 500_000;
         let stream = zipf_stream(KEYS, 0.9, 500_000, 1);
-        // A fixed seed makes the sample, and so the estimate, reproducible.
+        // SipHash with fixed keys makes the sample, and so the estimate, reproducible.
+        let fixed =
+            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
         let keys: Vec<CacheKey> = (0..KEYS as u64)
-            .map(|rank| CacheKey::hashed(Bytes::copy_from_slice(&rank.to_le_bytes()), 7))
+            .map(|rank| CacheKey::hashed(Bytes::copy_from_slice(&rank.to_le_bytes()), &fixed))
             .collect();
         let others = [5_000, 50_000, 200_000];
         let mut base = config(20_000, Duration::from_secs(3600));
