@@ -12,7 +12,8 @@ pub struct NotifyConfig {
     pub route: Option<RouteConfig>,
     /// Named receivers the routes point at.
     pub receivers: Vec<ReceiverConfig>,
-    /// Alerts waiting for the dispatcher at most; more are dropped and counted.
+    /// Evaluations' alert batches waiting for the dispatcher, and alerts waiting in each
+    /// Alertmanager's send queue, at most; more are dropped and counted.
     pub queue_capacity: Option<usize>,
     /// Mute some alerts while others fire.
     pub inhibit_rules: Vec<InhibitRuleConfig>,

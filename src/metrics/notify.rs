@@ -36,6 +36,8 @@ pub struct NotifyMetrics {
     durations: Family<IntegrationLabel, Histogram, DurationBuckets>,
     /// Alerts dropped because the dispatcher's queue was full.
     pub dropped: Counter,
+    /// Alerts dropped from an Alertmanager's queue on overflow (the oldest go).
+    pub alertmanager_dropped: Counter,
 }
 
 impl NotifyMetrics {
@@ -44,6 +46,7 @@ impl NotifyMetrics {
             outcomes: Family::default(),
             durations: Family::new_with_constructor(DurationBuckets),
             dropped: Counter::default(),
+            alertmanager_dropped: Counter::default(),
         }
     }
 
@@ -62,6 +65,11 @@ impl NotifyMetrics {
             "torchwatch_notification_alerts_dropped",
             "Alerts dropped because the notification queue was full",
             self.dropped.clone(),
+        );
+        registry.register(
+            "torchwatch_notification_alertmanager_alerts_dropped",
+            "Alerts dropped from an Alertmanager's send queue on overflow, the oldest first",
+            self.alertmanager_dropped.clone(),
         );
     }
 

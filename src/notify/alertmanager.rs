@@ -101,7 +101,7 @@ impl Queue {
             excess
         };
         if dropped > 0 {
-            self.metrics.dropped.inc_by(dropped as u64);
+            self.metrics.alertmanager_dropped.inc_by(dropped as u64);
         }
         self.wake.notify_one();
     }
@@ -224,7 +224,7 @@ mod tests {
             metrics: metrics.clone(),
         };
         queue.push(&(0..400).map(alert).collect::<Vec<_>>());
-        assert_eq!(metrics.dropped.get(), 100, "the 100 oldest");
+        assert_eq!(metrics.alertmanager_dropped.get(), 100, "the 100 oldest");
         let first = queue.batch();
         assert_eq!(first.len(), MAX_BATCH);
         assert_eq!(first[0].labels.get("alertname"), "A100");

@@ -480,6 +480,19 @@ impl Plan {
             })
     }
 
+    /// The longest repeat interval of any route: the notification log must remember at least
+    /// that long, or a restart would repeat a notification early.
+    fn longest_repeat(&self) -> Duration {
+        fn longest(route: &Route) -> Duration {
+            route
+                .children
+                .iter()
+                .map(longest)
+                .fold(route.repeat_interval, Duration::max)
+        }
+        self.root.as_ref().map_or(Duration::ZERO, longest)
+    }
+
     /// The receivers an alert with `labels` is routed to, in routing order (`amtool config
     /// routes test`); none without a `route`.
     pub fn receivers_for(&self, labels: &Labels) -> Vec<String> {
@@ -642,30 +655,35 @@ fn needs_update(
     at.elapsed() >= repeat
 }
 
-/// Writes the notification log off the async runtime (fsync blocks), newest version last even
-/// when two saves overlap.
-#[derive(Clone, Default)]
+/// Writes the notification log off the async runtime (fsync blocks): one writer task takes the
+/// newest snapshot whenever it is free, so a burst of deliveries costs one write, not one each.
 struct LogWriter {
-    written: Arc<std::sync::Mutex<u64>>,
-    version: u64,
+    latest: watch::Sender<Option<Arc<HashMap<String, LogEntry>>>>,
 }
 
 impl LogWriter {
-    fn save(&mut self, file: &std::path::Path, log: &HashMap<String, LogEntry>) {
-        self.version += 1;
-        let (version, written) = (self.version, self.written.clone());
-        let (file, log) = (file.to_path_buf(), log.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut last = written.lock().unwrap_or_else(|e| e.into_inner());
-            if *last > version {
-                return;
-            }
-            match crate::state::save(&file, &log) {
-                Ok(()) => *last = version,
-                Err(e) => tracing::warn!(event = "state_not_saved", error = %e,
-                    "cannot save the notification log"),
+    fn start(file: std::path::PathBuf) -> LogWriter {
+        let (latest, mut changes) = watch::channel(None::<Arc<HashMap<String, LogEntry>>>);
+        tokio::spawn(async move {
+            // Ends once the dispatcher is gone and its last snapshot is written.
+            while changes.changed().await.is_ok() {
+                let Some(log) = changes.borrow_and_update().clone() else {
+                    continue;
+                };
+                let file = file.clone();
+                let saved =
+                    tokio::task::spawn_blocking(move || crate::state::save(&file, &*log)).await;
+                if let Ok(Err(e)) = saved {
+                    tracing::warn!(event = "state_not_saved", error = %e,
+                        "cannot save the notification log");
+                }
             }
         });
+        LogWriter { latest }
+    }
+
+    fn save(&self, log: &HashMap<String, LogEntry>) {
+        self.latest.send_replace(Some(Arc::new(log.clone())));
     }
 }
 
@@ -736,7 +754,7 @@ async fn dispatch(
     let mut current: HashMap<u64, (Alert, Instant)> = HashMap::new();
     // What each alert last went to the Alertmanagers as, and when (resolved?, at).
     let mut forwarded: HashMap<u64, (bool, Instant)> = HashMap::new();
-    let mut log_writer = LogWriter::default();
+    let log_writer = log_file.clone().map(LogWriter::start);
     // One send loop per Alertmanager of the plan in effect.
     let mut queues: Vec<Arc<alertmanager::Queue>> = Vec::new();
     let mut queues_of: Option<Arc<Plan>> = None;
@@ -821,10 +839,12 @@ async fn dispatch(
                         group.notified.insert(i, (result.firing.clone(), result.resolved.clone(), Instant::now()));
                     }
                     if result.outcomes.iter().any(|(_, ok)| *ok) {
-                        // Entries of groups gone for a day are of no use any more.
-                        log.retain(|_, e| e.at > now_ms - 24 * 3600 * 1000);
-                        if let Some(file) = &log_file {
-                            log_writer.save(file, &log);
+                        // Entries of groups gone for a day (or for their longest repeat
+                        // interval, if longer) are of no use any more.
+                        let keep = plans.borrow().longest_repeat().max(Duration::from_secs(24 * 3600));
+                        log.retain(|_, e| e.at > now_ms - keep.as_millis() as i64);
+                        if let Some(writer) = &log_writer {
+                            writer.save(&log);
                         }
                     }
                     // Resolved alerts are done with once every integration got them.
@@ -1238,6 +1258,17 @@ mod tests {
             a.fingerprint(),
             alert(&[("alertname", "Other")]).fingerprint()
         );
+    }
+
+    #[test]
+    fn the_log_remembers_at_least_the_longest_repeat_interval() {
+        let config: NotifyConfig = serde_saphyr::from_str(
+            "route:\n  receiver: a\n  repeat_interval: 1h\n  routes:\n    - matchers: ['x=\"1\"']\n      receiver: a\n      routes:\n        - matchers: ['y=\"1\"']\n          receiver: a\n          repeat_interval: 3d\nreceivers:\n  - name: a\n",
+        )
+        .unwrap();
+        crate::install_tls_provider();
+        let plan = Plan::build(&config, &reqwest::Client::new()).unwrap();
+        assert_eq!(plan.longest_repeat(), Duration::from_secs(3 * 86_400));
     }
 
     #[test]
