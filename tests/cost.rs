@@ -92,8 +92,24 @@ async fn cost_metrics_match_a_hand_computation_from_the_scraped_samples() {
         })
     };
     let started = Instant::now();
-    // rate()'s 10 s window fills first.
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    let load_began_s = common::now_s();
+    // Wait for an evaluation whose 10 s rate() window lies wholly under the load.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = api.metrics_text().await;
+        let evaluated = sample(
+            &text,
+            r#"torchwatch_cost_last_evaluation_timestamp_seconds{policy="box"}"#,
+        );
+        if evaluated.is_some_and(|t| t >= load_began_s + 10.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cost policy never evaluated under load"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The figures of one evaluation, with its timestamp, and the same queries re-run at that
     // timestamp. A scrape in flight during the evaluation (stamped before it, appended after)

@@ -172,16 +172,7 @@ mod tests {
 
     #[test]
     fn a_firing_alert_stays_valid_for_four_of_the_longer_of_group_interval_and_resend_delay() {
-        let mut alert = Alert {
-            labels: crate::storage::Labels::from_pairs([("alertname", "A")]),
-            annotations: Default::default(),
-            starts_at: 0,
-            ends_at: None,
-            generator_url: String::new(),
-            value: 1.0,
-            condition: Default::default(),
-            group_interval_ms: 15_000,
-        };
+        let mut alert = Alert::firing_for_test(&[("alertname", "A")]);
         let now = 1_700_000_000_000;
         assert_eq!(postable(&alert, now)["endsAt"], rfc3339(now + 4 * 60_000));
         // A 5-minute group: valid for 20 minutes, not 4, or it resolves between evaluations.
@@ -206,16 +197,7 @@ mod tests {
             )
             .unwrap(),
         );
-        let alert = |i: usize| Alert {
-            labels: Labels::from_pairs([("alertname", format!("A{i}").as_str())]),
-            annotations: Default::default(),
-            starts_at: 0,
-            ends_at: None,
-            generator_url: String::new(),
-            value: 1.0,
-            condition: Default::default(),
-            group_interval_ms: 15_000,
-        };
+        let alert = |i: usize| Alert::firing_for_test(&[("alertname", &format!("A{i}"))]);
         let queue = Queue {
             pending: Mutex::new(VecDeque::new()),
             wake: tokio::sync::Notify::new(),

@@ -60,6 +60,21 @@ pub struct Condition {
 }
 
 impl Alert {
+    /// A firing alert with `labels` and nothing else, for tests of the stages.
+    #[cfg(test)]
+    pub(crate) fn firing_for_test(labels: &[(&str, &str)]) -> Alert {
+        Alert {
+            labels: Labels::from_pairs(labels.iter().copied()),
+            annotations: BTreeMap::new(),
+            starts_at: 0,
+            ends_at: None,
+            generator_url: String::new(),
+            value: 1.0,
+            condition: Condition::default(),
+            group_interval_ms: 15_000,
+        }
+    }
+
     /// Alertmanager's fingerprint of the alert's labels.
     pub fn fingerprint(&self) -> u64 {
         self.labels.fingerprint()
@@ -1067,16 +1082,7 @@ mod tests {
     use super::*;
 
     fn alert(pairs: &[(&str, &str)]) -> Alert {
-        Alert {
-            labels: Labels::from_pairs(pairs.iter().copied()),
-            annotations: BTreeMap::new(),
-            starts_at: 0,
-            ends_at: None,
-            generator_url: String::new(),
-            value: 1.0,
-            condition: Condition::default(),
-            group_interval_ms: 15_000,
-        }
+        Alert::firing_for_test(pairs)
     }
 
     #[test]

@@ -537,6 +537,13 @@ pub async fn wait_for_bodies(state: &Arc<Mutex<Received>>, n: usize) -> Vec<Valu
     }
 }
 
+/// Now, in Unix seconds, as the server's timestamps are.
+pub fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// The value of `series` (name and labels exactly as exposed) in Prometheus text, if present.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
