@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use super::PolicyContext;
 use super::cost::{CostPolicy, CostReport, CostState};
+use super::manager::lock;
 use crate::metrics::{CostSnapshot, CostSource};
 
 struct Entry {
@@ -57,10 +58,6 @@ pub struct CostStatus {
     pub failures: u64,
     /// When it last evaluated successfully, ms (also while it fails).
     pub last_success_ms: Option<i64>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl CostManager {
