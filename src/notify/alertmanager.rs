@@ -4,7 +4,9 @@
 //! and a resolved alert is re-sent while retained, with its resolution time. Each
 //! Alertmanager has its own bounded queue and send loop, as Prometheus' notifier.
 
-use super::{Alert, Message, Notifier, SendFuture, attempt_timeout, label_map, post_json};
+use super::integration::attempt_timeout;
+use super::message::label_map;
+use super::{Alert, Message, Notifier, SendFuture, post_json};
 use crate::clock::rfc3339;
 use crate::config::AlertmanagerConfig;
 use crate::metrics::NotifyMetrics;
@@ -138,7 +140,7 @@ async fn send_loop(queue: Arc<Queue>, alertmanager: Arc<Alertmanager>, external_
             external_url: external_url.clone(),
         };
         // One attempt, as Prometheus makes: the alerts are re-sent within a resend delay.
-        super::deliver(
+        super::stages::deliver(
             alertmanager.as_ref(),
             &message,
             Duration::ZERO,

@@ -2,7 +2,8 @@
 //! plain connection, AUTH with a password from the config, a file or the
 //! environment, and templated subject, text and HTML bodies.
 
-use super::{Message, Notifier, SendError, SendFuture, attempt_timeout};
+use super::integration::attempt_timeout;
+use super::{Message, Notifier, SendError, SendFuture};
 use crate::clock::rfc3339;
 use crate::config::{self, EmailConfig, SmtpSecurity};
 use crate::template::{Template, expand_notification_or_error};

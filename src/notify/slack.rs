@@ -2,7 +2,8 @@
 //! text and colour, and fields for the metric, condition, threshold, current
 //! value and time of the first alert.
 
-use super::{Message, Notifier, SendFuture, attempt_timeout, post_json, secret_url};
+use super::integration::attempt_timeout;
+use super::{Message, Notifier, SendFuture, post_json, secret_url};
 use crate::clock::rfc3339;
 use crate::config::SlackConfig;
 use crate::template::{Template, expand_notification_or_error};

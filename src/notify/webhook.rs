@@ -1,7 +1,11 @@
 //! The webhook receiver: Alertmanager's webhook payload (version 4), POSTed as JSON.
 
-use super::{Message, Notifier, SendFuture, attempt_timeout, post_json, secret_url};
+use super::integration::attempt_timeout;
+use super::message::label_map;
+use super::{Message, Notifier, SendFuture, post_json, secret_url};
+use crate::clock::rfc3339;
 use crate::config::WebhookConfig;
+use serde_json::{Value, json};
 use std::time::Duration;
 
 /// One webhook endpoint.
@@ -47,8 +51,78 @@ impl Notifier for Webhook {
 
     fn notify<'a>(&'a self, message: &'a Message) -> SendFuture<'a> {
         Box::pin(async move {
-            let payload = message.webhook_payload(self.max_alerts);
-            post_json(&self.client, &self.url, self.timeout, &payload).await
+            let body = payload(message, self.max_alerts);
+            post_json(&self.client, &self.url, self.timeout, &body).await
         })
+    }
+}
+
+/// Alertmanager's webhook payload, version 4; `max_alerts` 0 = all.
+fn payload(message: &Message, max_alerts: usize) -> Value {
+    let shown = if max_alerts == 0 {
+        message.alerts.len()
+    } else {
+        max_alerts.min(message.alerts.len())
+    };
+    let alerts: Vec<Value> = message.alerts[..shown]
+        .iter()
+        .map(|a| {
+            json!({
+                "status": if a.resolved() { "resolved" } else { "firing" },
+                "labels": label_map(&a.labels),
+                "annotations": a.annotations,
+                "startsAt": rfc3339(a.starts_at),
+                "endsAt": a.ends_at.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+                "generatorURL": a.generator_url,
+                "fingerprint": format!("{:016x}", a.fingerprint()),
+            })
+        })
+        .collect();
+    json!({
+        "version": "4",
+        "groupKey": message.group_key,
+        "truncatedAlerts": message.alerts.len() - shown,
+        "status": message.status(),
+        "receiver": message.receiver,
+        "groupLabels": label_map(&message.group_labels),
+        "commonLabels": label_map(&message.common_labels()),
+        "commonAnnotations": message.common_annotations(),
+        "externalURL": message.external_url,
+        "alerts": alerts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::Alert;
+    use crate::storage::Labels;
+
+    fn alert(pairs: &[(&str, &str)]) -> Alert {
+        Alert::firing_for_test(pairs)
+    }
+
+    #[test]
+    fn webhook_payload_has_alertmanagers_fields() {
+        let mut resolved = alert(&[("alertname", "A"), ("instance", "b"), ("job", "j")]);
+        resolved.ends_at = Some(2000);
+        let mut firing = alert(&[("alertname", "A"), ("instance", "a"), ("job", "j")]);
+        firing.annotations.insert("summary".into(), "s".into());
+        let message = Message {
+            receiver: "hook".into(),
+            group_key: "{}:{alertname=\"A\"}".into(),
+            group_labels: Labels::from_pairs([("alertname", "A")]),
+            alerts: vec![firing, resolved],
+            external_url: "http://tw".into(),
+        };
+        let p = payload(&message, 1);
+        assert_eq!(p["version"], "4");
+        assert_eq!(p["status"], "firing");
+        assert_eq!(p["truncatedAlerts"], 1);
+        assert_eq!(p["commonLabels"], json!({"alertname": "A", "job": "j"}));
+        assert_eq!(p["commonAnnotations"], json!({}));
+        assert_eq!(p["alerts"].as_array().unwrap().len(), 1);
+        assert_eq!(p["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+        assert_eq!(p["alerts"][0]["fingerprint"].as_str().unwrap().len(), 16);
     }
 }
