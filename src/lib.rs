@@ -12,6 +12,7 @@ pub mod config;
 pub mod cost_report;
 pub mod gofmt;
 pub mod http;
+pub mod http_client;
 pub mod logs;
 pub mod metrics;
 pub mod model;

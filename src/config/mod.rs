@@ -16,8 +16,10 @@ mod rules;
 
 pub use duration::PromDuration;
 pub use notify::{
-    AlertmanagerConfig, EmailConfig, InhibitRuleConfig, NotifyConfig, ReceiverConfig, RouteConfig,
-    SlackConfig, SmtpSecurity, WebhookConfig,
+    AlertmanagerConfig, AlertmanagerFile, EmailConfig, GlobalConfig, HttpClientConfig,
+    InhibitRuleConfig, NotifyConfig, NotifyOrigin, ReceiverConfig, Recipients, RouteConfig,
+    SlackConfig, SlackFieldConfig, SmtpSecurity, TimeIntervalConfig, TimeIntervalSpec,
+    TimeRangeConfig, TlsClientConfig, WebhookConfig,
 };
 pub use policy::{
     ActuatorConfig, Algorithm, Amount, BehaviorConfig, Combine, CostPolicyConfig, ForecastModel,
@@ -195,6 +197,9 @@ impl std::fmt::Debug for BasicAuth {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Authorization {
+    /// The scheme (`Bearer`).
+    #[serde(rename = "type")]
+    pub scheme: Option<String>,
     /// The token (avoid: it sits in the file).
     pub credentials: Option<String>,
     /// File whose first line is the token.
@@ -582,6 +587,10 @@ impl Config {
         {
             *dir = base.join(&*dir);
         }
+        config
+            .notify
+            .load_alertmanager_file(base)
+            .map_err(ConfigError)?;
         for file in config
             .rules
             .files
@@ -776,6 +785,20 @@ pub fn parse_device(text: &str) -> Result<DeviceSpec, String> {
 pub(crate) fn yaml_error(origin: &str, error: &serde_saphyr::Error) -> String {
     let rendered = error.to_string();
     let detail = rendered.strip_prefix("error: ").unwrap_or(&rendered);
+    let refused = notify::UNSUPPORTED_ALERTMANAGER_KEYS
+        .iter()
+        .find(|key| detail.contains(&format!("unknown field `{key}`")));
+    let explained;
+    let detail = match refused {
+        Some(key) => {
+            explained = format!(
+                "`{key}` is an Alertmanager or Prometheus setting torchwatch does not support; \
+                 remove it (torchwatch would otherwise ignore it silently)"
+            );
+            explained.as_str()
+        }
+        None => detail,
+    };
     match error.location() {
         Some(at) => {
             let prefix = format!("line {} column {}: ", at.line(), at.column());

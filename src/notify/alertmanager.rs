@@ -163,7 +163,7 @@ impl Notifier for Alertmanager {
         Box::pin(async move {
             let now = crate::clock::now_ms();
             let body: Vec<Value> = message.alerts.iter().map(|a| postable(a, now)).collect();
-            post_json(&self.client, &self.url, self.timeout, &body).await
+            post_json(self.client.post(&self.url), self.timeout, &body).await
         })
     }
 }

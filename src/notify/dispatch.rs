@@ -224,6 +224,11 @@ pub(super) async fn dispatch(
                         continue;
                     }
                     group.next_flush = now + group.route.group_interval;
+                    // In a mute interval (or outside every active one) the group waits: nothing
+                    // is sent or logged, so the next flush outside it notifies.
+                    if plan.time_muted(&group.route, chrono::Utc::now()) {
+                        continue;
+                    }
                     let muted = |a: &Alert| plan.muted(a, &current);
                     flush(key, group, &muted, &external_url, &metrics, &done_tx);
                 }

@@ -1,7 +1,8 @@
 //! Inhibition: alerts muted while others fire.
 
 use super::Alert;
-use super::matcher::matches_all;
+use super::matcher::{from_maps, matches_all, parse_matchers};
+use crate::config::InhibitRuleConfig;
 use promql_parser::label::Matcher;
 
 /// A compiled inhibition rule.
@@ -12,6 +13,31 @@ pub(super) struct Inhibition {
 }
 
 impl Inhibition {
+    /// Compiles one `inhibit_rules` entry: its matcher lists and the older match maps.
+    pub(super) fn build(rule: &InhibitRuleConfig) -> Result<Inhibition, String> {
+        let compile = |lists: &[String], equal, regex| -> Result<Vec<Matcher>, String> {
+            let mut matchers = Vec::new();
+            for text in lists {
+                matchers.extend(parse_matchers(text)?);
+            }
+            matchers.extend(from_maps(equal, regex)?);
+            Ok(matchers)
+        };
+        Ok(Inhibition {
+            source: compile(
+                &rule.source_matchers,
+                &rule.source_match,
+                &rule.source_match_re,
+            )?,
+            target: compile(
+                &rule.target_matchers,
+                &rule.target_match,
+                &rule.target_match_re,
+            )?,
+            equal: rule.equal.clone(),
+        })
+    }
+
     /// Whether a firing alert among `firing` mutes `target`.
     pub(super) fn mutes<'a>(
         &self,

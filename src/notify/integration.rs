@@ -2,6 +2,9 @@
 //! classified, and the HTTP helpers the JSON integrations use.
 
 use super::Message;
+use crate::config::{GlobalConfig, HttpClientConfig, NotifyOrigin};
+use crate::http_client::HttpClient;
+use crate::template::{NotificationData, Template, TemplateSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,13 +81,11 @@ pub(super) fn attempt_timeout(configured: Option<crate::config::PromDuration>) -
 
 /// One POST of a JSON body; 2xx is success.
 pub async fn post_json(
-    client: &reqwest::Client,
-    url: &str,
+    request: reqwest::RequestBuilder,
     timeout: Duration,
     body: &impl serde::Serialize,
 ) -> Result<(), SendError> {
-    let response = client
-        .post(url)
+    let response = request
         .timeout(timeout)
         .json(body)
         .send()
@@ -111,4 +112,54 @@ pub trait Notifier: Send + Sync {
 pub struct Receiver {
     pub(super) name: String,
     pub(super) integrations: Vec<Arc<dyn Notifier>>,
+}
+
+/// What every integration is built with: the shared HTTP client, the template set,
+/// Alertmanager's `global:` defaults, and whose defaults apply.
+pub(super) struct BuildContext<'a> {
+    pub(super) client: &'a reqwest::Client,
+    pub(super) templates: &'a TemplateSet,
+    pub(super) global: &'a GlobalConfig,
+    pub(super) origin: NotifyOrigin,
+}
+
+impl BuildContext<'_> {
+    /// The HTTP client of an integration: its own `http_config`, else `global.http_config`.
+    pub(super) fn http(
+        &self,
+        own: Option<&HttpClientConfig>,
+        what: &str,
+    ) -> Result<HttpClient, String> {
+        HttpClient::build(
+            own.or(self.global.http_config.as_ref()),
+            self.client,
+            &format!("{what}.http_config"),
+        )
+    }
+
+    /// Compiles a field's template once, at load.
+    pub(super) fn text(&self, text: &str, what: &str) -> Result<Text, String> {
+        self.templates
+            .compile(text)
+            .map(Text)
+            .map_err(|e| format!("{what}: template: {e}"))
+    }
+
+    /// Alertmanager's defaults for a file written for it, torchwatch's otherwise.
+    pub(super) fn alertmanager_defaults(&self) -> bool {
+        self.origin == NotifyOrigin::AlertmanagerFile
+    }
+}
+
+/// One templated field, compiled at load.
+pub(super) struct Text(Template);
+
+impl Text {
+    /// The field for one notification; a failing template shows its error in place, so the
+    /// notification still goes out and says what to fix.
+    pub(super) fn render(&self, data: &NotificationData) -> String {
+        self.0
+            .expand_notification(data)
+            .unwrap_or_else(|e| format!("<error expanding template: {e}>"))
+    }
 }

@@ -1,7 +1,7 @@
 //! Alertmanager's label matchers, shared by routes, inhibition rules and silences.
 
 use crate::storage::Labels;
-use promql_parser::label::Matcher;
+use promql_parser::label::{MatchOp, Matcher};
 
 /// One Alertmanager matcher (`name="value"`, `!=`, `=~`, `!~`; the value may be unquoted, as
 /// Alertmanager allows). Parsed as a PromQL selector beside a placeholder, since PromQL
@@ -33,6 +33,55 @@ pub(super) fn parse_matcher(text: &str) -> Result<Matcher, String> {
             "matcher {text:?}: write one matcher like severity=\"critical\""
         )),
     }
+}
+
+/// One entry of a `matchers:` list, which may hold several comma-separated matchers, in
+/// braces or not (`{a="1", b=~"2|3"}`), as Alertmanager's `ParseMatchers` reads it.
+pub(super) fn parse_matchers(text: &str) -> Result<Vec<Matcher>, String> {
+    let inner = text.trim();
+    let inner = inner
+        .strip_prefix('{')
+        .and_then(|s| s.strip_suffix('}'))
+        .unwrap_or(inner);
+    let mut matchers = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in inner.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                matchers.push(&inner[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    matchers.push(&inner[start..]);
+    matchers
+        .into_iter()
+        .filter(|m| !m.trim().is_empty())
+        .map(parse_matcher)
+        .collect()
+}
+
+/// Alertmanager's older `match` (equality) and `match_re` (anchored regex) maps as matchers.
+pub(super) fn from_maps(
+    equal: &std::collections::BTreeMap<String, String>,
+    regex: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<Matcher>, String> {
+    let mut matchers: Vec<Matcher> = equal
+        .iter()
+        .map(|(name, value)| Matcher::new(MatchOp::Equal, name, value))
+        .collect();
+    for (name, value) in regex {
+        let re = regex::Regex::new(&format!("^(?:{value})$"))
+            .map_err(|e| format!("match_re {name}: {value:?} is not a regular expression: {e}"))?;
+        matchers.push(Matcher::new(MatchOp::Re(re), name, value));
+    }
+    Ok(matchers)
 }
 
 /// Whether every matcher matches `labels`.

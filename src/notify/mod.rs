@@ -16,26 +16,29 @@ mod nflog;
 mod route;
 mod slack;
 mod stages;
+mod timeinterval;
 mod webhook;
 
 use crate::config::NotifyConfig;
 use crate::storage::Labels;
+use crate::template::TemplateSet;
+use email::Email;
 use inhibit::Inhibition;
-use matcher::parse_matcher;
+use integration::BuildContext;
 use route::Route;
 use route::build_route;
+use slack::Slack;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use timeinterval::TimeIntervals;
 use tokio::time::Instant;
+use webhook::Webhook;
 
 pub use alertmanager::{Alertmanager, RESEND_DELAY};
 pub use dispatch::{AlertSink, start};
-pub use email::Email;
 pub use integration::{Notifier, Receiver, SendError, SendFuture, post_json, secret_url};
 pub use message::{Alert, Condition, Message};
-pub use slack::Slack;
-pub use webhook::Webhook;
 
 /// The routing tree, receivers and inhibition rules built from `notify:`; checked before use.
 pub struct Plan {
@@ -43,6 +46,7 @@ pub struct Plan {
     receivers: HashMap<String, Arc<Receiver>>,
     inhibitions: Vec<Inhibition>,
     alertmanagers: Vec<Arc<Alertmanager>>,
+    time_intervals: TimeIntervals,
 }
 
 impl Plan {
@@ -55,6 +59,16 @@ impl Plan {
                     current.values().map(|(a, _)| a).filter(|a| !a.resolved()),
                 )
             })
+    }
+
+    /// Whether `route` sends nothing now: inside one of its mute intervals, or outside all of
+    /// its active ones (Alertmanager's time-mute and time-active stages).
+    fn time_muted(&self, route: &Route, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.time_intervals.any_on(&route.mute_time_intervals, now)
+            || (!route.active_time_intervals.is_empty()
+                && !self
+                    .time_intervals
+                    .any_on(&route.active_time_intervals, now))
     }
 
     /// The longest repeat interval of any route: the notification log must remember at least
@@ -82,55 +96,50 @@ impl Plan {
 }
 
 impl Plan {
-    /// Builds the tree and the receivers; secrets are read now.
+    /// Builds the tree, the receivers (their templates compiled) and the inhibition rules;
+    /// secrets are read now, so a missing one fails the start or the reload.
     pub fn build(config: &NotifyConfig, client: &reqwest::Client) -> Result<Plan, String> {
+        let templates = TemplateSet::load(&config.templates)?;
+        let context = BuildContext {
+            client,
+            templates: &templates,
+            global: &config.global,
+            origin: config.origin,
+        };
         let mut receivers = HashMap::new();
         for r in &config.receivers {
             let mut integrations: Vec<Arc<dyn Notifier>> = Vec::new();
             for w in &r.webhook_configs {
-                integrations.push(Arc::new(Webhook::new(w, client.clone(), &r.name)?));
+                integrations.push(Arc::new(Webhook::new(w, &context, &r.name)?));
             }
             for c in &r.slack_configs {
-                integrations.push(Arc::new(Slack::new(c, client.clone(), &r.name)?));
+                integrations.push(Arc::new(Slack::new(c, &context, &r.name)?));
             }
             for c in &r.email_configs {
-                integrations.push(Arc::new(Email::new(c, &r.name)?));
+                integrations.push(Arc::new(Email::new(c, &context, &r.name)?));
             }
-            if receivers
-                .insert(
-                    r.name.clone(),
-                    Arc::new(Receiver {
-                        name: r.name.clone(),
-                        integrations,
-                    }),
-                )
-                .is_some()
-            {
+            let receiver = Arc::new(Receiver {
+                name: r.name.clone(),
+                integrations,
+            });
+            if receivers.insert(r.name.clone(), receiver).is_some() {
                 return Err(format!("notify.receivers: {:?} is defined twice", r.name));
             }
         }
+        let time_intervals =
+            TimeIntervals::build(&config.time_intervals, &config.mute_time_intervals)?;
         let names: Vec<String> = receivers.keys().cloned().collect();
         let root = config
             .route
             .as_ref()
-            .map(|r| build_route(r, None, &names))
+            .map(|r| build_route(r, None, &names, &time_intervals.names()))
             .transpose()?;
-        let compile = |ms: &[String]| {
-            ms.iter()
-                .map(|m| parse_matcher(m))
-                .collect::<Result<Vec<_>, _>>()
-        };
         let inhibitions = config
             .inhibit_rules
             .iter()
             .enumerate()
-            .map(|(i, r)| {
-                let at = |e: String| format!("notify.inhibit_rules[{i}]: {e}");
-                Ok(Inhibition {
-                    source: compile(&r.source_matchers).map_err(at)?,
-                    target: compile(&r.target_matchers).map_err(at)?,
-                    equal: r.equal.clone(),
-                })
+            .map(|(i, rule)| {
+                Inhibition::build(rule).map_err(|e| format!("notify.inhibit_rules[{i}]: {e}"))
             })
             .collect::<Result<Vec<_>, String>>()?;
         let alertmanagers = config
@@ -143,6 +152,7 @@ impl Plan {
             receivers,
             inhibitions,
             alertmanagers,
+            time_intervals,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! The routing tree: which routes, and so which receivers and groups, an alert goes to.
 
-use super::matcher::parse_matcher;
+use super::matcher::{from_maps, parse_matchers};
 use crate::config::RouteConfig;
 use crate::storage::Labels;
 use promql_parser::label::Matcher;
@@ -19,24 +19,43 @@ pub(super) struct Route {
     pub(super) group_wait: Duration,
     pub(super) group_interval: Duration,
     pub(super) repeat_interval: Duration,
+    /// Names of the time intervals in which this route sends nothing (not inherited).
+    pub(super) mute_time_intervals: Vec<String>,
+    /// Names of the time intervals outside which this route sends nothing (not inherited).
+    pub(super) active_time_intervals: Vec<String>,
     pub(super) children: Vec<Route>,
 }
 
+/// Builds a route and its children; `receivers` and `intervals` are the names defined.
 pub(super) fn build_route(
     config: &RouteConfig,
     parent: Option<&Route>,
     receivers: &[String],
+    intervals: &[String],
 ) -> Result<Route, String> {
     let ms = |d: Option<crate::config::PromDuration>, inherited: Option<Duration>, default: u64| {
         d.map(|d| Duration::from_millis(d.millis() as u64))
             .or(inherited)
             .unwrap_or(Duration::from_secs(default))
     };
-    let matchers = config
-        .matchers
+    let mut matchers = Vec::new();
+    for text in &config.matchers {
+        matchers.extend(parse_matchers(text).map_err(|e| format!("notify.route: {e}"))?);
+    }
+    matchers.extend(
+        from_maps(&config.match_, &config.match_re).map_err(|e| format!("notify.route: {e}"))?,
+    );
+    for name in config
+        .mute_time_intervals
         .iter()
-        .map(|m| parse_matcher(m))
-        .collect::<Result<Vec<_>, _>>()?;
+        .chain(&config.active_time_intervals)
+    {
+        if !intervals.contains(name) {
+            return Err(format!(
+                "notify.route: time interval {name:?} is not defined under time_intervals"
+            ));
+        }
+    }
     let receiver = config
         .receiver
         .clone()
@@ -49,7 +68,16 @@ pub(super) fn build_route(
     }
     let key = match parent {
         None => "{}".to_string(),
-        Some(p) => format!("{}/{{{}}}", p.key, config.matchers.join(",")),
+        Some(p) => {
+            // The older match/match_re maps join the key as the matchers they stand for.
+            let older = config
+                .match_
+                .iter()
+                .map(|(n, v)| format!("{n}={v:?}"))
+                .chain(config.match_re.iter().map(|(n, v)| format!("{n}=~{v:?}")));
+            let all: Vec<String> = config.matchers.iter().cloned().chain(older).collect();
+            format!("{}/{{{}}}", p.key, all.join(","))
+        }
     };
     let group_by = match &config.group_by {
         Some(names) if names.iter().any(|n| n == "...") => None,
@@ -69,10 +97,12 @@ pub(super) fn build_route(
             parent.map(|p| p.repeat_interval),
             4 * 3600,
         ),
+        mute_time_intervals: config.mute_time_intervals.clone(),
+        active_time_intervals: config.active_time_intervals.clone(),
         children: Vec::new(),
     };
     for child in &config.routes {
-        let built = build_route(child, Some(&route), receivers)?;
+        let built = build_route(child, Some(&route), receivers, intervals)?;
         route.children.push(built);
     }
     Ok(route)

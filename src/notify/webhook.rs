@@ -1,16 +1,17 @@
 //! The webhook receiver: Alertmanager's webhook payload (version 4), POSTed as JSON.
 
-use super::integration::attempt_timeout;
+use super::integration::{BuildContext, attempt_timeout};
 use super::message::label_map;
 use super::{Message, Notifier, SendFuture, post_json, secret_url};
 use crate::clock::rfc3339;
 use crate::config::WebhookConfig;
+use crate::http_client::HttpClient;
 use serde_json::{Value, json};
 use std::time::Duration;
 
 /// One webhook endpoint.
 pub struct Webhook {
-    client: reqwest::Client,
+    client: HttpClient,
     url: String,
     timeout: Duration,
     max_alerts: usize,
@@ -19,19 +20,20 @@ pub struct Webhook {
 
 impl Webhook {
     /// Resolves the URL now, so a missing secret fails at start or reload.
-    pub fn new(
+    pub(super) fn new(
         config: &WebhookConfig,
-        client: reqwest::Client,
+        context: &BuildContext,
         receiver: &str,
     ) -> Result<Webhook, String> {
+        let what = format!("receiver {receiver}: webhook");
         let url = secret_url(
             &config.url,
             &config.url_file,
             &config.url_env,
-            &format!("receiver {receiver}: webhook url"),
+            &format!("{what} url"),
         )?;
         Ok(Webhook {
-            client,
+            client: context.http(config.http_config.as_ref(), &what)?,
             url,
             timeout: attempt_timeout(config.timeout),
             max_alerts: config.max_alerts,
@@ -52,7 +54,7 @@ impl Notifier for Webhook {
     fn notify<'a>(&'a self, message: &'a Message) -> SendFuture<'a> {
         Box::pin(async move {
             let body = payload(message, self.max_alerts);
-            post_json(&self.client, &self.url, self.timeout, &body).await
+            post_json(self.client.post(&self.url), self.timeout, &body).await
         })
     }
 }

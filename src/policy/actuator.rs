@@ -199,7 +199,7 @@ impl Actuator {
                     "reason": reason,
                     "time": crate::clock::rfc3339(time_ms),
                 });
-                crate::notify::post_json(client, url, *timeout, &body)
+                crate::notify::post_json(client.post(url), *timeout, &body)
                     .await
                     .map_err(|e| e.message)
             }
