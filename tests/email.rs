@@ -5,95 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use common::FakeTarget;
-use serde_json::Value;
+use common::smtp::{Security, start_smtp, wait_for_mail};
 
 const PASSWORD: &str = "Sm7p-s3cret-4b2";
-
-/// `tests/smtp_server.py`, stopped on drop.
-struct Smtp {
-    child: Child,
-    port: u16,
-    out: PathBuf,
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// How the test server secures connections.
-enum Security<'a> {
-    Plain,
-    Starttls(&'a Path, &'a Path),
-    Implicit(&'a Path, &'a Path),
-}
-
-fn start_smtp(dir: &Path, name: &str, security: Security, user: Option<&str>) -> Smtp {
-    let port = common::free_port();
-    let out = dir.join(format!("{name}.jsonl"));
-    let mut command = Command::new("/usr/bin/python3");
-    command
-        .arg(common::root().join("tests/smtp_server.py"))
-        .args(["--port", &port.to_string(), "--out"])
-        .arg(&out);
-    match security {
-        Security::Plain => {}
-        Security::Starttls(cert, key) => {
-            command.arg("--cert").arg(cert).arg("--key").arg(key);
-        }
-        Security::Implicit(cert, key) => {
-            command
-                .arg("--cert")
-                .arg(cert)
-                .arg("--key")
-                .arg(key)
-                .arg("--implicit");
-        }
-    }
-    if let Some(user) = user {
-        command.args(["--user", user, "--password", PASSWORD]);
-    }
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Debian's python3 with python3-aiosmtpd (make test-deps installs it)");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready", "the SMTP server did not start");
-    Smtp { child, port, out }
-}
-
-fn received(smtp: &Smtp) -> Vec<Value> {
-    std::fs::read_to_string(&smtp.out)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-async fn wait_for_mail(smtp: &Smtp, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mails = received(smtp);
-        if mails.len() >= n {
-            return mails;
-        }
-        assert!(Instant::now() < deadline, "{} mails of {n}", mails.len());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// A throwaway CA and a server certificate for 127.0.0.1 signed by it:
 /// (CA file for torchwatch, certificate and key for the server).
@@ -170,7 +88,7 @@ async fn mail_goes_out_plain_over_starttls_with_auth_and_over_implicit_tls() {
         dir.path(),
         "secure",
         Security::Starttls(&cert, &key),
-        Some("alerts"),
+        Some(("alerts", PASSWORD)),
     );
     let smtps = start_smtp(dir.path(), "smtps", Security::Implicit(&cert, &key), None);
     let password_file = dir.path().join("smtp-password");

@@ -112,62 +112,8 @@ async fn webhook_gets_alertmanagers_payload_once_then_the_resolved_notice() {
     }
 }
 
-/// Debian's `prometheus-alertmanager`, on a temporary config, killed on drop.
-struct Alertmanager {
-    child: std::process::Child,
-    base: String,
-    _dir: common::TempDir,
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_alertmanager() -> Alertmanager {
-    let dir = common::TempDir::new("alertmanager");
-    let config = dir.path().join("alertmanager.yml");
-    std::fs::write(
-        &config,
-        "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
-    )
-    .unwrap();
-    let port = common::free_port();
-    let child = std::process::Command::new("prometheus-alertmanager")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("prometheus-alertmanager runs (make test-deps installs Debian's package)");
-    let am = Alertmanager {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    let client = common::client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !client
-        .get(format!("{}/-/ready", am.base))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(Instant::now() < deadline, "alertmanager not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    am
-}
-
 /// The alerts Alertmanager holds named `name` (its v2 API lists unresolved ones).
-async fn alerts_in(am: &Alertmanager, name: &str) -> Vec<Value> {
+async fn alerts_in(am: &common::Alertmanager, name: &str) -> Vec<Value> {
     let body: Value = common::client()
         .get(format!("{}/api/v2/alerts", am.base))
         .send()
@@ -186,7 +132,11 @@ async fn alerts_in(am: &Alertmanager, name: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn alerts_are_forwarded_to_a_real_alertmanager() {
-    let am = start_alertmanager().await;
+    let am = common::Alertmanager::start(
+        "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+        None,
+    )
+    .await;
     let target = FakeTarget::start(Vec::new(), TEXT, "fake_value 20\n".into()).await;
     let dir = common::TempDir::new("forward");
     let rules = dir.path().join("rules.yml");

@@ -1,6 +1,8 @@
 //! Starts the real `torchwatch` binary on a free port with a test config, and stops it.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod smtp;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -549,4 +551,67 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.split(' ').next()?.parse().ok())
+}
+
+/// Debian's `prometheus-alertmanager` on a temporary config, killed on drop.
+pub struct Alertmanager {
+    child: Child,
+    pub base: String,
+    pub dir: TempDir,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Alertmanager {
+    /// Starts it on `config` (YAML text, written as `alertmanager.yml`; files it names go
+    /// beside it in `dir`) with `external_url` when given; returns once it is ready.
+    pub async fn start(config: &str, external_url: Option<&str>) -> Alertmanager {
+        Self::start_in(TempDir::new("alertmanager"), config, external_url).await
+    }
+
+    /// As [`Alertmanager::start`] in a directory prepared by the caller.
+    pub async fn start_in(dir: TempDir, config: &str, external_url: Option<&str>) -> Alertmanager {
+        let config_path = dir.path().join("alertmanager.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let port = free_port();
+        let mut command = Command::new("prometheus-alertmanager");
+        command
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=");
+        if let Some(url) = external_url {
+            command.arg(format!("--web.external-url={url}"));
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus-alertmanager runs (make test-deps installs Debian's package)");
+        let am = Alertmanager {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            dir,
+        };
+        let client = client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !client
+            .get(format!("{}/-/ready", am.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            assert!(Instant::now() < deadline, "alertmanager not ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        am
+    }
 }
