@@ -8,6 +8,7 @@ pub mod app;
 pub mod check;
 pub mod client_error;
 pub mod clock;
+pub mod cmd;
 pub mod config;
 pub mod cost_report;
 pub mod gofmt;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use torchwatch::config::{Config, parse_device, parse_duration};
-use torchwatch::{app, check, cost_report, logs, model, policy, profile, query, rules};
+use torchwatch::{app, check, cost_report, logs, model, policy, profile, query};
 
 #[derive(Parser)]
 #[command(
@@ -416,12 +416,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Rules { command } => {
             let ok = match command {
-                RulesCommand::Check { files } => rules::check_files(&files),
-                RulesCommand::Test { files } => rules::run_test_files(&files),
+                RulesCommand::Check { files } => torchwatch::cmd::rules::check_files(&files),
+                RulesCommand::Test { files } => torchwatch::cmd::rules::run_test_files(&files),
                 RulesCommand::Export { files, output_dir } => {
                     std::fs::create_dir_all(&output_dir)
                         .with_context(|| format!("cannot create {}", output_dir.display()))?;
-                    rules::export_files(&files, &output_dir)
+                    torchwatch::cmd::rules::export_files(&files, &output_dir)
                 }
             };
             Ok(if ok {

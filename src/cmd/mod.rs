@@ -1,0 +1,4 @@
+//! The commands beside `serve`, each in its own module, as promtool's and amtool's live in
+//! their `cmd/` directories; `main.rs` only parses the command line and calls them.
+
+pub mod rules;
