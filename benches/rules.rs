@@ -14,7 +14,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use torchwatch::config::{PromDuration, ScrapeConfig, ScrapeJob};
 use torchwatch::scrape::{self, Format, TargetState};
 use torchwatch::storage::{Storage, StorageOptions};
 
@@ -183,24 +182,16 @@ async fn scrape_and_ingest() {
     }
     let parse_rate = parsed as f64 / started.elapsed().as_secs_f64();
 
-    let config = ScrapeConfig {
-        scrape_self: false,
-        jobs: vec![ScrapeJob {
-            job_name: "bench".into(),
-            targets: vec![address.to_string()],
-            interval: None,
-            timeout: Some(PromDuration(10_000)),
-            metrics_path: "/metrics".into(),
-            scheme: "http".into(),
-            basic_auth: None,
-            authorization: None,
-            labels: Default::default(),
-        }],
-        ..ScrapeConfig::default()
-    };
-    let target = scrape::targets(&config, address).unwrap().remove(0);
     torchwatch::install_tls_provider();
-    let client = reqwest::Client::new();
+    let config = torchwatch::config::Config::parse(
+        &format!(
+            "scrape:\n  self: false\n  scrape_configs:\n    - job_name: bench\n      \
+             static_configs: [{{targets: ['{address}']}}]\n"
+        ),
+        "bench",
+    )
+    .unwrap();
+    let target = scrape::plan(&config.scrape, address).unwrap().targets()[0].clone();
     let storage = Arc::new(Storage::new(StorageOptions {
         retention_ms: 2 * 3600 * 1000,
         max_series: 1_000_000,
@@ -209,8 +200,7 @@ async fn scrape_and_ingest() {
     let started = Instant::now();
     let mut samples = 0;
     for step in 0..STEPS {
-        let report =
-            scrape::scrape_once(&client, &target, &storage, &mut state, step as i64 * 15_000).await;
+        let report = scrape::scrape_once(&target, &storage, &mut state, step as i64 * 15_000).await;
         assert!(report.error.is_none(), "{report:?}");
         samples += report.samples;
     }

@@ -56,7 +56,8 @@ impl Monitoring {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("state.dir: cannot create {}: {e}", dir.display()))?;
         }
-        let targets = scrape::targets(&config.scrape, self.local)?;
+        let scrape_plan = scrape::plan(&config.scrape, self.local)?;
+        let targets = scrape_plan.targets();
         let groups = rules::load_all(&config.rules.files)?;
         let query: Arc<dyn QueryFn> = match &config.rules.datasource {
             Some(remote) => Arc::new(RemoteQuery::new(remote, tokio::runtime::Handle::current())?),
@@ -98,7 +99,7 @@ impl Monitoring {
         );
         self.plans.send_replace(Arc::new(plan));
         let rule_count: usize = groups.iter().map(|g| g.rules.len()).sum();
-        self.scraper.apply(targets);
+        self.scraper.apply(scrape_plan);
         let policy_context = Arc::new(policy::PolicyContext {
             query: query.clone(),
             state_dir: config.state.dir.clone(),
@@ -236,7 +237,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         local,
         external_url,
         storage: storage.clone(),
-        scraper: Scraper::new(storage.clone(), http_client.clone(), stop.subscribe()),
+        scraper: Scraper::new(storage.clone(), stop.subscribe()),
         rules: Arc::new(RuleManager::new(metrics.rules(), stop.subscribe())),
         scale: Arc::new(ScaleManager::new(stop.subscribe())),
         cost: Arc::new(CostManager::new(stop.subscribe())),

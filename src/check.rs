@@ -56,7 +56,7 @@ pub fn config(path: &Path) -> bool {
         println!(
             "  SUCCESS: {} models, {} scrape jobs",
             config.models.len(),
-            config.scrape.jobs.len()
+            config.scrape.scrape_configs.len()
         );
     }
     ok

@@ -1,7 +1,7 @@
 //! Outgoing HTTP clients from Prometheus' common `http_config` (TLS settings and credentials),
 //! so receivers honour what users wrote for Alertmanager.
 
-use crate::config::{self, HttpClientConfig, TlsClientConfig};
+use crate::config::{self, HttpClientConfig, TlsConfig};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 
 /// A client with its credentials; the credentials never appear in `Debug` or errors.
@@ -45,7 +45,7 @@ impl HttpClient {
         };
         let mut builder = reqwest::Client::builder();
         if let Some(tls) = &config.tls_config {
-            builder = tls_settings(builder, tls, &format!("{what}.tls_config"))?;
+            builder = with_tls(builder, tls, &format!("{what}.tls_config"))?;
         }
         if config.follow_redirects == Some(false) {
             builder = builder.redirect(reqwest::redirect::Policy::none());
@@ -99,7 +99,7 @@ fn credentials(config: &HttpClientConfig, what: &str) -> Result<Option<Credentia
             &format!("{what}.authorization.credentials"),
         )?
         .ok_or_else(|| format!("{what}.authorization: give credentials or credentials_file"))?;
-        return header(auth.scheme.as_deref().unwrap_or("Bearer"), credentials);
+        return header(auth.kind.as_deref().unwrap_or("Bearer"), credentials);
     }
     if let Some(token) = config::resolve_secret(
         &config.bearer_token,
@@ -123,9 +123,10 @@ fn tls_version(text: &str, field: &str) -> Result<reqwest::tls::Version, String>
     }
 }
 
-fn tls_settings(
+/// `builder` with Prometheus' `tls_config` applied; `what` names the field in errors.
+pub fn with_tls(
     mut builder: reqwest::ClientBuilder,
-    tls: &TlsClientConfig,
+    tls: &TlsConfig,
     what: &str,
 ) -> Result<reqwest::ClientBuilder, String> {
     let read = |path: &std::path::Path, field: &str| {
@@ -136,6 +137,12 @@ fn tls_settings(
         let pem = read(path, "ca_file")?;
         let certificates = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| format!("{what}.ca_file: {}: {e}", path.display()))?;
+        if certificates.is_empty() {
+            return Err(format!(
+                "{what}.ca_file: {}: no PEM certificate in it",
+                path.display()
+            ));
+        }
         // Prometheus trusts only the given CAs when ca_file is set.
         builder = builder.tls_certs_only(certificates);
     }

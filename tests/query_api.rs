@@ -14,7 +14,9 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// "scraper:b4sic-passw0rd" in base64, as HTTP basic authentication sends it.
 const BASIC: &str = "Basic c2NyYXBlcjpiNHNpYy1wYXNzdzByZA==";
 
-#[tokio::test]
+// Multi-threaded: the `torchwatch query` runs below block this thread, and the fake target
+// served from this runtime must keep answering scrapes meanwhile (1s timeout).
+#[tokio::test(flavor = "multi_thread")]
 async fn scrapes_records_and_answers_prometheus_queries() {
     let target = FakeTarget::start(
         vec![format!("Bearer {TOKEN}"), BASIC.to_string()],

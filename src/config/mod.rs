@@ -13,13 +13,14 @@ mod duration;
 mod notify;
 mod policy;
 mod rules;
+mod scrape;
 
 pub use duration::PromDuration;
 pub use notify::{
-    AlertmanagerConfig, AlertmanagerFile, EmailConfig, GlobalConfig, HttpClientConfig,
+    AlertmanagerConfig, AlertmanagerFile, AlertmanagerGlobal, EmailConfig, HttpClientConfig,
     InhibitRuleConfig, NotifyConfig, NotifyOrigin, ReceiverConfig, Recipients, RouteConfig,
     SlackConfig, SlackFieldConfig, SmtpSecurity, TimeIntervalConfig, TimeIntervalSpec,
-    TimeRangeConfig, TlsClientConfig, WebhookConfig,
+    TimeRangeConfig, WebhookConfig,
 };
 pub use policy::{
     ActuatorConfig, Algorithm, Amount, BehaviorConfig, Combine, CostPolicyConfig, ForecastModel,
@@ -31,6 +32,11 @@ pub use rules::{
     AlertTest, ExpectedAlert, ExpectedSample, ExportedFile, ExportedGroup, ExportedRule, ExprTest,
     ExprText, InputSeries, RuleEntry, RuleFile, RuleGroup, TestGroup, UnitTestFile,
 };
+pub use scrape::{
+    FileSdConfig, GlobalConfig, JobShorthand, RelabelAction, RelabelConfig, RelabelRegex,
+    ScrapeConfig, ScrapeJob, StaticConfig, TlsConfig,
+};
+pub(crate) use scrape::{check_label_names, check_target_address};
 
 /// The `torchwatch.yaml` file given to `torchwatch serve`.
 #[derive(Debug, Clone, Deserialize)]
@@ -109,67 +115,6 @@ impl Default for StorageConfig {
     }
 }
 
-/// `scrape:` section: Prometheus' `scrape_configs` with static targets.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ScrapeConfig {
-    /// Default scrape interval.
-    pub interval: PromDuration,
-    /// Default scrape timeout.
-    pub timeout: PromDuration,
-    /// Scrape this process' own /metrics as job `torchwatch`.
-    #[serde(rename = "self")]
-    pub scrape_self: bool,
-    /// Further jobs.
-    pub jobs: Vec<ScrapeJob>,
-}
-
-impl Default for ScrapeConfig {
-    fn default() -> Self {
-        Self {
-            interval: PromDuration(15_000),
-            timeout: PromDuration(10_000),
-            scrape_self: true,
-            jobs: Vec::new(),
-        }
-    }
-}
-
-/// One scrape job.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScrapeJob {
-    /// Value of the `job` label.
-    pub job_name: String,
-    /// `host:port` of each target (the `instance` label).
-    pub targets: Vec<String>,
-    /// Overrides the default interval.
-    pub interval: Option<PromDuration>,
-    /// Overrides the default timeout.
-    pub timeout: Option<PromDuration>,
-    /// Path of the exposition; `/metrics` by default.
-    #[serde(default = "default_metrics_path")]
-    pub metrics_path: String,
-    /// `http` or `https`.
-    #[serde(default = "default_scheme")]
-    pub scheme: String,
-    /// HTTP basic authentication.
-    pub basic_auth: Option<BasicAuth>,
-    /// Bearer token, inline or from a file (prefer the file).
-    pub authorization: Option<Authorization>,
-    /// Extra labels for every series of this job.
-    #[serde(default)]
-    pub labels: std::collections::BTreeMap<String, String>,
-}
-
-fn default_metrics_path() -> String {
-    "/metrics".into()
-}
-
-fn default_scheme() -> String {
-    "http".into()
-}
-
 /// `basic_auth:`; the password comes inline, from a file or from an environment variable.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -193,13 +138,13 @@ impl std::fmt::Debug for BasicAuth {
     }
 }
 
-/// `authorization:` with a bearer token.
+/// `authorization:`: an `Authorization: <type> <credentials>` header.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Authorization {
-    /// The scheme (`Bearer`).
+    /// The scheme; `Bearer` when not given.
     #[serde(rename = "type")]
-    pub scheme: Option<String>,
+    pub kind: Option<String>,
     /// The token (avoid: it sits in the file).
     pub credentials: Option<String>,
     /// File whose first line is the token.
@@ -575,43 +520,67 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
-        let mut config = Config::parse(&text, &path.display().to_string())?;
-        let base = path.parent().unwrap_or(Path::new(""));
-        for model in &mut config.models {
-            if model.path.is_relative() {
-                model.path = base.join(&model.path);
-            }
-        }
-        if let Some(dir) = &mut config.state.dir
-            && dir.is_relative()
-        {
-            *dir = base.join(&*dir);
-        }
-        config
-            .notify
-            .load_alertmanager_file(base)
-            .map_err(ConfigError)?;
-        for file in config
-            .rules
-            .files
-            .iter_mut()
-            .chain(&mut config.policies.files)
-        {
-            if Path::new(file.as_str()).is_relative() {
-                *file = base.join(&*file).to_string_lossy().into_owned();
-            }
-        }
-        Ok(config)
+        Config::parse_at(
+            &text,
+            &path.display().to_string(),
+            path.parent().unwrap_or(Path::new("")),
+        )
     }
 
     /// Parses and validates YAML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config =
+        Config::parse_at(text, origin, Path::new(""))
+    }
+
+    /// Like [`Config::parse`], with relative paths taken relative to `base`.
+    fn parse_at(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config =
             serde_saphyr::from_str(text).map_err(|e| ConfigError(yaml_error(origin, &e)))?;
+        config.resolve_paths(base);
+        config
+            .notify
+            .load_alertmanager_file(base)
+            .map_err(ConfigError)?;
+        let scrape = config
+            .scrape
+            .resolve(base)
+            .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        for (name, value) in scrape.external_labels {
+            match config.rules.external_labels.get(&name) {
+                Some(ours) if *ours != value => {
+                    return Err(ConfigError(format!(
+                        "{origin}: rules.external_labels: {name} is {ours:?} here and {value:?} in \
+                         the scrape global: section; keep one"
+                    )));
+                }
+                _ => {
+                    config.rules.external_labels.insert(name, value);
+                }
+            }
+        }
         config
             .validate()
             .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
         Ok(config)
+    }
+
+    /// Model, state, rule and policy paths are relative to the config file.
+    fn resolve_paths(&mut self, base: &Path) {
+        for model in &mut self.models {
+            if model.path.is_relative() {
+                model.path = base.join(&model.path);
+            }
+        }
+        if let Some(dir) = &mut self.state.dir
+            && dir.is_relative()
+        {
+            *dir = base.join(&*dir);
+        }
+        for file in self.rules.files.iter_mut().chain(&mut self.policies.files) {
+            if Path::new(file.as_str()).is_relative() {
+                *file = base.join(&*file).to_string_lossy().into_owned();
+            }
+        }
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -640,33 +609,6 @@ impl Config {
         }
         if self.rules.evaluation_interval.millis() <= 0 {
             return Err("rules.evaluation_interval: must be longer than 0s".into());
-        }
-        if self.scrape.interval.millis() <= 0 {
-            return Err("scrape.interval: must be longer than 0s".into());
-        }
-        let mut job_names = std::collections::HashSet::new();
-        for (i, job) in self.scrape.jobs.iter().enumerate() {
-            let at = format!("scrape.jobs[{i}] ({})", job.job_name);
-            if job.job_name.is_empty() || !job_names.insert(job.job_name.as_str()) {
-                return Err(format!("{at}: job_name must be set and unique"));
-            }
-            if job.scheme != "http" && job.scheme != "https" {
-                return Err(format!(
-                    "{at}: scheme must be http or https, not {:?}",
-                    job.scheme
-                ));
-            }
-            if job.targets.is_empty() {
-                return Err(format!("{at}: targets: give at least one host:port"));
-            }
-            let interval = job.interval.unwrap_or(self.scrape.interval);
-            // As in Prometheus, an inherited timeout is cut to the interval; only a
-            // job's own longer timeout is an error.
-            if interval.millis() <= 0 || job.timeout.is_some_and(|t| t > interval) {
-                return Err(format!(
-                    "{at}: interval must be > 0s and timeout at most the interval ({interval})"
-                ));
-            }
         }
         for (i, model) in self.models.iter().enumerate() {
             let at = format!("models[{i}] ({})", model.name);
@@ -803,6 +745,7 @@ pub(crate) fn yaml_error(origin: &str, error: &serde_saphyr::Error) -> String {
         Some(at) => {
             let prefix = format!("line {} column {}: ", at.line(), at.column());
             let detail = detail.strip_prefix(&prefix).unwrap_or(detail);
+            let detail = scrape::explain_unsupported(detail).unwrap_or_else(|| detail.to_string());
             format!("{origin}:{}:{}: {detail}", at.line(), at.column())
         }
         None => format!("{origin}: {detail}"),
@@ -943,7 +886,10 @@ mod tests {
         let err = Config::parse(&job(", timeout: 5s"), "t.yaml")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("scrape.jobs[0] (j)"), "{err}");
+        assert!(
+            err.contains("scrape.jobs[0] (j): scrape timeout greater"),
+            "{err}"
+        );
         let err = Config::parse(
             &format!("storage: {{retention: 1.5h}}\n{MINIMAL}"),
             "t.yaml",

@@ -14,7 +14,7 @@ pub struct NotifyConfig {
     /// relative to torchwatch's config file.
     pub alertmanager_config_file: Option<PathBuf>,
     /// Alertmanager's `global:` defaults.
-    pub global: GlobalConfig,
+    pub global: AlertmanagerGlobal,
     /// The routing tree's root; every alert enters here.
     pub route: Option<RouteConfig>,
     /// Named receivers the routes point at.
@@ -54,7 +54,7 @@ pub enum NotifyOrigin {
 #[serde(deny_unknown_fields, default)]
 pub struct AlertmanagerFile {
     /// `global:`.
-    pub global: GlobalConfig,
+    pub global: AlertmanagerGlobal,
     /// `route:`.
     pub route: Option<RouteConfig>,
     /// `receivers:`.
@@ -72,7 +72,7 @@ pub struct AlertmanagerFile {
 /// Alertmanager's `global:`: defaults for every receiver.
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct GlobalConfig {
+pub struct AlertmanagerGlobal {
     /// How long an alert posted without `endsAt` stays firing (5m).
     pub resolve_timeout: Option<PromDuration>,
     /// HTTP client settings of webhook and Slack receivers that set none.
@@ -99,9 +99,9 @@ pub struct GlobalConfig {
     pub slack_api_url_file: Option<PathBuf>,
 }
 
-impl std::fmt::Debug for GlobalConfig {
+impl std::fmt::Debug for AlertmanagerGlobal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GlobalConfig")
+        f.debug_struct("AlertmanagerGlobal")
             .field("smtp_smarthost", &self.smtp_smarthost)
             .field("smtp_auth_password", &"<secret>")
             .field("slack_api_url", &"<secret>")
@@ -122,7 +122,7 @@ pub struct HttpClientConfig {
     /// A file holding the bearer token.
     pub bearer_token_file: Option<PathBuf>,
     /// TLS settings.
-    pub tls_config: Option<TlsClientConfig>,
+    pub tls_config: Option<super::TlsConfig>,
     /// Follow redirects (true).
     pub follow_redirects: Option<bool>,
     /// Offer HTTP/2 (true); torchwatch speaks HTTP/1.1 to receivers either way.
@@ -138,26 +138,6 @@ impl std::fmt::Debug for HttpClientConfig {
             .field("tls_config", &self.tls_config)
             .finish_non_exhaustive()
     }
-}
-
-/// Prometheus' `tls_config` for a client.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsClientConfig {
-    /// PEM file of the CAs to trust instead of the system's.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate (PEM).
-    pub cert_file: Option<PathBuf>,
-    /// Client key (PEM).
-    pub key_file: Option<PathBuf>,
-    /// Name the server's certificate must carry (the host's when absent).
-    pub server_name: Option<String>,
-    /// Accept any certificate (tests only).
-    pub insecure_skip_verify: bool,
-    /// Oldest TLS version accepted: `TLS12` or `TLS13`.
-    pub min_version: Option<String>,
-    /// Newest TLS version offered: `TLS12` or `TLS13`.
-    pub max_version: Option<String>,
 }
 
 /// A named set of time intervals (Alertmanager's `time_intervals` entry).
@@ -338,7 +318,7 @@ pub struct EmailConfig {
     /// Name sent in the SMTP greeting.
     pub hello: Option<String>,
     /// TLS settings of the SMTP connection.
-    pub tls_config: Option<TlsClientConfig>,
+    pub tls_config: Option<super::TlsConfig>,
     /// PEM file of a CA to trust besides the system's (torchwatch's form of `tls_config.ca_file`).
     pub ca_file: Option<PathBuf>,
     /// AUTH user name; AUTH is used when set.
@@ -627,7 +607,7 @@ impl HttpClientConfig {
     }
 }
 
-impl TlsClientConfig {
+impl super::TlsConfig {
     fn resolve_paths(&mut self, base: &Path) {
         for p in [&mut self.ca_file, &mut self.cert_file, &mut self.key_file]
             .into_iter()

@@ -39,7 +39,7 @@ const TORCHWATCH_TEXT: &str = "{{ .CommonAnnotations.summary }}";
 /// else STARTTLS, required unless `require_tls: false`) or torchwatch's `host`/`port`/`security`.
 fn endpoint(
     config: &EmailConfig,
-    global: &crate::config::GlobalConfig,
+    global: &crate::config::AlertmanagerGlobal,
     what: &dyn Fn(&str) -> String,
 ) -> Result<(String, u16, SmtpSecurity, bool), String> {
     if config.host.is_some() && config.smarthost.is_some() {

@@ -2,7 +2,7 @@
 //! classified, and the HTTP helpers the JSON integrations use.
 
 use super::Message;
-use crate::config::{GlobalConfig, HttpClientConfig, NotifyOrigin};
+use crate::config::{AlertmanagerGlobal, HttpClientConfig, NotifyOrigin};
 use crate::http_client::HttpClient;
 use crate::template::{NotificationData, Template, TemplateSet};
 use std::sync::Arc;
@@ -119,7 +119,7 @@ pub struct Receiver {
 pub(super) struct BuildContext<'a> {
     pub(super) client: &'a reqwest::Client,
     pub(super) templates: &'a TemplateSet,
-    pub(super) global: &'a GlobalConfig,
+    pub(super) global: &'a AlertmanagerGlobal,
     pub(super) origin: NotifyOrigin,
 }
 

@@ -66,6 +66,16 @@ impl RemoteQuery {
             None => None,
         };
         let bearer = match &config.authorization {
+            // `type` exists for scrape configs; the query API takes a bearer token.
+            Some(a)
+                if a.kind
+                    .as_deref()
+                    .is_some_and(|k| !k.eq_ignore_ascii_case("bearer")) =>
+            {
+                return Err(
+                    "rules.datasource.authorization.type: only Bearer is supported here".into(),
+                );
+            }
             Some(a) => config::resolve_secret(
                 &a.credentials,
                 &a.credentials_file,

@@ -1,142 +1,39 @@
-//! Scrapes targets' `/metrics` into the [`Storage`] the way Prometheus does:
-//! `job`/`instance` labels, `up`, `scrape_duration_seconds`,
-//! `scrape_samples_scraped`, and staleness markers for series that disappear
-//! from a scrape or whose target goes down.
+//! Scrapes targets' `/metrics` into the [`Storage`] the way Prometheus does: targets from
+//! `scrape_configs` (static and file_sd, relabelled), `honor_labels`, `metric_relabel_configs`,
+//! the sample and label limits, `up`, `scrape_duration_seconds`, `scrape_samples_scraped`,
+//! `scrape_samples_post_metric_relabeling`, and staleness markers for series that disappear from
+//! a scrape or whose target goes down.
 
 mod parse;
+pub mod relabel;
+mod targets;
 
 pub use parse::{Format, ParseError, ParsedSample, parse};
+pub use targets::{ScrapePlan, Target, plan};
 
-use crate::config::{self, ScrapeConfig};
 use crate::storage::{Labels, METRIC_NAME, SeriesRef, Storage, stale_nan};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use targets::Auth;
 use tokio::sync::watch;
 
 /// What Prometheus asks for: OpenMetrics first, the text format as fallback.
 const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
-/// One endpoint to scrape.
-#[derive(Clone)]
-pub struct Target {
-    /// `job` label.
-    pub job: String,
-    /// `instance` label (`host:port`).
-    pub instance: String,
-    /// Full URL of the exposition.
-    pub url: String,
-    /// Time between scrapes.
-    pub interval: Duration,
-    /// Per-scrape timeout.
-    pub timeout: Duration,
-    /// Credentials, if any (never logged).
-    auth: Option<Auth>,
-    /// Job-level labels added to every series.
-    pub extra_labels: Vec<(String, String)>,
-}
-
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target")
-            .field("job", &self.job)
-            .field("instance", &self.instance)
-            .field("url", &self.url)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Scrape credentials; `Debug` never shows them.
-#[derive(Clone)]
-enum Auth {
-    Basic { username: String, password: String },
-    Bearer(String),
-}
-
-/// Builds the target list: torchwatch itself (job `torchwatch`) when
-/// `scrape.self` is on, then every static target of every job.
-pub fn targets(config: &ScrapeConfig, own_address: SocketAddr) -> Result<Vec<Target>, String> {
-    let mut out = Vec::new();
-    let interval = Duration::from_millis(config.interval.millis() as u64);
-    let timeout = Duration::from_millis(config.timeout.millis() as u64).min(interval);
-    if config.scrape_self {
-        // A wildcard listen address is reachable on loopback.
-        let mut address = own_address;
-        if address.ip().is_unspecified() {
-            address.set_ip(if address.is_ipv4() {
-                std::net::Ipv4Addr::LOCALHOST.into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            });
-        }
-        out.push(Target {
-            job: "torchwatch".into(),
-            instance: address.to_string(),
-            url: format!("http://{address}/metrics"),
-            interval,
-            timeout,
-            auth: None,
-            extra_labels: Vec::new(),
-        });
-    }
-    for job in &config.jobs {
-        let what = format!("scrape job {}", job.job_name);
-        let auth = match (&job.basic_auth, &job.authorization) {
-            (Some(_), Some(_)) => {
-                return Err(format!("{what}: set basic_auth or authorization, not both"));
-            }
-            (Some(basic), None) => Some(Auth::Basic {
-                username: basic.username.clone(),
-                password: config::resolve_secret(
-                    &basic.password,
-                    &basic.password_file,
-                    &basic.password_env,
-                    &format!("{what}: basic_auth password"),
-                )?
-                .unwrap_or_default(),
-            }),
-            (None, Some(auth)) => config::resolve_secret(
-                &auth.credentials,
-                &auth.credentials_file,
-                &auth.credentials_env,
-                &format!("{what}: authorization credentials"),
-            )?
-            .map(Auth::Bearer),
-            (None, None) => None,
-        };
-        let interval = job
-            .interval
-            .map(|d| Duration::from_millis(d.millis() as u64))
-            .unwrap_or(interval);
-        let timeout = job
-            .timeout
-            .map(|d| Duration::from_millis(d.millis() as u64))
-            .unwrap_or(timeout)
-            .min(interval);
-        for instance in &job.targets {
-            out.push(Target {
-                job: job.job_name.clone(),
-                instance: instance.clone(),
-                url: format!("{}://{instance}{}", job.scheme, job.metrics_path),
-                interval,
-                timeout,
-                auth: auth.clone(),
-                extra_labels: job
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            });
-        }
-    }
-    Ok(out)
-}
+/// The series every scrape writes about itself.
+const REPORT_SERIES: [&str; 4] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+];
 
 /// Per-target memory between scrapes, like Prometheus' scrape cache: each
-/// exposition series' final labels and store slot, and the scrape that last saw
-/// it (series not seen in the latest scrape get a staleness marker).
+/// exposition series' final labels (None: dropped by `metric_relabel_configs`) and
+/// store slot, and the scrape that last saw it (series not seen in the latest scrape
+/// get a staleness marker).
 #[derive(Default)]
 pub struct TargetState {
     series: HashMap<SeriesKey, CachedSeries>,
@@ -151,7 +48,7 @@ struct SeriesKey {
 }
 
 struct CachedSeries {
-    labels: Labels,
+    labels: Option<Labels>,
     slot: Option<SeriesRef>,
     seen: u64,
 }
@@ -161,6 +58,8 @@ struct CachedSeries {
 pub struct ScrapeReport {
     /// Samples in the exposition.
     pub samples: usize,
+    /// Samples stored: those `metric_relabel_configs` kept.
+    pub stored: usize,
     /// How long fetching and parsing took.
     pub duration: Duration,
     /// Why the scrape failed, if it did.
@@ -170,42 +69,55 @@ pub struct ScrapeReport {
 /// Scrapes `target` once at `now_ms` and writes the result (or `up 0` and
 /// staleness markers) into `storage`.
 pub async fn scrape_once(
-    client: &reqwest::Client,
     target: &Target,
     storage: &Storage,
     state: &mut TargetState,
     now_ms: i64,
 ) -> ScrapeReport {
     let started = Instant::now();
-    let fetched = fetch(client, target).await;
+    let fetched = match &target.forced_error {
+        Some(error) => Err(error.clone()),
+        None => fetch(target).await,
+    };
     let parsed = fetched.and_then(|(body, format)| {
         parse(&body, format).map_err(|e| format!("malformed exposition: {e}"))
     });
     let duration = started.elapsed();
-    let (samples, error) = match parsed {
+    let (samples, mut error) = match parsed {
         Ok(samples) => (samples, None),
         Err(e) => (Vec::new(), Some(e)),
     };
     let count = samples.len();
-    ingest(storage, target, &samples, now_ms, state);
+    let stored = match ingest(storage, target, &samples, now_ms, state) {
+        Ok(stored) => stored,
+        Err(e) => {
+            // As in Prometheus, a scrape over a limit stores nothing: its series end.
+            error = Some(e);
+            let _ = ingest(storage, target, &[], now_ms, state);
+            0
+        }
+    };
     let mut appender = storage.appender();
-    for (name, value) in [
-        ("up", if error.is_none() { 1.0 } else { 0.0 }),
-        ("scrape_duration_seconds", duration.as_secs_f64()),
-        ("scrape_samples_scraped", count as f64),
-    ] {
-        let labels = target_labels(target, &[(METRIC_NAME.to_string(), name.to_string())]);
-        let _ = appender.append(&labels, now_ms, value);
+    for (name, value) in REPORT_SERIES.into_iter().zip([
+        if error.is_none() { 1.0 } else { 0.0 },
+        duration.as_secs_f64(),
+        count as f64,
+        stored as f64,
+    ]) {
+        let _ = appender.append(&report_labels(target, name), now_ms, value);
     }
     ScrapeReport {
         samples: count,
+        stored,
         duration,
         error,
     }
 }
 
-async fn fetch(client: &reqwest::Client, target: &Target) -> Result<(String, Format), String> {
-    let mut request = client
+async fn fetch(target: &Target) -> Result<(String, Format), String> {
+    let mut request = target
+        .settings
+        .client
         .get(&target.url)
         .timeout(target.timeout)
         .header(ACCEPT, ACCEPT_HEADER)
@@ -213,9 +125,15 @@ async fn fetch(client: &reqwest::Client, target: &Target) -> Result<(String, For
             "X-Prometheus-Scrape-Timeout-Seconds",
             target.timeout.as_secs_f64().to_string(),
         );
-    request = match &target.auth {
+    request = match &target.settings.auth {
         Some(Auth::Basic { username, password }) => request.basic_auth(username, Some(password)),
-        Some(Auth::Bearer(token)) => request.bearer_auth(token),
+        Some(Auth::Header {
+            scheme,
+            credentials,
+        }) => request.header(
+            reqwest::header::AUTHORIZATION,
+            format!("{scheme} {credentials}"),
+        ),
         None => request,
     };
     // Errors are reported without the URL's query or credentials: reqwest's
@@ -241,84 +159,190 @@ async fn fetch(client: &reqwest::Client, target: &Target) -> Result<(String, For
     Ok((body, format))
 }
 
-/// The exposition's labels plus the target's: `job` and `instance` win, and a
-/// clashing exposition label is kept as `exported_<name>` (Prometheus'
-/// `honor_labels: false`).
-fn target_labels(target: &Target, labels: &[(String, String)]) -> Labels {
-    let mut pairs: Vec<(String, String)> =
-        Vec::with_capacity(labels.len() + 2 + target.extra_labels.len());
-    for (name, value) in labels {
-        if name == "job" || name == "instance" || target.extra_labels.iter().any(|(n, _)| n == name)
-        {
-            pairs.push((format!("exported_{name}"), value.clone()));
-        } else {
-            pairs.push((name.clone(), value.clone()));
-        }
-    }
-    pairs.extend(target.extra_labels.iter().cloned());
-    pairs.push(("job".into(), target.job.clone()));
-    pairs.push(("instance".into(), target.instance.clone()));
-    Labels::from_pairs(pairs)
+/// Prometheus' `mutateReportSampleLabels`: the target's labels on `up` and friends.
+fn report_labels(target: &Target, name: &str) -> Labels {
+    let mut builder = target.labels.builder();
+    builder.set(METRIC_NAME, name);
+    builder.build()
 }
 
-/// Writes parsed samples of one scrape at `now_ms` (or their own timestamps)
-/// and marks series of the previous scrape that are gone as stale.
+/// Prometheus' `mutateSampleLabels`: the exposition's labels plus the target's, then
+/// `metric_relabel_configs`; None when relabelling drops the series. On a clash the target's
+/// label wins and the exposition's is kept as `exported_<name>` (`exported_exported_<name>` if
+/// that is taken too), unless `honor_labels` keeps the exposition's.
+fn sample_labels(target: &Target, exposed: &[(String, String)]) -> Option<Labels> {
+    let mut labels: relabel::LabelMap = exposed
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let honor = target.settings.honor_labels;
+    let mut clashes = Vec::new();
+    for label in target.labels.iter() {
+        match labels.get(&label.name) {
+            Some(_) if honor => continue,
+            Some(value) => clashes.push((label.name.clone(), value.clone())),
+            None => {}
+        }
+        labels.insert(label.name.clone(), label.value.clone());
+    }
+    // Shorter names first, as Prometheus resolves them.
+    clashes.sort_by_key(|(name, _)| name.len());
+    let mut renamed: Vec<(String, String)> = Vec::new();
+    for (name, value) in clashes {
+        let mut new_name = name;
+        loop {
+            new_name = format!("exported_{new_name}");
+            let taken = exposed.iter().any(|(n, _)| *n == new_name)
+                || !target.labels.get(&new_name).is_empty()
+                || renamed.iter().any(|(n, _)| *n == new_name);
+            if !taken {
+                break;
+            }
+        }
+        renamed.push((new_name, value));
+    }
+    labels.extend(renamed);
+    if !relabel::process(&mut labels, &target.settings.metric_relabel) || labels.is_empty() {
+        return None;
+    }
+    Some(Labels::from_pairs(labels))
+}
+
+/// Prometheus' `verifyLabelLimits` and its `__name__` check, for a series not seen before.
+fn check_series(labels: &Labels, limits: &targets::Limits) -> Result<(), String> {
+    let metric: String = labels.metric_name().chars().take(50).collect();
+    if metric.is_empty() {
+        return Err("__name__ label is missing".into());
+    }
+    if limits.labels > 0 && labels.len() > limits.labels {
+        return Err(format!(
+            "label_limit exceeded (metric: {metric}, number of labels: {}, limit: {})",
+            labels.len(),
+            limits.labels
+        ));
+    }
+    for label in labels.iter() {
+        let name: String = label.name.chars().take(50).collect();
+        if limits.name_length > 0 && label.name.len() > limits.name_length {
+            return Err(format!(
+                "label_name_length_limit exceeded (metric: {metric}, label name: {name}, length: {}, limit: {})",
+                label.name.len(),
+                limits.name_length
+            ));
+        }
+        if limits.value_length > 0 && label.value.len() > limits.value_length {
+            let value: String = label.value.chars().take(50).collect();
+            return Err(format!(
+                "label_value_length_limit exceeded (metric: {metric}, label name: {name}, value: {value:?}, length: {}, limit: {})",
+                label.value.len(),
+                limits.value_length
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The cache entry of `sample`, made (labels computed and checked) on first sight.
+fn entry<'a>(
+    state: &'a mut TargetState,
+    target: &Target,
+    sample: &ParsedSample,
+) -> Result<&'a mut CachedSeries, String> {
+    // Looked up by reference; the key is only built for series not seen before.
+    let key = SeriesKeyRef {
+        name: &sample.name,
+        labels: &sample.labels,
+    };
+    if !state.series.contains_key(&key as &dyn AsKey) {
+        let mut exposed = Vec::with_capacity(sample.labels.len() + 1);
+        exposed.push((METRIC_NAME.to_string(), sample.name.clone()));
+        exposed.extend(sample.labels.iter().cloned());
+        let labels = sample_labels(target, &exposed);
+        if let Some(labels) = &labels {
+            check_series(labels, &target.settings.limits)?;
+        }
+        state.series.insert(
+            SeriesKey {
+                name: sample.name.clone(),
+                labels: sample.labels.clone(),
+            },
+            CachedSeries {
+                labels,
+                slot: None,
+                seen: 0,
+            },
+        );
+    }
+    Ok(state
+        .series
+        .get_mut(&key as &dyn AsKey)
+        .expect("inserted above"))
+}
+
+/// Writes parsed samples of one scrape at `now_ms` (or their own timestamps, with
+/// `honor_timestamps`) and marks series of the previous scrape that are gone as stale.
+/// Returns how many samples were stored; a limit exceeded stores none and is the error.
 pub fn ingest(
     storage: &Storage,
     target: &Target,
     samples: &[ParsedSample],
     now_ms: i64,
     state: &mut TargetState,
-) -> usize {
+) -> Result<usize, String> {
+    let limits = target.settings.limits;
+    // A limit fails the whole scrape, so with limits every series is checked before any is
+    // written; without, the one pass below checks new series (the `__name__` check) itself.
+    if limits.sample > 0 || limits.labels > 0 || limits.name_length > 0 || limits.value_length > 0 {
+        let mut kept = 0;
+        for s in samples {
+            if entry(state, target, s)?.labels.is_some() {
+                kept += 1;
+            }
+        }
+        if limits.sample > 0 && kept > limits.sample {
+            return Err("sample limit exceeded".into());
+        }
+    }
     state.scrape += 1;
     let scrape = state.scrape;
     let mut appender = storage.appender();
     let mut written = 0;
+    let mut failure = None;
     for s in samples {
-        // Looked up by reference; the key is only built for series not seen before.
-        let key = SeriesKeyRef {
-            name: &s.name,
-            labels: &s.labels,
-        };
-        let cached = match state.series.get_mut(&key as &dyn AsKey) {
-            Some(c) => c,
-            None => {
-                let mut pairs = Vec::with_capacity(s.labels.len() + 1);
-                pairs.push((METRIC_NAME.to_string(), s.name.clone()));
-                pairs.extend(s.labels.iter().cloned());
-                let labels = target_labels(target, &pairs);
-                state
-                    .series
-                    .entry(SeriesKey {
-                        name: s.name.clone(),
-                        labels: s.labels.clone(),
-                    })
-                    .or_insert(CachedSeries {
-                        labels,
-                        slot: None,
-                        seen: 0,
-                    })
+        let cached = match entry(state, target, s) {
+            Ok(c) => c,
+            Err(e) => {
+                failure = Some(e);
+                break;
             }
         };
         cached.seen = scrape;
-        if let Ok(slot) = appender.append_ref(
-            cached.slot,
-            &cached.labels,
-            s.timestamp_ms.unwrap_or(now_ms),
-            s.value,
-        ) {
+        let Some(labels) = &cached.labels else {
+            continue;
+        };
+        let t = match s.timestamp_ms {
+            Some(t) if target.settings.honor_timestamps => t,
+            _ => now_ms,
+        };
+        if let Ok(slot) = appender.append_ref(cached.slot, labels, t, s.value) {
             cached.slot = Some(slot);
             written += 1;
         }
     }
     state.series.retain(|_, c| {
-        if c.seen == scrape {
+        if c.seen == scrape && failure.is_none() {
             return true;
         }
-        let _ = appender.append_ref(c.slot, &c.labels, now_ms, stale_nan());
+        if let (Some(labels), Some(_)) = (&c.labels, c.slot) {
+            let _ = appender.append_ref(c.slot, labels, now_ms, stale_nan());
+        }
         false
     });
-    written
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(written),
+    }
 }
 
 /// Borrowed form of [`SeriesKey`] for lookups without allocating.
@@ -366,14 +390,19 @@ impl std::hash::Hash for dyn AsKey + '_ {
     }
 }
 
-/// The scrape loops, one per target; [`Scraper::apply`] swaps the target list
-/// (reload): loops of unchanged targets keep running, removed targets get their
-/// series marked stale, as in Prometheus.
+/// The scrape loops, one per target; [`Scraper::apply`] swaps the plan (reload): loops of
+/// unchanged targets keep running, removed targets get their series marked stale, as in
+/// Prometheus. While a plan reads file_sd files, a task re-reads them when they change.
 pub struct Scraper {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     storage: Arc<Storage>,
-    client: reqwest::Client,
     stop: watch::Receiver<bool>,
     running: std::sync::Mutex<Vec<RunningTarget>>,
+    /// Ends the discovery task of the plan in effect.
+    discovery: std::sync::Mutex<Option<watch::Sender<bool>>>,
 }
 
 struct RunningTarget {
@@ -386,39 +415,91 @@ fn identity(target: &Target) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (
-        &target.job,
-        &target.instance,
+        &target.labels,
         &target.url,
         target.interval,
         target.timeout,
+        &target.forced_error,
+        target.settings.identity,
     )
         .hash(&mut h);
-    target.extra_labels.hash(&mut h);
-    match &target.auth {
-        Some(Auth::Basic { username, password }) => (1u8, username, password).hash(&mut h),
-        Some(Auth::Bearer(token)) => (2u8, token).hash(&mut h),
-        None => 0u8.hash(&mut h),
-    }
     h.finish()
 }
 
+/// How often file_sd files are checked for changes (Prometheus watches them with inotify).
+const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Scraper {
     /// A scraper with no targets; loops stop when `stop` turns true.
-    pub fn new(
-        storage: Arc<Storage>,
-        client: reqwest::Client,
-        stop: watch::Receiver<bool>,
-    ) -> Scraper {
+    pub fn new(storage: Arc<Storage>, stop: watch::Receiver<bool>) -> Scraper {
         Scraper {
-            storage,
-            client,
-            stop,
-            running: std::sync::Mutex::new(Vec::new()),
+            inner: Arc::new(Inner {
+                storage,
+                stop,
+                running: std::sync::Mutex::new(Vec::new()),
+                discovery: std::sync::Mutex::new(None),
+            }),
         }
     }
 
-    /// Scrapes exactly `targets` from now on.
-    pub fn apply(&self, targets: Vec<Target>) {
+    /// Scrapes exactly the targets of `plan` from now on, and those its file_sd files name
+    /// as they change.
+    pub fn apply(&self, mut plan: ScrapePlan) {
+        self.inner.apply(plan.targets().to_vec());
+        let mut discovery = self
+            .inner
+            .discovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(previous) = discovery.take() {
+            let _ = previous.send(true);
+        }
+        if !plan.has_files() {
+            return;
+        }
+        let (replaced_tx, mut replaced) = watch::channel(false);
+        *discovery = Some(replaced_tx);
+        let inner = self.inner.clone();
+        let mut stop = self.inner.stop.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(FILE_CHECK_INTERVAL);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = replaced.wait_for(|r| *r) => return,
+                }
+                // file_sd files are small; reading them inline costs less than a thread hop.
+                if let Some(targets) = plan.refresh().map(<[Target]>::to_vec) {
+                    tracing::info!(
+                        event = "file_sd_changed",
+                        scrape_targets = targets.len(),
+                        "file_sd targets changed"
+                    );
+                    inner.apply(targets);
+                }
+            }
+        });
+    }
+
+    /// How many targets are scraped.
+    pub fn len(&self) -> usize {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// True without targets.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Inner {
+    fn apply(&self, targets: Vec<Target>) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let wanted: Vec<u64> = targets.iter().map(identity).collect();
         running.retain(|r| {
@@ -441,19 +522,8 @@ impl Scraper {
         }
     }
 
-    /// How many targets are scraped.
-    pub fn len(&self) -> usize {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// True without targets.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn spawn(&self, target: Target, mut retired: watch::Receiver<bool>) {
         let storage = self.storage.clone();
-        let client = self.client.clone();
         let mut stop = self.stop.clone();
         tokio::spawn(async move {
             let mut state = TargetState::default();
@@ -469,21 +539,16 @@ impl Scraper {
                         return;
                     }
                 }
-                let report = scrape_once(
-                    &client,
-                    &target,
-                    &storage,
-                    &mut state,
-                    crate::clock::now_ms(),
-                )
-                .await;
+                let report =
+                    scrape_once(&target, &storage, &mut state, crate::clock::now_ms()).await;
                 // One log line per change of health, not one per failing scrape.
                 if report.error != last_error {
                     match &report.error {
                         Some(e) => tracing::warn!(event = "scrape_failed", job = %target.job,
-                            instance = %target.instance, error = %e, "target is down"),
+                            instance = %target.instance(), error = %e, "target is down"),
                         None => tracing::info!(event = "scrape_recovered", job = %target.job,
-                            instance = %target.instance, samples = report.samples, "target is up"),
+                            instance = %target.instance(), samples = report.samples,
+                            "target is up"),
                     }
                     last_error = report.error;
                 }
@@ -494,11 +559,10 @@ impl Scraper {
 
 /// A target left the configuration: every series it produced, `up` included, ends now.
 fn retire(storage: &Storage, target: &Target, state: &mut TargetState, now_ms: i64) {
-    ingest(storage, target, &[], now_ms, state);
+    let _ = ingest(storage, target, &[], now_ms, state);
     let mut appender = storage.appender();
-    for name in ["up", "scrape_duration_seconds", "scrape_samples_scraped"] {
-        let labels = target_labels(target, &[(METRIC_NAME.to_string(), name.to_string())]);
-        let _ = appender.append(&labels, now_ms, stale_nan());
+    for name in REPORT_SERIES {
+        let _ = appender.append(&report_labels(target, name), now_ms, stale_nan());
     }
 }
 
@@ -506,28 +570,91 @@ fn retire(storage: &Storage, target: &Target, state: &mut TargetState, now_ms: i
 mod tests {
     use super::*;
 
+    fn target(job_yaml: &str) -> Target {
+        let config = crate::config::Config::parse(
+            &format!("scrape:\n  self: false\n  scrape_configs:\n{job_yaml}"),
+            "t.yaml",
+        )
+        .unwrap();
+        let plan = plan(&config.scrape, "127.0.0.1:1".parse().unwrap()).unwrap();
+        plan.targets()[0].clone()
+    }
+
+    fn exposed(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
     fn target_labels_win_and_clashes_are_exported() {
-        let target = Target {
-            job: "j".into(),
-            instance: "h:1".into(),
-            url: String::new(),
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            auth: None,
-            extra_labels: vec![("zone".into(), "z1".into())],
-        };
-        let labels = target_labels(
+        let target = target(
+            "  - job_name: j\n    static_configs: [{targets: ['h:1'], labels: {zone: z1}}]\n",
+        );
+        let labels = sample_labels(
             &target,
-            &[
-                ("__name__".into(), "m".into()),
-                ("job".into(), "inner".into()),
-                ("zone".into(), "z9".into()),
-            ],
+            &exposed(&[
+                ("__name__", "m"),
+                ("job", "inner"),
+                ("zone", "z9"),
+                ("exported_zone", "taken"),
+            ]),
         );
         assert_eq!(
-            labels.to_string(),
-            r#"{__name__="m", exported_job="inner", exported_zone="z9", instance="h:1", job="j", zone="z1"}"#
+            labels.unwrap().to_string(),
+            r#"{__name__="m", exported_exported_zone="z9", exported_job="inner", exported_zone="taken", instance="h:1", job="j", zone="z1"}"#
         );
+    }
+
+    #[test]
+    fn honor_labels_keeps_the_exposition_and_metric_relabelling_runs_last() {
+        let target = target(
+            "  - job_name: j\n    honor_labels: true\n    static_configs: [{targets: ['h:1']}]
+    metric_relabel_configs:
+      - {source_labels: [__name__], regex: 'drop_.*', action: drop}
+      - {source_labels: [job], target_label: origin}\n",
+        );
+        let labels = sample_labels(&target, &exposed(&[("__name__", "m"), ("job", "inner")]));
+        assert_eq!(
+            labels.unwrap().to_string(),
+            r#"{__name__="m", instance="h:1", job="inner", origin="inner"}"#
+        );
+        assert_eq!(
+            sample_labels(&target, &exposed(&[("__name__", "drop_me")])),
+            None
+        );
+    }
+
+    #[test]
+    fn target_labels_are_populated_like_prometheus() {
+        let probe = target(
+            "  - job_name: j
+    scrape_interval: 30s
+    params: {module: [http_2xx, other]}
+    static_configs: [{targets: ['web'], labels: {__tmp_env: prod}}]
+    relabel_configs:
+      - {source_labels: [__address__], target_label: __param_target}
+      - {source_labels: [__tmp_env, __scrape_interval__], separator: '-', target_label: env}
+      - {target_label: __address__, replacement: 'probe:9115'}
+      - {target_label: __metrics_path__, replacement: /probe}\n",
+        );
+        // `web` gets no port: it was replaced before the default port is added.
+        assert_eq!(
+            probe.labels.to_string(),
+            r#"{env="prod-30s", instance="probe:9115", job="j"}"#
+        );
+        assert_eq!(
+            probe.url,
+            "http://probe:9115/probe?module=http_2xx&module=other&target=web"
+        );
+        assert_eq!(probe.interval, Duration::from_secs(30));
+        assert_eq!(probe.timeout, Duration::from_secs(10));
+        let https = target(
+            "  - job_name: j\n    scheme: https\n    static_configs: [{targets: ['web']}]\n",
+        );
+        // The URL drops the default port again; the label keeps it, as Prometheus' does.
+        assert_eq!(https.url, "https://web/metrics");
+        assert_eq!(https.instance(), "web:443");
     }
 }
