@@ -69,6 +69,7 @@ async fn latency() {
         "http://bench".into(),
         1000,
         None,
+        Arc::new(torchwatch::notify::Silences::open(None)),
         metrics.notify(),
         stop.clone(),
     );

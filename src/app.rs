@@ -220,8 +220,11 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
             .with_context(|| format!("state.dir: cannot create {}", dir.display()))?;
     }
     let external_url = config.server.external_url(local);
+    let silences = Arc::new(notify::Silences::open(
+        config.state.dir.as_ref().map(|d| d.join("silences.json")),
+    ));
     let alerts = notify::start(
-        current_plan,
+        current_plan.clone(),
         external_url.clone(),
         config.notify.queue_capacity.unwrap_or(10_000),
         config
@@ -229,9 +232,12 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
             .dir
             .as_ref()
             .map(|d| d.join("notifications.json")),
+        silences.clone(),
         metrics.notify(),
         stop.subscribe(),
     );
+    let alertmanager_api =
+        notify::AlertmanagerApi::new(alerts.clone(), silences, current_plan, stop.subscribe());
     let monitoring = Arc::new(Monitoring {
         config_path,
         local,
@@ -263,6 +269,9 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     metrics.register_collector(Box::new(ScaleCollector(monitoring.scale.clone())));
     metrics.register_collector(Box::new(CostCollector(monitoring.cost.clone())));
     metrics.register_collector(Box::new(StorageCollector(storage.clone())));
+    metrics.register_collector(Box::new(crate::metrics::SilenceCollector(Box::new(
+        alertmanager_api.clone(),
+    ))));
     let reloader = monitoring.clone();
     let app = http::router(
         registry.clone(),
@@ -276,6 +285,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
             cost: monitoring.cost.clone(),
             models: registry.clone(),
         },
+        alertmanager_api,
         Arc::new(move || reloader.reload()),
     );
     // Responses are written whole; Nagle's algorithm would only hold back the last segment.

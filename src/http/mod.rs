@@ -1,6 +1,7 @@
 //! The HTTP front end: KServe V2 REST routes, thin handlers over [`crate::serve`], request ids and
 //! request/response logging. Every error is a JSON `{"error": "..."}` with a 4xx/5xx status.
 
+mod alertmanager;
 mod api;
 mod protocol;
 mod status;
@@ -56,6 +57,7 @@ pub fn router(
     metrics: Arc<Metrics>,
     max_body_bytes: usize,
     query_api: QueryApi,
+    alertmanager_api: crate::notify::AlertmanagerApi,
     reload: ReloadHook,
 ) -> Router {
     let model_routes = Router::new()
@@ -91,6 +93,7 @@ pub fn router(
             }),
         )
         .nest("/api/v1", api::router(query_api))
+        .nest("/api/v2", alertmanager::router(alertmanager_api))
         .fallback(not_found)
         .layer(middleware::from_fn(observe))
         .with_state(AppState {

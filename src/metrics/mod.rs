@@ -30,7 +30,7 @@ use crate::config::BucketsConfig;
 
 pub use cost::{CostCollector, CostSnapshot, CostSource};
 pub use gpu::{GpuCollector, GpuSample, GpuSource};
-pub use notify::NotifyMetrics;
+pub use notify::{NotifyMetrics, SilenceCollector, SilenceCounts, SilenceSource};
 pub use process::ProcessCollector;
 pub use rules::{GroupMetrics, RuleMetrics};
 pub use scale::{ScaleCollector, ScaleSnapshot, ScaleSource};

@@ -93,3 +93,58 @@ impl NotifyMetrics {
             .observe(seconds);
     }
 }
+
+/// The silences and what they mute, read at scrape time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SilenceCounts {
+    pub active: u64,
+    pub pending: u64,
+    /// Expired and still kept (the retention).
+    pub expired: u64,
+    /// Firing alerts an active silence mutes now.
+    pub silenced_alerts: u64,
+}
+
+/// Something that can count the silences at scrape time (the notifier's API).
+pub trait SilenceSource: Send + Sync + 'static {
+    fn counts(&self) -> SilenceCounts;
+}
+
+/// Encodes `torchwatch_notification_silences` and `torchwatch_notification_alerts_silenced`.
+pub struct SilenceCollector(pub Box<dyn SilenceSource>);
+
+impl std::fmt::Debug for SilenceCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SilenceCollector")
+    }
+}
+
+impl prometheus_client::collector::Collector for SilenceCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        let counts = self.0.counts();
+        let gauge = prometheus_client::metrics::MetricType::Gauge;
+        super::family(
+            &mut encoder,
+            "torchwatch_notification_silences",
+            "Silences by state (active, pending, expired and still kept)",
+            gauge,
+            [
+                ("active", counts.active),
+                ("pending", counts.pending),
+                ("expired", counts.expired),
+            ],
+            |e, (state, n)| super::gauge(e, &[("state", state)], n as f64),
+        )?;
+        super::family(
+            &mut encoder,
+            "torchwatch_notification_alerts_silenced",
+            "Firing alerts an active silence mutes",
+            gauge,
+            [counts.silenced_alerts],
+            |e, n| super::gauge(e, &[], n as f64),
+        )
+    }
+}

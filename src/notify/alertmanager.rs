@@ -47,12 +47,17 @@ impl Alertmanager {
     }
 }
 
-/// The v2 API's alert: `endsAt` is the resolution time, or for a firing alert Prometheus'
+/// An alert's `endsAt` in the v2 API: the resolution time, or for a firing alert Prometheus'
 /// `ValidUntil`: 4 × max(group interval, resend delay) ahead of `now`, so two missed
 /// evaluations or sends do not let Alertmanager resolve it.
-fn postable(alert: &Alert, now_ms: i64) -> Value {
+pub(super) fn valid_until(alert: &Alert, now_ms: i64) -> i64 {
     let delta = alert.group_interval_ms.max(RESEND_DELAY.as_millis() as i64);
-    let ends_at = alert.ends_at.unwrap_or(now_ms + 4 * delta);
+    alert.ends_at.unwrap_or(now_ms + 4 * delta)
+}
+
+/// The v2 API's postable alert.
+fn postable(alert: &Alert, now_ms: i64) -> Value {
+    let ends_at = valid_until(alert, now_ms);
     json!({
         "labels": label_map(&alert.labels),
         "annotations": alert.annotations,

@@ -1,9 +1,10 @@
 //! The dispatcher: alerts in, routed into aggregation groups, each flushed on its own timer.
 
+use super::api::{Seen, publish};
 use super::nflog::{LogEntry, LogWriter, Notified, log_key, notified_from};
 use super::route::Route;
 use super::stages::flush;
-use super::{Alert, Plan, RESEND_DELAY, Receiver, alertmanager};
+use super::{Alert, Plan, RESEND_DELAY, Receiver, Silences, alertmanager};
 use crate::metrics::NotifyMetrics;
 use crate::storage::Labels;
 use std::collections::{HashMap, HashSet};
@@ -17,6 +18,8 @@ use tokio::time::Instant;
 pub struct AlertSink {
     pub(super) sender: mpsc::Sender<Vec<Alert>>,
     pub(super) metrics: NotifyMetrics,
+    /// The dispatcher's current alerts, for the Alertmanager API.
+    pub(super) seen: watch::Receiver<Seen>,
 }
 
 impl AlertSink {
@@ -50,16 +53,19 @@ pub(super) struct Delivered {
 }
 
 /// Starts the dispatcher; `plans` delivers the current routing plan (replaced
-/// on reload); `log_file` keeps the notification log across restarts.
+/// on reload); `log_file` keeps the notification log across restarts; alerts that `silences`
+/// mute are not notified.
 pub fn start(
     plans: watch::Receiver<Arc<Plan>>,
     external_url: String,
     queue_capacity: usize,
     log_file: Option<std::path::PathBuf>,
+    silences: Arc<Silences>,
     metrics: NotifyMetrics,
     stop: watch::Receiver<bool>,
 ) -> AlertSink {
     let (sender, receiver) = mpsc::channel(queue_capacity.max(1));
+    let (view, seen) = watch::channel(Seen::default());
     tokio::spawn(dispatch(
         plans,
         receiver,
@@ -67,11 +73,17 @@ pub fn start(
             external_url,
             queue_capacity,
             log_file,
+            silences,
+            view,
             metrics: metrics.clone(),
         },
         stop,
     ));
-    AlertSink { sender, metrics }
+    AlertSink {
+        sender,
+        metrics,
+        seen,
+    }
 }
 
 /// The dispatcher's fixed settings.
@@ -80,6 +92,8 @@ pub(super) struct Dispatch {
     /// Also the capacity of each Alertmanager's queue, as Prometheus' one setting.
     pub(super) queue_capacity: usize,
     pub(super) log_file: Option<std::path::PathBuf>,
+    pub(super) silences: Arc<Silences>,
+    pub(super) view: watch::Sender<Seen>,
     pub(super) metrics: NotifyMetrics,
 }
 
@@ -93,6 +107,8 @@ pub(super) async fn dispatch(
         external_url,
         queue_capacity,
         log_file,
+        silences,
+        view,
         metrics,
     } = settings;
     let mut groups: HashMap<String, Group> = HashMap::new();
@@ -107,7 +123,9 @@ pub(super) async fn dispatch(
     let mut current: HashMap<u64, (Alert, Instant)> = HashMap::new();
     // What each alert last went to the Alertmanagers as, and when (resolved?, at).
     let mut forwarded: HashMap<u64, (bool, Instant)> = HashMap::new();
-    let log_writer = log_file.clone().map(LogWriter::start);
+    let log_writer = log_file
+        .clone()
+        .map(|f| LogWriter::start(f, "notification log"));
     // One send loop per Alertmanager of the plan in effect.
     let mut queues: Vec<Arc<alertmanager::Queue>> = Vec::new();
     let mut queues_of: Option<Arc<Plan>> = None;
@@ -145,14 +163,12 @@ pub(super) async fn dispatch(
                     queues_of = Some(plan.clone());
                 }
                 forward(&queues, &batch, &mut forwarded);
-                let Some(root) = &plan.root else {
-                    for alert in batch {
-                        current.insert(alert.fingerprint(), (alert, Instant::now()));
-                    }
-                    continue;
-                };
-                for alert in batch {
+                for alert in &batch {
                     current.insert(alert.fingerprint(), (alert.clone(), Instant::now()));
+                }
+                publish(&view, &current);
+                let Some(root) = &plan.root else { continue };
+                for alert in batch {
                     let mut routes = Vec::new();
                     root.matching(&alert.labels, &mut routes);
                     for route in routes {
@@ -216,7 +232,11 @@ pub(super) async fn dispatch(
             }
             _ = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
+                let before = current.len();
                 current.retain(|_, (_, seen)| now.duration_since(*seen) < Duration::from_secs(15 * 60));
+                if current.len() != before {
+                    publish(&view, &current);
+                }
                 forwarded.retain(|fp, _| current.contains_key(fp));
                 let plan = plans.borrow().clone();
                 for (key, group) in groups.iter_mut() {
@@ -229,7 +249,10 @@ pub(super) async fn dispatch(
                     if plan.time_muted(&group.route, chrono::Utc::now()) {
                         continue;
                     }
-                    let muted = |a: &Alert| plan.muted(a, &current);
+                    // Silences mute resolved alerts too, as Alertmanager's silencer does.
+                    let now_ms = crate::clock::now_ms();
+                    let muted =
+                        |a: &Alert| plan.muted(a, &current) || silences.mutes(&a.labels, now_ms);
                     flush(key, group, &muted, &external_url, &metrics, &done_tx);
                 }
                 groups.retain(|_, g| g.in_flight || !g.alerts.is_empty());

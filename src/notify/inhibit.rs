@@ -1,7 +1,7 @@
 //! Inhibition: alerts muted while others fire.
 
-use super::Alert;
 use super::matcher::{from_maps, matches_all, parse_matchers};
+use super::{Alert, Plan};
 use crate::config::InhibitRuleConfig;
 use promql_parser::label::Matcher;
 
@@ -38,14 +38,17 @@ impl Inhibition {
         })
     }
 
-    /// Whether a firing alert among `firing` mutes `target`.
-    pub(super) fn mutes<'a>(
+    /// The fingerprint of a firing alert among `firing` that mutes `target`, if any.
+    pub(super) fn source_of<'a>(
         &self,
         target: &Alert,
         mut firing: impl Iterator<Item = &'a Alert>,
-    ) -> bool {
-        matches_all(&self.target, &target.labels)
-            && firing.any(|source| {
+    ) -> Option<u64> {
+        if !matches_all(&self.target, &target.labels) {
+            return None;
+        }
+        firing
+            .find(|source| {
                 source.labels != target.labels
                     && matches_all(&self.source, &source.labels)
                     && self
@@ -53,6 +56,25 @@ impl Inhibition {
                         .iter()
                         .all(|n| source.labels.get(n) == target.labels.get(n))
             })
+            .map(|source| source.fingerprint())
+    }
+}
+
+impl Plan {
+    /// The firing alert that inhibits `alert` (the first rule's, as Alertmanager's
+    /// `Inhibitor.Mutes` marks it), if any; resolved alerts are never inhibited.
+    pub(super) fn inhibited_by<'a>(
+        &self,
+        alert: &Alert,
+        firing: impl Iterator<Item = &'a Alert> + Clone,
+    ) -> Option<u64> {
+        if alert.resolved() {
+            return None;
+        }
+        let firing = firing.filter(|a| !a.resolved());
+        self.inhibitions
+            .iter()
+            .find_map(|rule| rule.source_of(alert, firing.clone()))
     }
 }
 
@@ -60,7 +82,6 @@ impl Inhibition {
 mod tests {
     use super::*;
     use crate::config::NotifyConfig;
-    use crate::notify::Plan;
     use std::collections::HashMap;
     use tokio::time::Instant;
 

@@ -6,6 +6,7 @@
 //! rule evaluation.
 
 mod alertmanager;
+mod api;
 mod dispatch;
 mod email;
 mod inhibit;
@@ -14,6 +15,7 @@ mod matcher;
 mod message;
 mod nflog;
 mod route;
+mod silence;
 mod slack;
 mod stages;
 mod timeinterval;
@@ -36,9 +38,11 @@ use tokio::time::Instant;
 use webhook::Webhook;
 
 pub use alertmanager::{Alertmanager, RESEND_DELAY};
+pub use api::{AlertmanagerApi, AmError};
 pub use dispatch::{AlertSink, start};
 pub use integration::{Notifier, Receiver, SendError, SendFuture, post_json, secret_url};
 pub use message::{Alert, Condition, Message};
+pub use silence::{SetError, Silence, SilenceMatcher, SilenceState, Silences};
 
 /// The routing tree, receivers and inhibition rules built from `notify:`; checked before use.
 pub struct Plan {
@@ -52,13 +56,8 @@ pub struct Plan {
 impl Plan {
     /// Whether any inhibition rule mutes `alert` given the alerts firing now.
     fn muted(&self, alert: &Alert, current: &HashMap<u64, (Alert, Instant)>) -> bool {
-        !alert.resolved()
-            && self.inhibitions.iter().any(|rule| {
-                rule.mutes(
-                    alert,
-                    current.values().map(|(a, _)| a).filter(|a| !a.resolved()),
-                )
-            })
+        self.inhibited_by(alert, current.values().map(|(a, _)| a))
+            .is_some()
     }
 
     /// Whether `route` sends nothing now: inside one of its mute intervals, or outside all of

@@ -28,35 +28,40 @@ pub(super) fn notified_from(entry: &LogEntry) -> Notified {
     )
 }
 
-/// Writes the notification log off the async runtime (fsync blocks): one writer task takes the
-/// newest snapshot whenever it is free, so a burst of deliveries costs one write, not one each.
-pub(super) struct LogWriter {
-    pub(super) latest: watch::Sender<Option<Arc<HashMap<String, LogEntry>>>>,
+/// Writes a state file off the async runtime (fsync blocks): one writer task takes the newest
+/// snapshot whenever it is free, so a burst of changes costs one write, not one each. The
+/// notification log and the silences each have one.
+pub(super) struct SnapshotWriter<T> {
+    latest: watch::Sender<Option<Arc<T>>>,
 }
 
-impl LogWriter {
-    pub(super) fn start(file: std::path::PathBuf) -> LogWriter {
-        let (latest, mut changes) = watch::channel(None::<Arc<HashMap<String, LogEntry>>>);
+/// The notification log's writer.
+pub(super) type LogWriter = SnapshotWriter<HashMap<String, LogEntry>>;
+
+impl<T: serde::Serialize + Clone + Send + Sync + 'static> SnapshotWriter<T> {
+    /// `what` names the state in the warning a failed write logs.
+    pub(super) fn start(file: std::path::PathBuf, what: &'static str) -> SnapshotWriter<T> {
+        let (latest, mut changes) = watch::channel(None::<Arc<T>>);
         tokio::spawn(async move {
-            // Ends once the dispatcher is gone and its last snapshot is written.
+            // Ends once the owner is gone and its last snapshot is written.
             while changes.changed().await.is_ok() {
-                let Some(log) = changes.borrow_and_update().clone() else {
+                let Some(snapshot) = changes.borrow_and_update().clone() else {
                     continue;
                 };
                 let file = file.clone();
                 let saved =
-                    tokio::task::spawn_blocking(move || crate::state::save(&file, &*log)).await;
+                    tokio::task::spawn_blocking(move || crate::state::save(&file, &*snapshot))
+                        .await;
                 if let Ok(Err(e)) = saved {
-                    tracing::warn!(event = "state_not_saved", error = %e,
-                        "cannot save the notification log");
+                    tracing::warn!(event = "state_not_saved", error = %e, "cannot save the {what}");
                 }
             }
         });
-        LogWriter { latest }
+        SnapshotWriter { latest }
     }
 
-    pub(super) fn save(&self, log: &HashMap<String, LogEntry>) {
-        self.latest.send_replace(Some(Arc::new(log.clone())));
+    pub(super) fn save(&self, snapshot: &T) {
+        self.latest.send_replace(Some(Arc::new(snapshot.clone())));
     }
 }
 

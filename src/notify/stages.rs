@@ -21,32 +21,36 @@ pub(super) fn flush(
     metrics: &NotifyMetrics,
     done: &mpsc::UnboundedSender<Delivered>,
 ) {
-    // Muted alerts are left out, as Alertmanager's mute stage does.
-    let firing: HashSet<u64> = group
+    // Muted alerts are left out, as Alertmanager's mute stage does; when none is left the
+    // pipeline stops there, so neither a notification nor a log entry is made.
+    let mut alerts: Vec<Alert> = group
         .alerts
-        .iter()
-        .filter(|(_, a)| !a.resolved() && !muted(a))
-        .map(|(fp, _)| *fp)
+        .values()
+        .filter(|a| !muted(a))
+        .cloned()
         .collect();
-    let resolved: HashSet<u64> = group
-        .alerts
-        .iter()
-        .filter(|(_, a)| a.resolved())
-        .map(|(fp, _)| *fp)
-        .collect();
+    let of = |resolved: bool| -> HashSet<u64> {
+        alerts
+            .iter()
+            .filter(|a| a.resolved() == resolved)
+            .map(Alert::fingerprint)
+            .collect()
+    };
+    let (firing, resolved) = (of(false), of(true));
     let due: Vec<(usize, Arc<dyn Notifier>)> = group
         .receiver
         .integrations
         .iter()
         .enumerate()
         .filter(|(i, integration)| {
-            needs_update(
-                group.notified.get(i),
-                &firing,
-                &resolved,
-                integration.send_resolved(),
-                group.route.repeat_interval,
-            )
+            !alerts.is_empty()
+                && needs_update(
+                    group.notified.get(i),
+                    &firing,
+                    &resolved,
+                    integration.send_resolved(),
+                    group.route.repeat_interval,
+                )
         })
         .map(|(i, integration)| (i, integration.clone()))
         .collect();
@@ -55,12 +59,6 @@ pub(super) fn flush(
         group.alerts.retain(|_, a| !a.resolved());
         return;
     }
-    let mut alerts: Vec<Alert> = group
-        .alerts
-        .values()
-        .filter(|a| !muted(a))
-        .cloned()
-        .collect();
     alerts.sort_by(|a, b| {
         a.resolved()
             .cmp(&b.resolved())
