@@ -27,6 +27,7 @@ pub mod scrape;
 pub mod serve;
 pub mod state;
 pub mod storage;
+pub mod sync;
 pub mod template;
 pub mod tensor;
 

@@ -201,7 +201,7 @@ impl AlertmanagerApi {
     }
 
     fn resolve_timed_out(&self, now: i64) {
-        let mut posted = super::silence::lock(&self.posted);
+        let mut posted = crate::sync::lock(&self.posted);
         let due: Vec<u64> = posted
             .iter()
             .filter(|(_, (_, ends))| *ends <= now)
@@ -327,7 +327,7 @@ impl AlertmanagerApi {
             }
         }
         {
-            let mut tracked = super::silence::lock(&self.posted);
+            let mut tracked = crate::sync::lock(&self.posted);
             for (alert, ends) in &alerts {
                 match alert.ends_at {
                     None => tracked.insert(alert.fingerprint(), (alert.clone(), *ends)),

@@ -131,11 +131,6 @@ impl Compiled {
     }
 }
 
-/// A poisoned lock still holds whole values here: every change is one insert or removal.
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Prometheus' label name syntax, which Alertmanager 0.25 requires.
 pub(super) fn valid_label_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -211,7 +206,7 @@ impl Silences {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Stored>> {
-        lock(&self.state)
+        crate::sync::lock(&self.state)
     }
 
     fn save(&self, state: &HashMap<String, Stored>) {

@@ -9,8 +9,8 @@ use tokio::sync::watch;
 
 use super::PolicyContext;
 use super::cost::{CostPolicy, CostReport, CostState};
-use super::manager::lock;
 use crate::metrics::{CostSnapshot, CostSource};
+use crate::sync::lock;
 
 struct Entry {
     policy: CostPolicy,

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use super::{Actuator, Decision, History, PolicyState, ScalePolicy};
 use crate::metrics::{ScaleSnapshot, ScaleSource};
 use crate::rules::QueryFn;
+use crate::sync::lock;
 
 /// What every scale decision and cost evaluation shares; replaced as a whole on reload.
 pub struct PolicyContext {
@@ -84,11 +85,6 @@ impl PolicyStatus {
     pub fn hourly_cost(&self) -> Option<f64> {
         Some(f64::from(self.current_replicas()?) * self.price_per_replica_hour?)
     }
-}
-
-/// A poisoned lock still holds usable state: a panicking decision must not stop the others.
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ScaleManager {
