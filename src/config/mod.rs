@@ -725,31 +725,56 @@ pub fn parse_device(text: &str) -> Result<DeviceSpec, String> {
 /// `file:line:column: message`, the form editors and terminals make clickable, followed by
 /// serde-saphyr's snippet of the offending lines.
 pub(crate) fn yaml_error(origin: &str, error: &serde_saphyr::Error) -> String {
-    let rendered = error.to_string();
+    let rendered = redact_snippet(&error.to_string());
     let detail = rendered.strip_prefix("error: ").unwrap_or(&rendered);
-    let refused = notify::UNSUPPORTED_ALERTMANAGER_KEYS
-        .iter()
-        .find(|key| detail.contains(&format!("unknown field `{key}`")));
-    let explained;
-    let detail = match refused {
-        Some(key) => {
-            explained = format!(
-                "`{key}` is an Alertmanager or Prometheus setting torchwatch does not support; \
-                 remove it (torchwatch would otherwise ignore it silently)"
-            );
-            explained.as_str()
-        }
-        None => detail,
-    };
     match error.location() {
         Some(at) => {
             let prefix = format!("line {} column {}: ", at.line(), at.column());
             let detail = detail.strip_prefix(&prefix).unwrap_or(detail);
-            let detail = scrape::explain_unsupported(detail).unwrap_or_else(|| detail.to_string());
+            let detail = scrape::explain_unsupported(detail)
+                .or_else(|| notify::explain_unsupported(detail))
+                .unwrap_or_else(|| detail.to_string());
             format!("{origin}:{}:{}: {detail}", at.line(), at.column())
         }
         None => format!("{origin}: {detail}"),
     }
+}
+
+/// serde-saphyr's snippet quotes the file's lines; the values of keys that hold secrets
+/// (passwords, tokens, credentials, URLs that carry them) are blanked so errors never show them.
+fn redact_snippet(rendered: &str) -> String {
+    const SECRET_KEYS: [&str; 6] = ["password", "secret", "token", "credentials", "url", "key"];
+    rendered
+        .lines()
+        .map(|line| {
+            let Some((key, _)) = line.split_once(": ").filter(|(key, _)| {
+                let key = key.to_ascii_lowercase();
+                SECRET_KEYS.iter().any(|s| key.ends_with(s))
+            }) else {
+                return line.to_string();
+            };
+            format!("{key}: <secret>")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Rewrites serde's "unknown field `x`, expected ..." for a field `product` has and torchwatch
+/// lacks (`hint` says what to do instead) so it does not read as a typo; `None` otherwise.
+fn explain_unknown_field(
+    detail: &str,
+    product: &str,
+    hint: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let rest = detail.strip_prefix("unknown field `")?;
+    let (field, tail) = rest.split_once('`')?;
+    let hint = hint(field)?;
+    // serde's list of expected fields ends the first line; the snippet follows it.
+    let snippet = tail.split_once('\n').map_or("", |(_, s)| s);
+    let sep = if snippet.is_empty() { "" } else { "\n" };
+    Some(format!(
+        "`{field}` is {product} setting torchwatch does not support: {hint}{sep}{snippet}"
+    ))
 }
 
 /// Prometheus' duration grammar for every duration of the config, so one file never mixes two.

@@ -467,9 +467,8 @@ impl std::fmt::Debug for WebhookConfig {
     }
 }
 
-/// Alertmanager configuration keys torchwatch knows but cannot honour: an unknown-field error
-/// naming one of these says so instead of suggesting a typo.
-pub(super) const UNSUPPORTED_ALERTMANAGER_KEYS: &[&str] = &[
+/// Alertmanager integrations and settings torchwatch knows but cannot honour.
+const UNSUPPORTED_ALERTMANAGER_KEYS: &[&str] = &[
     "pagerduty_configs",
     "opsgenie_configs",
     "wechat_configs",
@@ -495,12 +494,18 @@ pub(super) const UNSUPPORTED_ALERTMANAGER_KEYS: &[&str] = &[
     "smtp_auth_secret",
     "auth_secret",
     "actions",
-    "oauth2",
-    "proxy_url",
-    "proxy_from_environment",
-    "no_proxy",
-    "proxy_connect_header",
 ];
+
+/// A clearer message for an unknown field that is an Alertmanager setting torchwatch lacks.
+pub(super) fn explain_unsupported(detail: &str) -> Option<String> {
+    super::explain_unknown_field(detail, "an Alertmanager", |field| {
+        UNSUPPORTED_ALERTMANAGER_KEYS.contains(&field).then(|| {
+            "torchwatch delivers by email, Slack and webhooks only (CRAM-MD5 secrets and Slack \
+             actions neither); remove it, or reach the service through a webhook_configs bridge"
+                .into()
+        })
+    })
+}
 
 impl NotifyConfig {
     /// Reads `alertmanager_config_file` into the routing keys, and makes every relative path
@@ -617,5 +622,49 @@ impl super::TlsConfig {
                 *p = base.join(&*p);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn error(yaml: &str) -> String {
+        Config::parse(&format!("{yaml}models: []\n"), "t.yaml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn alertmanager_settings_torchwatch_lacks_are_refused_by_name() {
+        let err = error("notify:\n  receivers:\n    - name: pager\n      pagerduty_configs: []\n");
+        assert!(
+            err.starts_with(
+                "t.yaml:4:7: `pagerduty_configs` is an Alertmanager setting torchwatch does not \
+                 support"
+            ),
+            "{err}"
+        );
+        let err = error("notify:\n  global:\n    smtp_auth_secret: s3cret\n");
+        assert!(err.starts_with("t.yaml:3:5: `smtp_auth_secret`"), "{err}");
+        assert!(!err.contains("s3cret"), "the secret is repeated: {err}");
+        // A typo still lists what is expected.
+        let err = error("notify:\n  route:\n    recevier: x\n");
+        assert!(err.contains("unknown field `recevier`, expected"), "{err}");
+    }
+
+    #[test]
+    fn both_forms_of_the_older_matchers_and_recipients_parse() {
+        let config = Config::parse(
+            "notify:\n  route:\n    receiver: m\n    routes:\n      - match: {team: ml}\n        match_re: {severity: 'crit.*'}\n        receiver: m\n  receivers:\n    - name: m\n      email_configs:\n        - to: 'a@example.org, b@example.org'\n          smarthost: 'mail:25'\n        - to: [c@example.org]\n          host: mail\nmodels: []\n",
+            "t.yaml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let route = config.notify.route.unwrap();
+        assert_eq!(route.routes[0].match_["team"], "ml");
+        assert_eq!(route.routes[0].match_re["severity"], "crit.*");
+        let emails = &config.notify.receivers[0].email_configs;
+        assert_eq!(emails[0].to.0, ["a@example.org", "b@example.org"]);
+        assert_eq!(emails[1].to.0, ["c@example.org"]);
     }
 }

@@ -556,28 +556,17 @@ const DISCOVERIES: &[&str] = &[
     "vultr",
 ];
 
-/// Rewrites serde's "unknown field `x`, expected ..." for a field Prometheus has and torchwatch
-/// does not into one that says so; other messages pass unchanged.
+/// A clearer message for an unknown field that is a Prometheus setting torchwatch lacks.
 pub(crate) fn explain_unsupported(detail: &str) -> Option<String> {
-    let rest = detail.strip_prefix("unknown field `")?;
-    let (field, tail) = rest.split_once('`')?;
-    let hint = match UNSUPPORTED.iter().find(|(name, _)| *name == field) {
-        Some((_, hint)) => (*hint).to_string(),
-        None => {
-            let discovery = field.strip_suffix("_sd_configs")?;
-            if !DISCOVERIES.contains(&discovery) {
-                return None;
-            }
-            "torchwatch discovers targets only through static_configs and file_sd_configs"
-                .to_string()
+    super::explain_unknown_field(detail, "a Prometheus", |field| {
+        if let Some((_, hint)) = UNSUPPORTED.iter().find(|(name, _)| *name == field) {
+            return Some((*hint).to_string());
         }
-    };
-    // serde's list of expected fields ends the first line; the snippet follows it.
-    let snippet = tail.split_once('\n').map_or("", |(_, s)| s);
-    let sep = if snippet.is_empty() { "" } else { "\n" };
-    Some(format!(
-        "`{field}` is a Prometheus setting torchwatch does not support: {hint}{sep}{snippet}"
-    ))
+        let discovery = field.strip_suffix("_sd_configs")?;
+        DISCOVERIES.contains(&discovery).then(|| {
+            "torchwatch discovers targets only through static_configs and file_sd_configs".into()
+        })
+    })
 }
 
 impl JobShorthand {
