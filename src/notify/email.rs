@@ -5,7 +5,7 @@
 use super::{Message, Notifier, SendError, SendFuture, attempt_timeout};
 use crate::clock::rfc3339;
 use crate::config::{self, EmailConfig, SmtpSecurity};
-use crate::template::{Template, expand_notification_or_error};
+use crate::template::{TemplateSet, expand_notification_or_error};
 use lettre::message::{Mailbox, MultiPart, SinglePart, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
@@ -45,7 +45,9 @@ impl Email {
             ("html", config.html.as_ref()),
         ] {
             if let Some(text) = text {
-                Template::parse(text).map_err(|e| format!("{}: template: {e}", what(field)))?;
+                TemplateSet::with_defaults()
+                    .compile(text)
+                    .map_err(|e| format!("{}: {e}", what(field)))?;
             }
         }
         let tls = || -> Result<TlsParameters, String> {

@@ -5,7 +5,7 @@
 use super::{Message, Notifier, SendFuture, attempt_timeout, post_json, secret_url};
 use crate::clock::rfc3339;
 use crate::config::SlackConfig;
-use crate::template::{Template, expand_notification_or_error};
+use crate::template::{TemplateSet, expand_notification_or_error};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -35,8 +35,9 @@ impl Slack {
             ("text", &config.text),
             ("color", &config.color),
         ] {
-            Template::parse(text)
-                .map_err(|e| format!("receiver {receiver}: slack {field}: template: {e}"))?;
+            TemplateSet::with_defaults()
+                .compile(text)
+                .map_err(|e| format!("receiver {receiver}: slack {field}: {e}"))?;
         }
         Ok(Slack {
             client,
