@@ -463,4 +463,296 @@ mod tests {
         assert!(Template::parse("{{ if $value }}x").is_err());
         assert!(Template::parse("{{ $value ").is_err());
     }
+
+    /// Expands `text` as a notification template with amtool's example data
+    /// (its "now" is 2026-12-02 04:05:06.123 UTC).
+    fn am(text: &str) -> Result<String, String> {
+        TemplateSet::with_defaults()
+            .compile(text)?
+            .expand_notification(&amtool_example(1_796_184_306_123))
+    }
+
+    #[test]
+    fn range_with_else_and_variable_scope() {
+        assert_eq!(
+            am("{{ range $i, $a := .Alerts }}{{ $i }}={{ $a.Fingerprint }} {{ end }}").unwrap(),
+            "0=fingerprint1 1=fingerprint2 "
+        );
+        assert_eq!(
+            am("{{ range .Alerts.Firing }}x{{ else }}none{{ end }}").unwrap(),
+            "none"
+        );
+        assert_eq!(
+            am("{{ range $k, $v := .GroupLabels }}{{ $k }}:{{ $v }},{{ end }}").unwrap(),
+            "grouplabelkey1:grouplabelvalue1,grouplabelkey2:grouplabelvalue2,"
+        );
+        assert_eq!(
+            am("{{ range .Alerts }}{{ if eq .Fingerprint \"fingerprint1\" }}{{ continue }}{{ end }}{{ .Fingerprint }}{{ break }}{{ end }}")
+                .unwrap(),
+            "fingerprint2"
+        );
+        // Variables declared in a range (or an if) end with it; `=` assigns
+        // to the outer one.
+        let err = am("{{ range .Alerts }}{{ $x := 1 }}{{ end }}{{ $x }}").unwrap_err();
+        assert_eq!(err, "template: :1: undefined variable \"$x\"");
+        assert_eq!(
+            am("{{ $s := \"\" }}{{ range .Alerts }}{{ $s = .Fingerprint }}{{ end }}{{ $s }}")
+                .unwrap(),
+            "fingerprint2"
+        );
+        assert_eq!(
+            am("{{ with .Receiver }}<{{ . }}>{{ end }}").unwrap(),
+            "<receiver>"
+        );
+        assert_eq!(
+            am("{{ with .CommonLabels.nope }}x{{ else }}empty{{ end }}").unwrap(),
+            "empty"
+        );
+        assert_eq!(
+            am("{{ with $x := .Status }}{{ $x }}{{ end }}").unwrap(),
+            "alertstatus"
+        );
+        assert_eq!(
+            am("{{ $ }}").map(|s| s.starts_with("{receiver alertstatus [{")),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn trim_markers_and_comments() {
+        assert_eq!(am("a  \n {{- .Receiver -}} \n  b").unwrap(), "areceiverb");
+        assert_eq!(am("a {{- /* note */ -}} b").unwrap(), "ab");
+        assert_eq!(am("a {{/* note */}} b").unwrap(), "a  b");
+        // `{{-3}}` is the number -3, not a trim marker.
+        assert_eq!(am("a {{-3}}").unwrap(), "a -3");
+        assert_eq!(
+            am("{{ \"x\\ty\" }}{{ `raw\\n` }}{{ 'a' }}").unwrap(),
+            "x\tyraw\\n97"
+        );
+    }
+
+    #[test]
+    fn and_or_short_circuit() {
+        // The second operand would fail if evaluated.
+        assert_eq!(am("{{ and false (index .Alerts 7) }}").unwrap(), "false");
+        assert_eq!(
+            am("{{ or .Receiver (index .Alerts 7) }}").unwrap(),
+            "receiver"
+        );
+        assert_eq!(
+            am("{{ and 1 \"\" 2 }}|{{ or 0 \"\" }}|{{ and 1 2 }}").unwrap(),
+            "||2"
+        );
+        assert!(
+            am("{{ and true (index .Alerts 7) }}")
+                .unwrap_err()
+                .contains("index out of range: 7")
+        );
+    }
+
+    #[test]
+    fn comparisons_follow_go_types() {
+        assert_eq!(
+            am("{{ eq 1 1 }} {{ eq \"a\" \"b\" \"a\" }} {{ lt 1.5 2.5 }} {{ ge \"b\" \"a\" }}")
+                .unwrap(),
+            "true true true true"
+        );
+        assert_eq!(
+            am("{{ eq .Receiver nil }} {{ ne 2 3 }} {{ le 2 2 }} {{ gt 2 3 }}").unwrap(),
+            "false true true false"
+        );
+        for mixed in ["{{ eq 1 1.0 }}", "{{ lt 1 \"1\" }}", "{{ gt .Receiver 2 }}"] {
+            let err = am(mixed).unwrap_err();
+            assert!(
+                err.ends_with("incompatible types for comparison"),
+                "{mixed}: {err}"
+            );
+        }
+        assert!(
+            am("{{ lt true false }}")
+                .unwrap_err()
+                .ends_with("invalid type for comparison")
+        );
+        // Prometheus' $value is a float64: compare it with 1.0, not 1.
+        assert!(
+            render("{{ if gt $value 1 }}x{{ end }}", 2.0)
+                .contains("incompatible types for comparison")
+        );
+    }
+
+    #[test]
+    fn templates_define_block_and_errors() {
+        let set = TemplateSet::with_defaults();
+        let t = set
+            .compile("{{ define \"mine\" }}[{{ . }}]{{ end }}{{ template \"mine\" .Receiver }}{{ block \"b\" .Status }}({{ . }}){{ end }}")
+            .unwrap();
+        assert_eq!(
+            t.expand_notification(&amtool_example(0)).unwrap(),
+            "[receiver](alertstatus)"
+        );
+        // A field's definitions do not leak into the shared set.
+        assert!(!set.names().any(|n| n == "mine"));
+        assert_eq!(
+            am("{{ template \"nope\" . }}").unwrap_err(),
+            "template: :1:12: executing \"\" at <{{ template \"nope\" . }}>: template \"nope\" not defined"
+        );
+        let err =
+            am("{{ define \"loop\" }}{{ template \"loop\" . }}{{ end }}{{ template \"loop\" . }}")
+                .unwrap_err();
+        assert!(
+            err.contains("exceeded maximum template depth (100)"),
+            "{err}"
+        );
+        // Each level writes the one below four times: level 8 is 64 MiB.
+        let mut text = format!("{{{{ define \"l0\" }}}}{}{{{{ end }}}}", "x".repeat(1024));
+        for level in 1..=8 {
+            let below = format!("{{{{ template \"l{}\" }}}}", level - 1);
+            text += &format!(
+                "{{{{ define \"l{level}\" }}}}{}{{{{ end }}}}",
+                below.repeat(4)
+            );
+        }
+        let err = am(&(text + "{{ template \"l8\" }}")).unwrap_err();
+        assert!(err.contains("output exceeds"), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_are_gos() {
+        let set = TemplateSet::with_defaults();
+        let err = |text: &str| set.compile(text).err().unwrap_or_default();
+        assert_eq!(err("a\nb\n{{ end }}"), "template: :3: unexpected {{end}}");
+        assert_eq!(err("{{ if .X }}\nx"), "template: :2: unexpected EOF");
+        assert_eq!(
+            err("{{ nope . }}"),
+            "template: :1: function \"nope\" not defined"
+        );
+        assert_eq!(err("{{ $x }}"), "template: :1: undefined variable \"$x\"");
+        assert_eq!(err("{{ .X"), "template: :1: unclosed action");
+        assert_eq!(
+            err("{{ \"abc }}"),
+            "template: :1: unterminated quoted string"
+        );
+        assert_eq!(
+            err("{{ break }}"),
+            "template: :1: {{break}} outside {{range}}"
+        );
+        assert_eq!(
+            err("{{ range . }}{{ else }}{{ else }}{{ end }}"),
+            "template: :1: expected end; found {{else}}"
+        );
+        // Alertmanager's functions are not Prometheus' and vice versa.
+        assert!(Template::parse("{{ join \",\" .X }}").is_err());
+        assert!(set.compile("{{ humanize 1 }}").is_err());
+    }
+
+    #[test]
+    fn alertmanager_data_and_functions() {
+        assert_eq!(
+            am("{{ (index .Alerts 0).StartsAt }}").unwrap(),
+            "2026-12-02 04:00:06.123 +0000 UTC"
+        );
+        assert_eq!(
+            am("{{ (index .Alerts 0).EndsAt.Unix }}").unwrap(),
+            "1796184306"
+        );
+        assert_eq!(
+            am("{{ range .Alerts }}{{ date \"2006-01-02T15:04:05.000Z07:00 Mon Jan _2 3PM\" .StartsAt }};{{ end }}").unwrap(),
+            "2026-12-02T04:00:06.123Z Wed Dec  2 4AM;2026-12-02T03:55:06.123Z Wed Dec  2 3AM;"
+        );
+        assert_eq!(
+            am("{{ (tz \"UTC\" (index .Alerts 0).StartsAt).Format \"15:04\" }}").unwrap(),
+            "04:00"
+        );
+        assert!(
+            am("{{ tz \"Europe/Paris\" (index .Alerts 0).StartsAt }}")
+                .unwrap_err()
+                .contains("support only UTC")
+        );
+        assert!(
+            am("{{ since (index .Alerts 0).StartsAt | humanizeDuration }}")
+                .unwrap()
+                .ends_with('s')
+        );
+        assert_eq!(
+            am("{{ .CommonLabels.SortedPairs.Names | join \"+\" }}").unwrap(),
+            "commonlabelkey1+commonlabelkey2"
+        );
+        assert_eq!(
+            am("{{ (.CommonLabels.Remove (stringSlice \"commonlabelkey1\")).Values }}").unwrap(),
+            "[commonlabelvalue2]"
+        );
+        assert_eq!(
+            am("{{ len .Alerts }} {{ len .Alerts.Resolved }} {{ len \"héllo\" }}").unwrap(),
+            "2 0 6"
+        );
+        assert_eq!(
+            am("{{ title \"hELLO world\" }} {{ toUpper \"ß\" }} {{ trimSpace \" x \" }}").unwrap(),
+            "Hello World SS x"
+        );
+        assert_eq!(
+            am("{{ printf \"%s-%d-%05.1f-%v-%x\" \"a\" 7 3.14159 true 255 }}").unwrap(),
+            "a-7-003.1-true-ff"
+        );
+        assert_eq!(
+            am("{{ printf \"%d %s\" 1.5 2 }}").unwrap(),
+            "%!d(float64=1.5) %!s(int=2)"
+        );
+        assert_eq!(
+            am("{{ print 1 2 \"a\" \"b\" 3 }}|{{ println 1 \"a\" }}").unwrap(),
+            "1 2ab3|1 a\n"
+        );
+        assert_eq!(
+            am("{{ urlquery \"a b&c\" }} {{ html \"<a href='x'>\" }} {{ js \"a'b<\" }}").unwrap(),
+            "a+b%26c &lt;a href=&#39;x&#39;&gt; a\\'b\\u003C"
+        );
+        assert_eq!(
+            am("{{ slice \"abcdef\" 1 3 }} {{ index .GroupLabels \"grouplabelkey1\" }}").unwrap(),
+            "bc grouplabelvalue1"
+        );
+        assert_eq!(
+            am("{{ toJson .GroupLabels }}").unwrap(),
+            r#"{"grouplabelkey1":"grouplabelvalue1","grouplabelkey2":"grouplabelvalue2"}"#
+        );
+        assert_eq!(
+            am("{{ .Nope }}").unwrap_err(),
+            "template: :1:3: executing \"\" at <.Nope>: can't evaluate field Nope in type template.Data"
+        );
+        assert!(
+            am("{{ .Receiver.Foo }}")
+                .unwrap_err()
+                .ends_with("can't evaluate field Foo in type string")
+        );
+        assert!(
+            am("{{ .Receiver 1 }}")
+                .unwrap_err()
+                .ends_with("Receiver has arguments but cannot be invoked as function")
+        );
+        assert!(
+            am("{{ join \",\" .CommonLabels.SortedPairs }}")
+                .unwrap_err()
+                .contains("expected []string; got template.Pairs")
+        );
+    }
+
+    #[test]
+    fn html_escapes_by_context() {
+        let set = TemplateSet::with_defaults();
+        let data = amtool_example(0);
+        let t = set
+            .compile_html("<!-- c --><p title=\"{{ .Receiver }}x\">{{ printf \"<%s & '+'>\" .Receiver }}</p><a href=\"{{ printf \"javascript:%s\" .Receiver }}\">{{ safeHtml \"<b>\" }}</a><a href=\"/x?q={{ printf \"a b&%s\" .Receiver }}\">")
+            .unwrap();
+        assert_eq!(
+            t.expand_notification(&data).unwrap(),
+            "<p title=\"receiverx\">&lt;receiver &amp; &#39;&#43;&#39;&gt;</p><a href=\"#ZgotmplZ\"><b></a><a href=\"/x?q=a%20b%26receiver\">"
+        );
+        let err = set
+            .compile_html("<script>var x = {{ .Receiver }}</script>")
+            .unwrap()
+            .expand_notification(&data)
+            .unwrap_err();
+        assert!(
+            err.contains("actions inside <script> are not supported"),
+            "{err}"
+        );
+    }
 }

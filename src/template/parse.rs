@@ -117,7 +117,7 @@ pub(super) fn parse(
     };
     let root = p.list(true)?;
     if let Some(stop) = root.1 {
-        return Err(p.error_at(&stop, format!("unexpected {}", describe(&p, &stop))));
+        return Err(p.error_at(&stop, format!("unexpected {}", describe(&stop))));
     }
     Ok(Parsed {
         root: Tree {
@@ -148,18 +148,9 @@ struct Parser<'a> {
     range_depth: usize,
 }
 
-fn describe(p: &Parser, stop: &Stop) -> String {
-    let t = &p.tokens[stop.token];
-    let end = p.tokens[stop.token..]
-        .iter()
-        .find(|t| t.kind == Kind::RightDelim)
-        .map_or(p.src.len(), |t| t.offset + t.text.len());
-    let text = p.src[t.offset..end].trim_end_matches('}').trim();
-    if stop.keyword == "EOF" {
-        "EOF".into()
-    } else {
-        format!("{{{{{text}}}}}")
-    }
+/// Go's name for what stopped a list: `{{end}}`, `{{else}}`.
+fn describe(stop: &Stop) -> String {
+    format!("{{{{{}}}}}", stop.keyword)
 }
 
 type ListResult = Result<(Vec<Node>, Option<Stop>), String>;
@@ -171,11 +162,11 @@ impl Parser<'_> {
     }
 
     fn error(&self, msg: impl std::fmt::Display) -> String {
+        // Past the last token is the end of the text, on its last line.
         let line = self
             .tokens
             .get(self.pos)
-            .or(self.tokens.last())
-            .map_or(1, |t| t.line);
+            .map_or_else(|| self.src.matches('\n').count() + 1, |t| t.line);
         format!("template: {}:{line}: {msg}", self.name)
     }
 
@@ -354,10 +345,7 @@ impl Parser<'_> {
                 });
                 Ok(())
             }
-            Some(s) => Err(self.error_at(
-                &s,
-                format!("unexpected {} in definition", describe(self, &s)),
-            )),
+            Some(s) => Err(self.error_at(&s, format!("unexpected {} in definition", describe(&s)))),
             None => Err(self.error("unexpected EOF")),
         }
     }
@@ -371,6 +359,12 @@ impl Parser<'_> {
     }
 
     fn template_call(&mut self, start: usize) -> Result<Node, String> {
+        let mut pos = self.pos_of(start, true);
+        self.skip_space();
+        // Go places a {{template}} at its name.
+        if let Some(t) = self.peek() {
+            (pos.line, pos.col) = (t.line, t.col - 1);
+        }
         let name = self.template_name("template clause")?;
         self.skip_space();
         let pipe = if self.peek_kind() == Some(Kind::RightDelim) {
@@ -379,11 +373,7 @@ impl Parser<'_> {
         } else {
             Some(self.pipeline("template clause")?)
         };
-        Ok(Node::Template {
-            pos: self.pos_of(start, true),
-            name,
-            pipe,
-        })
+        Ok(Node::Template { pos, name, pipe })
     }
 
     fn branch(&mut self, keyword: &str) -> Result<Node, String> {
@@ -413,8 +403,9 @@ impl Parser<'_> {
                 match stop {
                     Some(s) if s.keyword == "end" => self.expect(Kind::RightDelim, "end")?,
                     Some(s) => {
-                        return Err(self
-                            .error_at(&s, format!("expected end; found {}", describe(self, &s))));
+                        return Err(
+                            self.error_at(&s, format!("expected end; found {}", describe(&s)))
+                        );
                     }
                     None => return Err(self.error("unexpected EOF")),
                 };
