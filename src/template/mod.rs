@@ -11,7 +11,7 @@
 //! `time.Time` fields that print as Go prints them, and `KV` maps whose `len`
 //! and `range` see only the labels; emulating methods as map keys would break
 //! those. `gtmpl` has the same model and has seen no release since 2021. The
-//! parser, executor and functions here (about 2,000 lines in `lex`, `parse`,
+//! parser, executor and functions here (about 3,500 lines in `lex`, `parse`,
 //! `exec`, `funcs`, `value`, `html`) follow Go's text/template source and are
 //! checked against Debian's `amtool` (`tests/template_amtool.rs`).
 //!
