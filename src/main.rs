@@ -2,7 +2,7 @@
 
 use std::io::BufReader;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -122,9 +122,18 @@ enum Command {
 #[derive(Subcommand)]
 enum TemplateCommand {
     /// Expand TEXT as an alert's annotation would be, and print it; exit 1 on an error.
+    /// With `--template.glob`, expand it as a notification template instead, against
+    /// Alertmanager's default templates plus those files, with `amtool template render`'s
+    /// example data.
     Render {
         /// The template, e.g. 'p99 of {{ $labels.model }} is {{ $value | humanizeDuration }}'.
         text: String,
+        /// Notification template files (globs), as Alertmanager's `templates:`.
+        #[arg(long = "template.glob")]
+        globs: Vec<String>,
+        /// `text` or `html` (notification templates only).
+        #[arg(long = "template.type", default_value = "text", value_parser = ["text", "html"])]
+        template_type: String,
         /// `$labels`, name=value.
         #[arg(long = "label", value_parser = logs::parse_field)]
         labels: Vec<(String, String)>,
@@ -542,10 +551,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command:
                 TemplateCommand::Render {
                     text,
+                    globs,
+                    template_type,
+                    ..
+                },
+        } if !globs.is_empty() => {
+            use torchwatch::template::{TemplateSet, amtool_example};
+            let set = TemplateSet::load(&globs, Path::new("."))
+                .map_err(|e| anyhow::anyhow!("cannot load the templates: {e}"))?;
+            let template = if template_type == "html" {
+                set.compile_html(&text)
+            } else {
+                set.compile(&text)
+            }
+            .map_err(|e| anyhow::anyhow!("cannot parse the template: {e}"))?;
+            let expanded = template
+                .expand_notification(&amtool_example(torchwatch::clock::now_ms()))
+                .map_err(|e| anyhow::anyhow!("cannot expand the template: {e}"))?;
+            print!("{expanded}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Template {
+            command:
+                TemplateCommand::Render {
+                    text,
                     labels,
                     external_labels,
                     value,
                     external_url,
+                    ..
                 },
         } => {
             let template = torchwatch::template::Template::parse(&text)

@@ -259,7 +259,7 @@ impl Email {
                 })
                 .collect::<Result<_, String>>()?,
             text: text.map(|t| context.text(&t, &what("text"))).transpose()?,
-            html: html.map(|t| context.text(&t, &what("html"))).transpose()?,
+            html: html.map(|t| context.html(&t, &what("html"))).transpose()?,
             alert_list: !am,
             send_resolved: config.send_resolved,
         })

@@ -145,6 +145,14 @@ impl BuildContext<'_> {
             .map_err(|e| format!("{what}: template: {e}"))
     }
 
+    /// Compiles an HTML field once, escaping as Alertmanager's html/template does.
+    pub(super) fn html(&self, text: &str, what: &str) -> Result<Text, String> {
+        self.templates
+            .compile_html(text)
+            .map(Text)
+            .map_err(|e| format!("{what}: template: {e}"))
+    }
+
     /// Alertmanager's defaults for a file written for it, torchwatch's otherwise.
     pub(super) fn alertmanager_defaults(&self) -> bool {
         self.origin == NotifyOrigin::AlertmanagerFile

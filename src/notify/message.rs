@@ -143,6 +143,19 @@ impl Message {
             common_labels: map(&self.common_labels()),
             common_annotations: self.common_annotations(),
             external_url: &self.external_url,
+            alerts: self
+                .alerts
+                .iter()
+                .map(|a| crate::template::NotificationAlert {
+                    status: if a.resolved() { "resolved" } else { "firing" },
+                    labels: map(&a.labels),
+                    annotations: a.annotations.clone(),
+                    starts_at_ms: a.starts_at,
+                    ends_at_ms: a.ends_at,
+                    generator_url: &a.generator_url,
+                    fingerprint: format!("{:016x}", a.fingerprint()),
+                })
+                .collect(),
         }
     }
 }

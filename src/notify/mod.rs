@@ -98,7 +98,8 @@ impl Plan {
     /// Builds the tree, the receivers (their templates compiled) and the inhibition rules;
     /// secrets are read now, so a missing one fails the start or the reload.
     pub fn build(config: &NotifyConfig, client: &reqwest::Client) -> Result<Plan, String> {
-        let templates = TemplateSet::load(&config.templates)?;
+        // Paths are already relative to the file that names them.
+        let templates = TemplateSet::load(&config.templates, std::path::Path::new(""))?;
         let context = BuildContext {
             client,
             templates: &templates,

@@ -212,7 +212,7 @@ fn build_rule(
         for (kind, map) in [("label", &entry.labels), ("annotation", &entry.annotations)] {
             for (name, text) in map {
                 if let Err(e) = Template::parse(text) {
-                    problem(None, format!("{kind} {name:?}: template: {e}"));
+                    problem(None, format!("{kind} {name:?}: {e}"));
                 }
             }
         }
