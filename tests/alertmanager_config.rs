@@ -158,7 +158,7 @@ async fn an_alertmanager_file_is_accepted_and_notifies_as_alertmanager_does() {
     let generator_url = html
         .split("href=\"")
         .map(|s| s.split('"').next().unwrap_or_default())
-        .find(|link| link.contains("/graph?g0.expr="))
+        .find(|link| link.contains("query="))
         .unwrap_or_else(|| panic!("no generator URL in {html}"))
         .replace("&amp;", "&");
 
