@@ -33,9 +33,6 @@ pub(super) fn publish(view: &watch::Sender<Seen>, current: &HashMap<u64, (Alert,
     ));
 }
 
-/// Alertmanager's default `resolve_timeout`: a posted alert without `endsAt` resolves after it.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(300);
-
 /// Go's zero time, which Alertmanager's clients send for "unset".
 const GO_ZERO_MS: i64 = -62_135_596_800_000;
 
@@ -318,10 +315,11 @@ impl AlertmanagerApi {
         let posted: Vec<PostableAlert> =
             serde_json::from_slice(body).map_err(|e| AmError::body(&e))?;
         let now = now_ms();
+        let resolve_timeout = self.plans.borrow().resolve_timeout;
         let mut errors = Vec::new();
         let mut alerts = Vec::new();
         for p in posted {
-            match p.into_alert(now) {
+            match p.into_alert(now, resolve_timeout) {
                 Ok(alert) => alerts.push(alert),
                 Err(e) => errors.push(e),
             }
@@ -524,8 +522,8 @@ struct PostableAlert {
 
 impl PostableAlert {
     /// The alert as the dispatcher takes it, and its `endsAt`; Alertmanager's defaults
-    /// (`startsAt` now, `endsAt` now + resolve timeout) and `Validate` messages.
-    fn into_alert(self, now: i64) -> Result<(Alert, i64), String> {
+    /// (`startsAt` now, `endsAt` now + `global.resolve_timeout`) and `Validate` messages.
+    fn into_alert(self, now: i64, resolve_timeout: Duration) -> Result<(Alert, i64), String> {
         let time = |t: &Option<String>, field: &str| match t.as_deref() {
             None | Some("") => Ok(None),
             Some(text) => match parse_time(text) {
@@ -538,7 +536,7 @@ impl PostableAlert {
         let starts_at = time(&self.starts_at, "startsAt")?
             .or(ends_at)
             .unwrap_or(now);
-        let ends_at = ends_at.unwrap_or(now + RESOLVE_TIMEOUT.as_millis() as i64);
+        let ends_at = ends_at.unwrap_or(now + resolve_timeout.as_millis() as i64);
         if ends_at < starts_at {
             return Err("start time must be before end time".into());
         }
@@ -695,7 +693,7 @@ mod tests {
         let post = |json: &str| {
             serde_json::from_str::<PostableAlert>(json)
                 .unwrap()
-                .into_alert(now)
+                .into_alert(now, Duration::from_secs(300))
         };
         let (alert, ends) = post(r#"{"labels": {"alertname": "A", "empty": ""}}"#).unwrap();
         assert_eq!(alert.labels.to_string(), "{alertname=\"A\"}");

@@ -51,6 +51,8 @@ pub struct Plan {
     inhibitions: Vec<Inhibition>,
     alertmanagers: Vec<Arc<Alertmanager>>,
     time_intervals: TimeIntervals,
+    /// How long an alert posted without `endsAt` stays firing (`global.resolve_timeout`, 5m).
+    resolve_timeout: Duration,
 }
 
 impl Plan {
@@ -153,6 +155,12 @@ impl Plan {
             inhibitions,
             alertmanagers,
             time_intervals,
+            resolve_timeout: config
+                .global
+                .resolve_timeout
+                .map_or(Duration::from_secs(300), |d| {
+                    Duration::from_millis(d.millis() as u64)
+                }),
         })
     }
 }
