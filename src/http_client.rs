@@ -1,7 +1,7 @@
 //! Outgoing HTTP clients from Prometheus' common `http_config` (TLS settings and credentials),
 //! so receivers honour what users wrote for Alertmanager.
 
-use crate::config::{self, HttpClientConfig, TlsConfig};
+use crate::config::{self, HttpClientConfig, Secret, TlsConfig};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 
 /// A client with its credentials; the credentials never appear in `Debug` or errors.
@@ -13,7 +13,7 @@ pub struct HttpClient {
 
 #[derive(Clone)]
 enum Credentials {
-    Basic { username: String, password: String },
+    Basic { username: String, password: Secret },
     Bearer(HeaderValue),
 }
 
@@ -23,7 +23,7 @@ impl HttpClient {
         let request = self.client.post(url);
         match &self.credentials {
             Some(Credentials::Basic { username, password }) => {
-                request.basic_auth(username, Some(password))
+                request.basic_auth(username, Some(password.expose()))
             }
             Some(Credentials::Bearer(value)) => request.header(AUTHORIZATION, value.clone()),
             None => request,
@@ -72,8 +72,8 @@ fn credentials(config: &HttpClientConfig, what: &str) -> Result<Option<Credentia
             "{what}: give at most one of basic_auth, authorization and bearer_token"
         ));
     }
-    let header = |scheme: &str, token: String| {
-        let mut value = HeaderValue::from_str(&format!("{scheme} {token}"))
+    let header = |scheme: &str, token: Secret| {
+        let mut value = HeaderValue::from_str(&format!("{scheme} {}", token.expose()))
             .map_err(|_| format!("{what}: the token holds characters a header cannot"))?;
         value.set_sensitive(true);
         Ok(Some(Credentials::Bearer(value)))

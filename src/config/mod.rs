@@ -14,6 +14,7 @@ mod notify;
 mod policy;
 mod rules;
 mod scrape;
+mod secret;
 
 pub use duration::PromDuration;
 pub use notify::{
@@ -37,6 +38,7 @@ pub use scrape::{
     ScrapeConfig, ScrapeJob, StaticConfig, TlsConfig,
 };
 pub(crate) use scrape::{check_label_names, check_target_address};
+pub use secret::{Secret, resolve_secret};
 
 /// The `torchwatch.yaml` file given to `torchwatch serve`.
 #[derive(Debug, Clone, Deserialize)]
@@ -116,70 +118,32 @@ impl Default for StorageConfig {
 }
 
 /// `basic_auth:`; the password comes inline, from a file or from an environment variable.
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
     /// User name.
     pub username: String,
     /// Password (avoid: it sits in the file).
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// File whose first line is the password.
     pub password_file: Option<PathBuf>,
     /// Environment variable holding the password.
     pub password_env: Option<String>,
 }
 
-impl std::fmt::Debug for BasicAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BasicAuth")
-            .field("username", &self.username)
-            .field("password", &"<secret>")
-            .finish()
-    }
-}
-
 /// `authorization:`: an `Authorization: <type> <credentials>` header.
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Authorization {
     /// The scheme; `Bearer` when not given.
     #[serde(rename = "type")]
     pub kind: Option<String>,
     /// The token (avoid: it sits in the file).
-    pub credentials: Option<String>,
+    pub credentials: Option<Secret>,
     /// File whose first line is the token.
     pub credentials_file: Option<PathBuf>,
     /// Environment variable holding the token.
     pub credentials_env: Option<String>,
-}
-
-impl std::fmt::Debug for Authorization {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Authorization { credentials: <secret> }")
-    }
-}
-
-/// Reads a secret from the first source given: inline, file, environment.
-pub fn resolve_secret(
-    inline: &Option<String>,
-    file: &Option<PathBuf>,
-    env: &Option<String>,
-    what: &str,
-) -> Result<Option<String>, String> {
-    if let Some(v) = inline {
-        return Ok(Some(v.clone()));
-    }
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?;
-        return Ok(Some(text.lines().next().unwrap_or("").to_string()));
-    }
-    if let Some(var) = env {
-        return std::env::var(var)
-            .map(Some)
-            .map_err(|_| format!("{what}: environment variable {var} is not set"));
-    }
-    Ok(None)
 }
 
 /// `policies:` section.

@@ -1,5 +1,6 @@
 //! The `notify:` section: Alertmanager's routing tree and receivers, in-process.
 
+use super::Secret;
 use super::duration::PromDuration;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -70,7 +71,7 @@ pub struct AlertmanagerFile {
 }
 
 /// Alertmanager's `global:`: defaults for every receiver.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertmanagerGlobal {
     /// How long an alert posted without `endsAt` stays firing (5m).
@@ -86,7 +87,7 @@ pub struct AlertmanagerGlobal {
     /// Default AUTH user name.
     pub smtp_auth_username: Option<String>,
     /// Default AUTH password.
-    pub smtp_auth_password: Option<String>,
+    pub smtp_auth_password: Option<Secret>,
     /// Default AUTH password file.
     pub smtp_auth_password_file: Option<PathBuf>,
     /// PLAIN's identity; torchwatch authenticates as the user name.
@@ -94,23 +95,13 @@ pub struct AlertmanagerGlobal {
     /// Require STARTTLS (true).
     pub smtp_require_tls: Option<bool>,
     /// Default Slack webhook URL.
-    pub slack_api_url: Option<String>,
+    pub slack_api_url: Option<Secret>,
     /// Default Slack webhook URL file.
     pub slack_api_url_file: Option<PathBuf>,
 }
 
-impl std::fmt::Debug for AlertmanagerGlobal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlertmanagerGlobal")
-            .field("smtp_smarthost", &self.smtp_smarthost)
-            .field("smtp_auth_password", &"<secret>")
-            .field("slack_api_url", &"<secret>")
-            .finish_non_exhaustive()
-    }
-}
-
 /// Prometheus' common HTTP client settings (`http_config`), the parts torchwatch honours.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpClientConfig {
     /// HTTP basic authentication.
@@ -118,7 +109,7 @@ pub struct HttpClientConfig {
     /// An `Authorization` header.
     pub authorization: Option<super::Authorization>,
     /// A bearer token (the older form of `authorization`).
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<Secret>,
     /// A file holding the bearer token.
     pub bearer_token_file: Option<PathBuf>,
     /// TLS settings.
@@ -127,17 +118,6 @@ pub struct HttpClientConfig {
     pub follow_redirects: Option<bool>,
     /// Offer HTTP/2 (true); torchwatch speaks HTTP/1.1 to receivers either way.
     pub enable_http2: Option<bool>,
-}
-
-impl std::fmt::Debug for HttpClientConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpClientConfig")
-            .field("basic_auth", &self.basic_auth)
-            .field("authorization", &self.authorization)
-            .field("bearer_token", &"<secret>")
-            .field("tls_config", &self.tls_config)
-            .finish_non_exhaustive()
-    }
 }
 
 /// A named set of time intervals (Alertmanager's `time_intervals` entry).
@@ -297,7 +277,7 @@ impl<'de> Deserialize<'de> for Recipients {
 
 /// Email: Alertmanager's `email_config`, or torchwatch's shorter form (`host`, `port`,
 /// `security`, `subject`).
-#[derive(Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmailConfig {
     /// Recipients.
@@ -324,7 +304,7 @@ pub struct EmailConfig {
     /// AUTH user name; AUTH is used when set.
     pub auth_username: Option<String>,
     /// AUTH password (avoid: it sits in the file).
-    pub auth_password: Option<String>,
+    pub auth_password: Option<Secret>,
     /// File whose first line is the password.
     pub auth_password_file: Option<PathBuf>,
     /// Environment variable holding the password.
@@ -345,23 +325,12 @@ pub struct EmailConfig {
     pub timeout: Option<PromDuration>,
 }
 
-impl std::fmt::Debug for EmailConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmailConfig")
-            .field("to", &self.to)
-            .field("smarthost", &self.smarthost)
-            .field("host", &self.host)
-            .field("auth_password", &"<secret>")
-            .finish_non_exhaustive()
-    }
-}
-
 /// A Slack incoming webhook (Alertmanager's `slack_config`).
-#[derive(Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SlackConfig {
     /// The incoming-webhook URL (a secret; `global.slack_api_url` when absent).
-    pub api_url: Option<String>,
+    pub api_url: Option<Secret>,
     /// File whose first line is the URL.
     pub api_url_file: Option<PathBuf>,
     /// Environment variable holding the URL.
@@ -422,21 +391,12 @@ pub struct SlackFieldConfig {
     pub short: Option<bool>,
 }
 
-impl std::fmt::Debug for SlackConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SlackConfig")
-            .field("api_url", &"<secret>")
-            .field("channel", &self.channel)
-            .finish_non_exhaustive()
-    }
-}
-
 /// A webhook (Alertmanager's `webhook_config`).
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// The URL (a secret: it often carries a token).
-    pub url: Option<String>,
+    pub url: Option<Secret>,
     /// File whose first line is the URL.
     pub url_file: Option<PathBuf>,
     /// Environment variable holding the URL.
@@ -455,16 +415,6 @@ pub struct WebhookConfig {
 
 fn yes() -> bool {
     true
-}
-
-impl std::fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookConfig")
-            .field("url", &"<secret>")
-            .field("send_resolved", &self.send_resolved)
-            .field("max_alerts", &self.max_alerts)
-            .finish()
-    }
 }
 
 /// Alertmanager integrations and settings torchwatch knows but cannot honour.

@@ -317,19 +317,13 @@ fn ten_seconds() -> PromDuration {
 }
 
 /// `actuator.webhook:`; the URL is a secret (it often carries a token).
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookActuatorConfig {
     /// The URL (avoid: it sits in the file).
-    pub url: Option<String>,
+    pub url: Option<super::Secret>,
     /// File whose first line is the URL.
     pub url_file: Option<std::path::PathBuf>,
-}
-
-impl std::fmt::Debug for WebhookActuatorConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WebhookActuatorConfig { url: <secret> }")
-    }
 }
 
 /// One cost policy: OpenCost's arithmetic over what is paid for and what is used.

@@ -147,7 +147,7 @@ pub struct ScrapeJob {
     /// `Authorization` header.
     pub authorization: Option<Authorization>,
     /// Prometheus' older spelling of `authorization.credentials`.
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<super::Secret>,
     /// Prometheus' older spelling of `authorization.credentials_file`.
     pub bearer_token_file: Option<PathBuf>,
     /// TLS settings for https targets.

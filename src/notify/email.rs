@@ -204,7 +204,10 @@ impl Email {
                 )?
             }
             .ok_or_else(|| format!("{}: auth_username needs a password", what("auth_password")))?;
-            transport = transport.credentials(Credentials::new(user.clone(), password));
+            transport = transport.credentials(Credentials::new(
+                user.clone(),
+                password.expose().to_string(),
+            ));
         }
         let am = context.alertmanager_defaults();
         let mut headers = config.headers.clone();

@@ -2,7 +2,7 @@
 //! classified, and the HTTP helpers the JSON integrations use.
 
 use super::Message;
-use crate::config::{AlertmanagerGlobal, HttpClientConfig, NotifyOrigin};
+use crate::config::{AlertmanagerGlobal, HttpClientConfig, NotifyOrigin, Secret};
 use crate::http_client::HttpClient;
 use crate::template::{NotificationData, Template, TemplateSet};
 use std::sync::Arc;
@@ -61,14 +61,14 @@ pub(super) fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Dur
 /// A receiver URL from its inline, file or environment source; the URL is a
 /// secret (it often carries a token), so errors never repeat it.
 pub fn secret_url(
-    inline: &Option<String>,
+    inline: &Option<Secret>,
     file: &Option<std::path::PathBuf>,
     env: &Option<String>,
     what: &str,
-) -> Result<String, String> {
+) -> Result<Secret, String> {
     let url = crate::config::resolve_secret(inline, file, env, what)?
         .ok_or_else(|| format!("{what}: give it inline, as a *_file or as an *_env variable"))?;
-    reqwest::Url::parse(&url).map_err(|_| format!("{what}: not a valid URL"))?;
+    reqwest::Url::parse(url.expose()).map_err(|_| format!("{what}: not a valid URL"))?;
     Ok(url)
 }
 

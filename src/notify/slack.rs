@@ -5,6 +5,7 @@
 use super::integration::{BuildContext, Text, attempt_timeout};
 use super::{Message, Notifier, SendFuture, post_json, secret_url};
 use crate::clock::rfc3339;
+use crate::config::Secret;
 use crate::config::SlackConfig;
 use crate::http_client::HttpClient;
 use serde_json::{Value, json};
@@ -13,7 +14,7 @@ use std::time::Duration;
 /// One Slack incoming webhook.
 pub struct Slack {
     client: HttpClient,
-    url: String,
+    url: Secret,
     timeout: Duration,
     send_resolved: bool,
     channel: Option<Text>,
@@ -269,7 +270,7 @@ impl Notifier for Slack {
     fn notify<'a>(&'a self, message: &'a Message) -> SendFuture<'a> {
         Box::pin(async move {
             post_json(
-                self.client.post(&self.url),
+                self.client.post(self.url.expose()),
                 self.timeout,
                 &self.payload(message),
             )

@@ -4,6 +4,7 @@ use super::integration::{BuildContext, attempt_timeout};
 use super::message::label_map;
 use super::{Message, Notifier, SendFuture, post_json, secret_url};
 use crate::clock::rfc3339;
+use crate::config::Secret;
 use crate::config::WebhookConfig;
 use crate::http_client::HttpClient;
 use serde_json::{Value, json};
@@ -12,7 +13,7 @@ use std::time::Duration;
 /// One webhook endpoint.
 pub struct Webhook {
     client: HttpClient,
-    url: String,
+    url: Secret,
     timeout: Duration,
     max_alerts: usize,
     send_resolved: bool,
@@ -54,7 +55,7 @@ impl Notifier for Webhook {
     fn notify<'a>(&'a self, message: &'a Message) -> SendFuture<'a> {
         Box::pin(async move {
             let body = payload(message, self.max_alerts);
-            post_json(self.client.post(&self.url), self.timeout, &body).await
+            post_json(self.client.post(self.url.expose()), self.timeout, &body).await
         })
     }
 }

@@ -42,7 +42,7 @@ pub enum Actuator {
     /// POST the decision as JSON.
     Webhook {
         /// The URL (a secret: never logged).
-        url: String,
+        url: crate::config::Secret,
         /// Shared client.
         client: reqwest::Client,
         /// Per attempt.
@@ -199,7 +199,7 @@ impl Actuator {
                     "reason": reason,
                     "time": crate::clock::rfc3339(time_ms),
                 });
-                crate::notify::post_json(client.post(url), *timeout, &body)
+                crate::notify::post_json(client.post(url.expose()), *timeout, &body)
                     .await
                     .map_err(|e| e.message)
             }

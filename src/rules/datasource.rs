@@ -45,8 +45,8 @@ pub struct RemoteQuery {
     client: reqwest::Client,
     url: String,
     timeout: Duration,
-    auth: Option<(String, Option<String>)>,
-    bearer: Option<String>,
+    auth: Option<(String, Option<config::Secret>)>,
+    bearer: Option<config::Secret>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -105,10 +105,10 @@ impl RemoteQuery {
             .timeout(self.timeout)
             .form(&[("query", text), ("time", &time)]);
         if let Some((user, password)) = &self.auth {
-            request = request.basic_auth(user, password.as_ref());
+            request = request.basic_auth(user, password.as_ref().map(config::Secret::expose));
         }
         if let Some(token) = &self.bearer {
-            request = request.bearer_auth(token);
+            request = request.bearer_auth(token.expose());
         }
         let response = request
             .send()

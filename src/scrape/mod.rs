@@ -126,13 +126,15 @@ async fn fetch(target: &Target) -> Result<(String, Format), String> {
             target.timeout.as_secs_f64().to_string(),
         );
     request = match &target.settings.auth {
-        Some(Auth::Basic { username, password }) => request.basic_auth(username, Some(password)),
+        Some(Auth::Basic { username, password }) => {
+            request.basic_auth(username, Some(password.expose()))
+        }
         Some(Auth::Header {
             scheme,
             credentials,
         }) => request.header(
             reqwest::header::AUTHORIZATION,
-            format!("{scheme} {credentials}"),
+            format!("{scheme} {}", credentials.expose()),
         ),
         None => request,
     };

@@ -12,16 +12,16 @@ use crate::config::{self, PromDuration, RelabelConfig, ScrapeConfig, ScrapeJob, 
 use crate::storage::Labels;
 
 /// Scrape credentials; `Debug` never shows them.
-#[derive(Clone, Hash)]
+#[derive(Clone, Debug, Hash)]
 pub(crate) enum Auth {
     Basic {
         username: String,
-        password: String,
+        password: config::Secret,
     },
     /// `Authorization: <scheme> <credentials>`.
     Header {
         scheme: String,
-        credentials: String,
+        credentials: config::Secret,
     },
 }
 
