@@ -5,12 +5,10 @@
 //! [`profile`] the latency profiler, [`cost_report`] the cost report. The binary (`main.rs`) is only the command line.
 
 pub mod app;
-pub mod check;
 pub mod client_error;
 pub mod clock;
 pub mod cmd;
 pub mod config;
-pub mod cost_report;
 pub mod gofmt;
 pub mod http;
 pub mod http_client;
@@ -21,7 +19,6 @@ pub mod notify;
 pub mod policy;
 pub mod profile;
 pub mod promql;
-pub mod query;
 pub mod rules;
 pub mod scrape;
 pub mod serve;

@@ -2,15 +2,16 @@
 
 use std::io::BufReader;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use torchwatch::cmd::{self, check, cost_report, query};
 use torchwatch::config::{Config, parse_device, parse_duration};
-use torchwatch::{app, check, cost_report, logs, model, policy, profile, query};
+use torchwatch::{app, logs, model, policy, profile};
 
 #[derive(Parser)]
 #[command(
@@ -425,12 +426,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Rules { command } => {
             let ok = match command {
-                RulesCommand::Check { files } => torchwatch::cmd::rules::check_files(&files),
-                RulesCommand::Test { files } => torchwatch::cmd::rules::run_test_files(&files),
+                RulesCommand::Check { files } => cmd::rules::check_files(&files),
+                RulesCommand::Test { files } => cmd::rules::run_test_files(&files),
                 RulesCommand::Export { files, output_dir } => {
                     std::fs::create_dir_all(&output_dir)
                         .with_context(|| format!("cannot create {}", output_dir.display()))?;
-                    torchwatch::cmd::rules::export_files(&files, &output_dir)
+                    cmd::rules::export_files(&files, &output_dir)
                 }
             };
             Ok(if ok {
@@ -526,27 +527,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             labels,
                         },
                 },
-        } => {
-            let config = Config::load(&config)?;
-            torchwatch::install_tls_provider();
-            let client = reqwest::Client::builder()
-                .build()
-                .context("cannot build the HTTP client")?;
-            let plan = torchwatch::notify::Plan::build(&config.notify, &client)
-                .map_err(anyhow::Error::msg)?;
-            let labels = torchwatch::storage::Labels::from_pairs(
-                labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            );
-            let receivers = plan.receivers_for(&labels).join(",");
-            println!("{receivers}");
-            Ok(match verify {
-                Some(expected) if expected != receivers => {
-                    eprintln!("WARNING: expected receivers {expected:?}, got {receivers:?}");
-                    ExitCode::FAILURE
-                }
-                _ => ExitCode::SUCCESS,
-            })
-        }
+        } => cmd::notify::routes_test(&config, verify.as_deref(), &labels),
         Command::Template {
             command:
                 TemplateCommand::Render {
@@ -556,18 +537,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..
                 },
         } if !globs.is_empty() => {
-            use torchwatch::template::{TemplateSet, amtool_example};
-            let set = TemplateSet::load(&globs, Path::new("."))
-                .map_err(|e| anyhow::anyhow!("cannot load the templates: {e}"))?;
-            let template = if template_type == "html" {
-                set.compile_html(&text)
-            } else {
-                set.compile(&text)
-            }
-            .map_err(|e| anyhow::anyhow!("cannot parse the template: {e}"))?;
-            let expanded = template
-                .expand_notification(&amtool_example(torchwatch::clock::now_ms()))
-                .map_err(|e| anyhow::anyhow!("cannot expand the template: {e}"))?;
+            let expanded =
+                cmd::template::render_notification(&text, &globs, template_type == "html")?;
             print!("{expanded}");
             Ok(ExitCode::SUCCESS)
         }
@@ -582,18 +553,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..
                 },
         } => {
-            let template = torchwatch::template::Template::parse(&text)
-                .map_err(|e| anyhow::anyhow!("cannot parse the template: {e}"))?;
             let labels = labels.into_iter().collect();
             let external_labels = external_labels.into_iter().collect();
-            let expanded = template
-                .expand(&torchwatch::template::AlertData {
-                    labels: &labels,
-                    external_labels: &external_labels,
-                    external_url: &external_url,
-                    value,
-                })
-                .map_err(|e| anyhow::anyhow!("cannot expand the template: {e}"))?;
+            let expanded =
+                cmd::template::render_rule(&text, &labels, &external_labels, &external_url, value)?;
             println!("{expanded}");
             Ok(ExitCode::SUCCESS)
         }
