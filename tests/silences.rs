@@ -30,15 +30,6 @@ fn amtool_json(base: &str, args: &[&str]) -> Value {
     serde_json::from_str(&amtool(base, &all)).unwrap()
 }
 
-fn amtool_installed() -> bool {
-    let found = Command::new("amtool").arg("--version").output().is_ok();
-    assert!(
-        found || std::env::var_os("CI").is_none(),
-        "amtool is missing (Debian's prometheus-alertmanager); CI needs it"
-    );
-    found
-}
-
 /// The number of notifications received, once it has not changed for `quiet`.
 async fn settled(received: &std::sync::Mutex<common::Received>, quiet: Duration) -> usize {
     let mut count = received.lock().unwrap().bodies.len();
@@ -57,7 +48,7 @@ async fn settled(received: &std::sync::Mutex<common::Received>, quiet: Duration)
 
 #[tokio::test]
 async fn amtool_silences_an_alert_across_a_restart_and_expiring_resumes_notifications() {
-    if !amtool_installed() {
+    if !common::amtool_available() {
         eprintln!("skipped: amtool is not installed");
         return;
     }

@@ -6,42 +6,14 @@
 //! Needs `amtool` on PATH (`make test-deps`); without it the test is skipped
 //! with a message, except under CI where it fails.
 
+mod common;
+
+use common::{TempDir, amtool_available};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use torchwatch::template::{NotificationAlert, NotificationData, TemplateSet, amtool_example};
-
-fn amtool_available() -> bool {
-    let found = Command::new("amtool").arg("--version").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "amtool is missing: install prometheus-alertmanager (make test-deps)"
-        );
-        eprintln!(
-            "SKIPPED: amtool is not installed (Debian's prometheus-alertmanager provides it)"
-        );
-    }
-    found
-}
-
-/// A directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("torchwatch-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create a temporary directory");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn vendored() -> String {
     format!("{}/templates/*.tmpl", env!("CARGO_MANIFEST_DIR"))
@@ -259,7 +231,7 @@ fn default_templates_render_as_amtool_renders_them() {
 
     let dir = TempDir::new("amtool-defaults");
     let data = tricky();
-    let file = dir.0.join("data.json");
+    let file = dir.path().join("data.json");
     std::fs::write(&file, to_json(&data).to_string()).expect("write the data");
     check(&set, &[vendored()], &data, Some(&file));
 }
@@ -270,13 +242,14 @@ fn user_templates_render_as_amtool_renders_them() {
         return;
     }
     let dir = TempDir::new("amtool-user");
-    let user = dir.0.join("custom.tmpl");
+    let user = dir.path().join("custom.tmpl");
     std::fs::write(&user, USER_TEMPLATE).expect("write the template");
-    let set = TemplateSet::load(&["custom.tmpl".to_string()], &dir.0).expect("load the user file");
+    let set =
+        TemplateSet::load(&["custom.tmpl".to_string()], dir.path()).expect("load the user file");
     assert!(set.names().any(|n| n == "custom.footer"));
     let globs = [vendored(), user.display().to_string()];
     let data = tricky();
-    let file = dir.0.join("data.json");
+    let file = dir.path().join("data.json");
     std::fs::write(&file, to_json(&data).to_string()).expect("write the data");
     check(&set, &globs, &data, Some(&file));
     // The same with the example data, and with no alerts at all.
@@ -290,16 +263,17 @@ fn user_templates_render_as_amtool_renders_them() {
 fn load_errors_name_the_file_and_line() {
     let dir = TempDir::new("template-errors");
     std::fs::write(
-        dir.0.join("bad.tmpl"),
+        dir.path().join("bad.tmpl"),
         "{{ define \"x\" }}\nok\n{{ end }}\n{{ end }}\n",
     )
     .expect("write");
-    let err = TemplateSet::load(&["*.tmpl".to_string()], &dir.0)
+    let err = TemplateSet::load(&["*.tmpl".to_string()], dir.path())
         .err()
         .expect("an unexpected {{end}} fails");
     assert!(err.ends_with("bad.tmpl:4: unexpected {{end}}"), "{err}");
     assert!(err.starts_with("template: "), "{err}");
     // A glob that matches nothing is fine, as in Alertmanager.
-    let set = TemplateSet::load(&["none/*.tmpl".to_string()], &dir.0).expect("an empty glob loads");
+    let set =
+        TemplateSet::load(&["none/*.tmpl".to_string()], dir.path()).expect("an empty glob loads");
     assert!(set.names().any(|n| n == "slack.default.title"));
 }

@@ -31,6 +31,22 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Whether Debian's `amtool` is installed; under CI its absence fails the test instead of
+/// skipping it.
+pub fn amtool_available() -> bool {
+    let found = Command::new("amtool").arg("--version").output().is_ok();
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "amtool is missing: install prometheus-alertmanager (make test-deps)"
+    );
+    if !found {
+        eprintln!(
+            "SKIPPED: amtool is not installed (Debian's prometheus-alertmanager provides it)"
+        );
+    }
+    found
+}
+
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
 
