@@ -11,16 +11,32 @@ pub struct HttpClient {
     credentials: Option<Credentials>,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Hash)]
 enum Credentials {
     Basic { username: String, password: Secret },
     Bearer(HeaderValue),
 }
 
+/// Hashes the credentials (the only part that is data), so a changed password or token file
+/// shows as a changed client.
+impl std::hash::Hash for HttpClient {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.credentials.hash(state);
+    }
+}
+
 impl HttpClient {
     /// A POST with the configured credentials.
     pub fn post(&self, url: &str) -> reqwest::RequestBuilder {
-        let request = self.client.post(url);
+        self.authorize(self.client.post(url))
+    }
+
+    /// A GET with the configured credentials.
+    pub fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        self.authorize(self.client.get(url))
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.credentials {
             Some(Credentials::Basic { username, password }) => {
                 request.basic_auth(username, Some(password.expose()))
@@ -37,22 +53,27 @@ impl HttpClient {
         shared: &reqwest::Client,
         what: &str,
     ) -> Result<HttpClient, String> {
-        let Some(config) = config else {
-            return Ok(HttpClient {
+        match config {
+            Some(config) => HttpClient::from_config(config, what),
+            None => Ok(HttpClient {
                 client: shared.clone(),
                 credentials: None,
-            });
-        };
+            }),
+        }
+    }
+
+    /// A client of its own for `config`; `what` names the field in errors.
+    pub fn from_config(config: &HttpClientConfig, what: &str) -> Result<HttpClient, String> {
         let mut builder = reqwest::Client::builder();
         if let Some(tls) = &config.tls_config {
-            builder = with_tls(builder, tls, &format!("{what}.tls_config"))?;
+            builder = with_tls(builder, tls, &field(what, "tls_config"))?;
         }
         if config.follow_redirects == Some(false) {
             builder = builder.redirect(reqwest::redirect::Policy::none());
         }
         let client = builder
             .build()
-            .map_err(|e| format!("{what}: cannot build the HTTP client: {e}"))?;
+            .map_err(|e| format!("{}cannot build the HTTP client: {e}", prefix(what)))?;
         Ok(HttpClient {
             client,
             credentials: credentials(config, what)?,
@@ -69,12 +90,13 @@ fn credentials(config: &HttpClientConfig, what: &str) -> Result<Option<Credentia
     ];
     if given.iter().filter(|g| **g).count() > 1 {
         return Err(format!(
-            "{what}: give at most one of basic_auth, authorization and bearer_token"
+            "{}give at most one of basic_auth, authorization and bearer_token",
+            prefix(what)
         ));
     }
     let header = |scheme: &str, token: Secret| {
         let mut value = HeaderValue::from_str(&format!("{scheme} {}", token.expose()))
-            .map_err(|_| format!("{what}: the token holds characters a header cannot"))?;
+            .map_err(|_| format!("{}the token holds characters a header cannot", prefix(what)))?;
         value.set_sensitive(true);
         Ok(Some(Credentials::Bearer(value)))
     };
@@ -83,7 +105,7 @@ fn credentials(config: &HttpClientConfig, what: &str) -> Result<Option<Credentia
             &basic.password,
             &basic.password_file,
             &basic.password_env,
-            &format!("{what}.basic_auth.password"),
+            &field(what, "basic_auth.password"),
         )?
         .unwrap_or_default();
         return Ok(Some(Credentials::Basic {
@@ -96,20 +118,43 @@ fn credentials(config: &HttpClientConfig, what: &str) -> Result<Option<Credentia
             &auth.credentials,
             &auth.credentials_file,
             &auth.credentials_env,
-            &format!("{what}.authorization.credentials"),
+            &field(what, "authorization.credentials"),
         )?
-        .ok_or_else(|| format!("{what}.authorization: give credentials or credentials_file"))?;
+        .ok_or_else(|| {
+            format!(
+                "{}: give credentials or credentials_file",
+                field(what, "authorization")
+            )
+        })?;
         return header(auth.kind.as_deref().unwrap_or("Bearer"), credentials);
     }
     if let Some(token) = config::resolve_secret(
         &config.bearer_token,
         &config.bearer_token_file,
         &None,
-        &format!("{what}.bearer_token"),
+        &field(what, "bearer_token"),
     )? {
         return header("Bearer", token);
     }
     Ok(None)
+}
+
+/// `what.name`, or `name` alone at the top of a section.
+fn field(what: &str, name: &str) -> String {
+    if what.is_empty() {
+        name.to_string()
+    } else {
+        format!("{what}.{name}")
+    }
+}
+
+/// `what: `, or nothing at the top of a section.
+fn prefix(what: &str) -> String {
+    if what.is_empty() {
+        String::new()
+    } else {
+        format!("{what}: ")
+    }
 }
 
 fn tls_version(text: &str, field: &str) -> Result<reqwest::tls::Version, String> {

@@ -16,7 +16,6 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use targets::Auth;
 use tokio::sync::watch;
 
 /// What Prometheus asks for: OpenMetrics first, the text format as fallback.
@@ -115,7 +114,7 @@ pub async fn scrape_once(
 }
 
 async fn fetch(target: &Target) -> Result<(String, Format), String> {
-    let mut request = target
+    let request = target
         .settings
         .client
         .get(&target.url)
@@ -125,19 +124,6 @@ async fn fetch(target: &Target) -> Result<(String, Format), String> {
             "X-Prometheus-Scrape-Timeout-Seconds",
             target.timeout.as_secs_f64().to_string(),
         );
-    request = match &target.settings.auth {
-        Some(Auth::Basic { username, password }) => {
-            request.basic_auth(username, Some(password.expose()))
-        }
-        Some(Auth::Header {
-            scheme,
-            credentials,
-        }) => request.header(
-            reqwest::header::AUTHORIZATION,
-            format!("{scheme} {}", credentials.expose()),
-        ),
-        None => request,
-    };
     // Errors are reported without the URL's query or credentials: reqwest's
     // messages include the URL, which is ours and holds no secrets.
     let response = request

@@ -8,22 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::relabel::{self, LabelMap};
-use crate::config::{self, PromDuration, RelabelConfig, ScrapeConfig, ScrapeJob, StaticConfig};
+use crate::config::{
+    self, HttpClientConfig, PromDuration, RelabelConfig, ScrapeConfig, ScrapeJob, StaticConfig,
+};
+use crate::http_client::HttpClient;
 use crate::storage::Labels;
-
-/// Scrape credentials; `Debug` never shows them.
-#[derive(Clone, Debug, Hash)]
-pub(crate) enum Auth {
-    Basic {
-        username: String,
-        password: config::Secret,
-    },
-    /// `Authorization: <scheme> <credentials>`.
-    Header {
-        scheme: String,
-        credentials: config::Secret,
-    },
-}
 
 /// Limits of a job's scrapes; 0: none.
 #[derive(Clone, Copy, Debug, Default)]
@@ -36,8 +25,8 @@ pub(crate) struct Limits {
 
 /// What every target of a job shares.
 pub(crate) struct JobSettings {
-    pub client: reqwest::Client,
-    pub auth: Option<Auth>,
+    /// The job's client with its TLS settings and credentials.
+    pub client: HttpClient,
     pub honor_labels: bool,
     pub honor_timestamps: bool,
     pub metric_relabel: Vec<RelabelConfig>,
@@ -122,9 +111,7 @@ pub fn plan(
                 std::net::Ipv6Addr::LOCALHOST.into()
             });
         }
-        let client = reqwest::Client::builder()
-            .build()
-            .map_err(|e| format!("scrape.self: cannot build an HTTP client: {e}"))?;
+        let client = HttpClient::from_config(&HttpClientConfig::default(), "scrape.self")?;
         Some(Target {
             job: "torchwatch".into(),
             labels: Labels::from_pairs([
@@ -136,7 +123,6 @@ pub fn plan(
             timeout: millis(config.default_timeout()),
             settings: Arc::new(JobSettings {
                 client,
-                auth: None,
                 honor_labels: false,
                 honor_timestamps: true,
                 metric_relabel: Vec::new(),
@@ -484,50 +470,7 @@ fn settings(job: &ScrapeJob) -> Result<JobSettings, String> {
     let mut identity = std::collections::hash_map::DefaultHasher::new();
     // Debug hides secrets but shows everything else the job configures.
     format!("{job:?}").hash(&mut identity);
-    let auth = if let Some(basic) = &job.basic_auth {
-        Some(Auth::Basic {
-            username: basic.username.clone(),
-            password: config::resolve_secret(
-                &basic.password,
-                &basic.password_file,
-                &basic.password_env,
-                "basic_auth password",
-            )?
-            .unwrap_or_default(),
-        })
-    } else {
-        let (scheme, credentials) = match &job.authorization {
-            Some(auth) => (
-                auth.kind.clone().unwrap_or_else(|| "Bearer".into()),
-                config::resolve_secret(
-                    &auth.credentials,
-                    &auth.credentials_file,
-                    &auth.credentials_env,
-                    "authorization credentials",
-                )?,
-            ),
-            None => (
-                "Bearer".into(),
-                config::resolve_secret(
-                    &job.bearer_token,
-                    &job.bearer_token_file,
-                    &None,
-                    "bearer_token",
-                )?,
-            ),
-        };
-        credentials.map(|credentials| Auth::Header {
-            scheme,
-            credentials,
-        })
-    };
-    auth.hash(&mut identity);
     let tls = &job.tls_config;
-    let redirects = if job.follow_redirects {
-        reqwest::redirect::Policy::limited(10)
-    } else {
-        reqwest::redirect::Policy::none()
-    };
     // A changed certificate or key file is a changed job: its targets restart with it.
     for path in [&tls.ca_file, &tls.cert_file, &tls.key_file]
         .into_iter()
@@ -535,17 +478,21 @@ fn settings(job: &ScrapeJob) -> Result<JobSettings, String> {
     {
         read(path, "tls_config")?.hash(&mut identity);
     }
-    let builder = crate::http_client::with_tls(
-        reqwest::Client::builder().redirect(redirects),
-        tls,
-        "tls_config",
+    let client = HttpClient::from_config(
+        &HttpClientConfig {
+            basic_auth: job.basic_auth.clone(),
+            authorization: job.authorization.clone(),
+            bearer_token: job.bearer_token.clone(),
+            bearer_token_file: job.bearer_token_file.clone(),
+            tls_config: Some(tls.clone()),
+            follow_redirects: Some(job.follow_redirects),
+            enable_http2: Some(job.enable_http2),
+        },
+        "",
     )?;
-    let client = builder
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    client.hash(&mut identity);
     Ok(JobSettings {
         client,
-        auth,
         honor_labels: job.honor_labels,
         honor_timestamps: job.honor_timestamps,
         metric_relabel: job.metric_relabel_configs.clone(),
