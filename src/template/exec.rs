@@ -508,7 +508,7 @@ fn method(v: &Value, name: &str, args: &[Value]) -> Result<Value, String> {
         (Value::Time(t), "Unix") => Value::Int(t.timestamp()),
         (Value::Time(t), "UnixMilli") => Value::Int(t.timestamp_millis()),
         (Value::Time(t), "UnixNano") => Value::Int(t.timestamp_nanos_opt().unwrap_or_default()),
-        (Value::Time(t), "UTC") => Value::Time(*t),
+        (Value::Time(t), "UTC") => Value::Time(t.with_timezone(&chrono_tz::Tz::UTC)),
         (Value::Time(t), "IsZero") => Value::Bool(*t == super::value::zero_time()),
         (Value::Time(t), "String") => Value::str(&time_string(t)),
         (Value::Duration(d), "Seconds") => Value::Float(*d as f64 / 1e9),

@@ -98,7 +98,7 @@ fn strings_arg(v: &Value) -> Result<Vec<&str>, String> {
     }
 }
 
-fn time_arg(v: &Value) -> Result<chrono::DateTime<chrono::Utc>, String> {
+fn time_arg(v: &Value) -> Result<chrono::DateTime<chrono_tz::Tz>, String> {
     match v {
         Value::Time(t) => Ok(*t),
         other => Err(format!(
@@ -288,19 +288,24 @@ pub(super) fn call(set: FuncSet, name: &str, args: &[Value]) -> Result<Value, St
             arity(name, args, 2)?;
             let zone = string_arg(&args[0])?;
             let t = time_arg(&args[1])?;
-            // Times are kept in UTC; other zones need a tz database this
-            // build does not carry, so they are refused rather than shifted.
-            if !matches!(zone, "" | "UTC") {
-                return Err(format!(
-                    "unknown time zone {zone}: torchwatch templates support only UTC"
-                ));
-            }
-            Value::Time(t)
+            // Go's LoadLocation: "" and "UTC" are UTC, else an IANA name.
+            let zone: chrono_tz::Tz = match zone {
+                "" | "UTC" => chrono_tz::Tz::UTC,
+                "Local" => {
+                    return Err(
+                        "unknown time zone Local: it depends on the machine; name the zone".into(),
+                    );
+                }
+                name => name
+                    .parse()
+                    .map_err(|_| format!("unknown time zone {name}"))?,
+            };
+            Value::Time(t.with_timezone(&zone))
         }
         "since" => {
             arity(name, args, 1)?;
             let t = time_arg(&args[0])?;
-            let nanos = (chrono::Utc::now() - t)
+            let nanos = (chrono::Utc::now() - t.to_utc())
                 .num_nanoseconds()
                 .unwrap_or(i64::MAX);
             Value::Duration(nanos)
@@ -349,7 +354,7 @@ pub(super) fn call(set: FuncSet, name: &str, args: &[Value]) -> Result<Value, St
                 let secs = v.trunc() as i64;
                 let nanos = ((v - v.trunc()) * 1e9).round() as u32;
                 match chrono::DateTime::from_timestamp(secs, nanos) {
-                    Some(t) => super::value::time_string(&t),
+                    Some(t) => super::value::time_string(&t.with_timezone(&chrono_tz::Tz::UTC)),
                     None => gofmt::verb_v(v),
                 }
             })

@@ -650,10 +650,18 @@ mod tests {
             am("{{ (tz \"UTC\" (index .Alerts 0).StartsAt).Format \"15:04\" }}").unwrap(),
             "04:00"
         );
+        assert_eq!(
+            am("{{ tz \"Europe/Paris\" (index .Alerts 0).StartsAt }}").unwrap(),
+            "2026-12-02 05:00:06.123 +0100 CET"
+        );
+        assert_eq!(
+            am("{{ (tz \"America/New_York\" (index .Alerts 0).StartsAt).Format \"Jan 2 15:04 MST -07:00 Z0700\" }}").unwrap(),
+            "Dec 1 23:00 EST -05:00 -0500"
+        );
         assert!(
-            am("{{ tz \"Europe/Paris\" (index .Alerts 0).StartsAt }}")
+            am("{{ tz \"Mars/Olympus\" (index .Alerts 0).StartsAt }}")
                 .unwrap_err()
-                .contains("support only UTC")
+                .contains("unknown time zone Mars/Olympus")
         );
         assert!(
             am("{{ since (index .Alerts 0).StartsAt | humanizeDuration }}")

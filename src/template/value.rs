@@ -3,7 +3,8 @@
 //! Alertmanager's `KV`, `Pairs`, `Alerts`, `time.Time`, Prometheus' maps.
 
 use crate::gofmt;
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Datelike, Offset, Timelike};
+use chrono_tz::Tz;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -47,8 +48,8 @@ pub(super) enum Value {
     Str(Rc<str>),
     /// html/template's `template.HTML` (`safeHtml`): not escaped in HTML text.
     Html(Rc<str>),
-    /// `time.Time`, always in UTC.
-    Time(DateTime<Utc>),
+    /// `time.Time` in its zone (UTC unless `tz` moved it).
+    Time(DateTime<Tz>),
     /// `time.Duration`, nanoseconds.
     Duration(i64),
     List(ListKind, Rc<[Value]>),
@@ -171,8 +172,8 @@ pub(super) fn sorted_pairs(m: &BTreeMap<String, String>) -> Vec<(&str, &str)> {
     pairs
 }
 
-/// Go's `time.Time.String()` for a UTC time: `2006-01-02 15:04:05.999999999 +0000 UTC`.
-pub(super) fn time_string(t: &DateTime<Utc>) -> String {
+/// Go's `time.Time.String()`: `2006-01-02 15:04:05.999999999 +0000 UTC`.
+pub(super) fn time_string(t: &DateTime<Tz>) -> String {
     format_go(t, "2006-01-02 15:04:05.999999999 -0700 MST")
 }
 
@@ -243,10 +244,29 @@ const DAYS: [&str; 7] = [
     "Saturday",
 ];
 
-/// Go's `time.Time.Format(layout)` for a UTC time: the reference time
-/// `Mon Jan 2 15:04:05 MST 2006` spelled in the layout is replaced by `t`.
-pub(super) fn format_go(t: &DateTime<Utc>, layout: &str) -> String {
+/// Go's `time.Time.Format(layout)`: the reference time `Mon Jan 2 15:04:05 MST 2006` spelled
+/// in the layout is replaced by `t`, in `t`'s zone.
+pub(super) fn format_go(t: &DateTime<Tz>, layout: &str) -> String {
     let mut out = String::with_capacity(layout.len() + 10);
+    let offset = t.offset().fix().local_minus_utc();
+    // Go's numeric zones: sign, hours, minutes, seconds; `Z` forms print `Z` for UTC.
+    let zone = |colons: bool, seconds: bool, minutes: bool, z: bool| {
+        if z && offset == 0 {
+            return "Z".to_string();
+        }
+        let sign = if offset < 0 { '-' } else { '+' };
+        let a = offset.unsigned_abs();
+        let (h, m, s) = (a / 3600, (a / 60) % 60, a % 60);
+        let sep = if colons { ":" } else { "" };
+        let mut text = format!("{sign}{h:02}");
+        if minutes {
+            text.push_str(&format!("{sep}{m:02}"));
+        }
+        if seconds {
+            text.push_str(&format!("{sep}{s:02}"));
+        }
+        text
+    };
     let mut rest = layout;
     let hour12 = |h: u32| if h.is_multiple_of(12) { 12 } else { h % 12 };
     while !rest.is_empty() {
@@ -260,16 +280,16 @@ pub(super) fn format_go(t: &DateTime<Utc>, layout: &str) -> String {
             ("Mon", &|| {
                 DAYS[t.weekday().num_days_from_sunday() as usize][..3].to_string()
             }),
-            ("MST", &|| "UTC".to_string()),
+            ("MST", &|| t.format("%Z").to_string()),
             ("2006", &|| format!("{:04}", t.year())),
-            ("-07:00:00", &|| "+00:00:00".to_string()),
-            ("-0700", &|| "+0000".to_string()),
-            ("-07:00", &|| "+00:00".to_string()),
-            ("-07", &|| "+00".to_string()),
-            ("Z07:00:00", &|| "Z".to_string()),
-            ("Z0700", &|| "Z".to_string()),
-            ("Z07:00", &|| "Z".to_string()),
-            ("Z07", &|| "Z".to_string()),
+            ("-07:00:00", &|| zone(true, true, true, false)),
+            ("-0700", &|| zone(false, false, true, false)),
+            ("-07:00", &|| zone(true, false, true, false)),
+            ("-07", &|| zone(false, false, false, false)),
+            ("Z07:00:00", &|| zone(true, true, true, true)),
+            ("Z0700", &|| zone(false, false, true, true)),
+            ("Z07:00", &|| zone(true, false, true, true)),
+            ("Z07", &|| zone(false, false, false, true)),
             ("002", &|| format!("{:03}", t.ordinal())),
             ("__2", &|| format!("{:>3}", t.ordinal())),
             ("_2", &|| format!("{:>2}", t.day())),
@@ -366,11 +386,13 @@ fn fraction_token(rest: &str) -> Option<Frac> {
 }
 
 /// A time from Unix milliseconds; `None` is Go's zero time (year 1).
-pub(super) fn time_from_ms(ms: Option<i64>) -> DateTime<Utc> {
+pub(super) fn time_from_ms(ms: Option<i64>) -> DateTime<Tz> {
     ms.and_then(DateTime::from_timestamp_millis)
-        .unwrap_or_else(zero_time)
+        .map_or_else(zero_time, |t| t.with_timezone(&Tz::UTC))
 }
 
-pub(super) fn zero_time() -> DateTime<Utc> {
-    DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or_default()
+pub(super) fn zero_time() -> DateTime<Tz> {
+    DateTime::from_timestamp(-62_135_596_800, 0)
+        .unwrap_or_default()
+        .with_timezone(&Tz::UTC)
 }
