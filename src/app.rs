@@ -284,6 +284,14 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
             scale: monitoring.scale.clone(),
             cost: monitoring.cost.clone(),
             models: registry.clone(),
+            limits: http::QueryLimits {
+                timeout: config.server.query_timeout,
+                max_samples: config.server.query_max_samples,
+                slots: Arc::new(tokio::sync::Semaphore::new(
+                    config.server.query_max_concurrency,
+                )),
+                stop: stop.subscribe(),
+            },
         },
         alertmanager_api,
         Arc::new(move || reloader.reload()),

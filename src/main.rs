@@ -381,7 +381,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _logs = logs::init(&config.logging.level, config.logging.file.as_deref())?;
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(app::serve(config, path))?;
+            let served = runtime.block_on(app::serve(config, path));
+            // The drain already gave in-flight work its time: a blocking task still running
+            // (an evaluation that ignores its flag) must not keep the process alive.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            served?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Profile {

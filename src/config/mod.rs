@@ -254,6 +254,15 @@ pub struct ServerConfig {
     /// The URL users reach torchwatch at (behind a proxy, in a container), for `$externalURL`,
     /// `generatorURL` and notification links; Prometheus' `--web.external-url`.
     pub external_url: Option<String>,
+    /// Longest a query API evaluation may run (Prometheus' `query.timeout`); a request's
+    /// `timeout` parameter can only shorten it.
+    #[serde(deserialize_with = "duration")]
+    pub query_timeout: Duration,
+    /// Most samples one query step may hold (Prometheus' `query.max-samples`).
+    pub query_max_samples: usize,
+    /// Query API evaluations running at once (Prometheus' `query.max-concurrency`); more wait
+    /// within their timeout.
+    pub query_max_concurrency: usize,
 }
 
 impl ServerConfig {
@@ -292,6 +301,9 @@ impl Default for ServerConfig {
             max_body_bytes: 64 << 20,
             drain_timeout: Duration::from_secs(30),
             external_url: None,
+            query_timeout: Duration::from_secs(120),
+            query_max_samples: 50_000_000,
+            query_max_concurrency: 20,
         }
     }
 }
@@ -548,6 +560,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if self.server.query_timeout.is_zero() {
+            return Err("server.query_timeout: must be longer than 0s".into());
+        }
+        if self.server.query_max_concurrency == 0 {
+            return Err("server.query_max_concurrency: must be at least 1".into());
+        }
         if let Some(url) = &self.server.external_url {
             check_external_url(url).map_err(|e| format!("server.external_url: {e}"))?;
         }

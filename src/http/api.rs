@@ -3,6 +3,7 @@
 //! JSON shapes, so Grafana's Prometheus datasource can point at torchwatch.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::{Form, Path, State};
@@ -24,8 +25,6 @@ use crate::storage::{Labels, Point, SeriesPoints, Storage};
 
 /// Prometheus' cap on points per series in a range query.
 const MAX_POINTS: i64 = 11_000;
-/// Longest a query may run when the request sets no `timeout`.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What the query API needs.
 #[derive(Clone)]
@@ -42,6 +41,31 @@ pub struct QueryApi {
     pub cost: Arc<CostManager>,
     /// The served models, for their caches' advice in `/api/v1/cost`.
     pub models: Arc<crate::serve::Registry>,
+    /// What bounds each evaluation.
+    pub limits: QueryLimits,
+}
+
+/// Prometheus' query limits, shared by every request.
+#[derive(Clone)]
+pub struct QueryLimits {
+    /// `query.timeout`.
+    pub timeout: Duration,
+    /// `query.max-samples`.
+    pub max_samples: usize,
+    /// `query.max-concurrency` permits.
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// Turns true at shutdown: evaluations in flight stop.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Sets the flag when dropped: an evaluation whose request ended (answered, timed out, or
+/// its client gone) stops at its next step instead of burning a core.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 impl QueryApi {
@@ -146,37 +170,77 @@ fn parse_query(params: &[(String, String)]) -> Result<Expr, ApiError> {
     promql::parse(text).map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))
 }
 
-fn timeout(params: &[(String, String)]) -> Result<Duration, ApiError> {
+/// The request's `timeout`, never longer than `query.timeout`, as Prometheus takes it.
+fn timeout(params: &[(String, String)], limits: &QueryLimits) -> Result<Duration, ApiError> {
     match param(params, "timeout") {
-        Some(t) => Ok(Duration::from_millis(
-            parse_duration(t, "timeout")?.max(1) as u64
-        )),
-        None => Ok(DEFAULT_TIMEOUT),
+        Some(t) => Ok(
+            Duration::from_millis(parse_duration(t, "timeout")?.max(1) as u64).min(limits.timeout),
+        ),
+        None => Ok(limits.timeout),
     }
 }
 
-/// Runs an evaluation off the async threads, bounded by the request's timeout.
+fn timed_out() -> ApiError {
+    ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        kind: "timeout",
+        message: promql::TIMED_OUT.into(),
+    }
+}
+
+fn canceled() -> ApiError {
+    ApiError {
+        // Prometheus' statusClientClosedConnection.
+        status: StatusCode::from_u16(499).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        kind: "canceled",
+        message: promql::CANCELED.into(),
+    }
+}
+
+/// Runs an evaluation off the async threads within Prometheus' limits: it waits for one of
+/// `query.max-concurrency` slots, then runs until it ends, its deadline passes, its request
+/// goes away or torchwatch stops; the evaluation itself checks the flag, so no thread keeps
+/// running after the answer.
 async fn evaluate<T: Send + 'static>(
-    limit: Duration,
-    work: impl FnOnce() -> Result<T, promql::Error> + Send + 'static,
+    limits: &QueryLimits,
+    timeout: Duration,
+    work: impl FnOnce(&promql::Limits) -> Result<T, promql::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
-    match tokio::time::timeout(limit, tokio::task::spawn_blocking(work)).await {
-        Err(_) => Err(ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            kind: "timeout",
-            message: "query timed out in expression evaluation".into(),
-        }),
-        Ok(Err(e)) => Err(ApiError {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let permit = tokio::time::timeout_at(deadline, limits.slots.clone().acquire_owned())
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|_| canceled())?;
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _cancel = CancelOnDrop(cancelled.clone());
+    let engine_limits = promql::Limits {
+        deadline: Some(deadline.into_std()),
+        cancelled: Some(cancelled),
+        max_samples: limits.max_samples,
+    };
+    let work = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work(&engine_limits)
+    });
+    let mut stop = limits.stop.clone();
+    let joined = tokio::select! {
+        joined = work => joined,
+        _ = stop.wait_for(|s| *s) => return Err(canceled()),
+    };
+    match joined {
+        Err(e) => Err(ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             kind: "internal",
             message: format!("evaluation failed: {e}"),
         }),
-        Ok(Ok(Err(e))) => Err(ApiError {
+        Ok(Err(e)) if e.0 == promql::TIMED_OUT => Err(timed_out()),
+        Ok(Err(e)) if e.0 == promql::CANCELED => Err(canceled()),
+        Ok(Err(e)) => Err(ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             kind: "execution",
             message: e.0,
         }),
-        Ok(Ok(Ok(v))) => Ok(v),
+        Ok(Ok(v)) => Ok(v),
     }
 }
 
@@ -213,9 +277,10 @@ async fn query(State(api): State<QueryApi>, Form(params): Params) -> Result<Resp
         Some(t) => parse_time(t, "time")?,
         None => crate::clock::now_ms(),
     };
-    let limit = timeout(&params)?;
-    let value = evaluate(limit, move || {
-        api.engine.instant(api.storage.as_ref(), &expr, t)
+    let limit = timeout(&params, &api.limits)?;
+    let value = evaluate(&api.limits.clone(), limit, move |limits| {
+        api.engine
+            .instant_limited(api.storage.as_ref(), &expr, t, limits)
     })
     .await?;
     let result = match &value {
@@ -257,10 +322,10 @@ async fn query_range(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
-    let limit = timeout(&params)?;
-    let series = evaluate(limit, move || {
+    let limit = timeout(&params, &api.limits)?;
+    let series = evaluate(&api.limits.clone(), limit, move |limits| {
         api.engine
-            .range(api.storage.as_ref(), &expr, start, end, step)
+            .range_limited(api.storage.as_ref(), &expr, start, end, step, limits)
     })
     .await?;
     Ok(success(

@@ -6,7 +6,7 @@ mod api;
 mod protocol;
 mod status;
 
-pub use api::QueryApi;
+pub use api::{QueryApi, QueryLimits};
 
 use std::sync::Arc;
 use std::time::Instant;

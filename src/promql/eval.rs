@@ -1,10 +1,15 @@
 //! The tree-walking evaluator.
 
-use super::{Engine, Error, Sample, Value, aggregate, binary, functions};
+use super::{
+    CANCELED, Engine, Error, Limits, Sample, TIMED_OUT, TOO_MANY_SAMPLES, Value, aggregate, binary,
+    functions,
+};
 use crate::storage::{Labels, METRIC_NAME, Point, Queryable, SeriesPoints, is_stale};
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Collects instant results step by step into one series per label set
@@ -64,6 +69,9 @@ pub(super) struct Evaluator<'a> {
     /// `start()` and `end()` of the query, for the `@` modifier.
     query_start: i64,
     query_end: i64,
+    limits: &'a Limits,
+    /// Samples loaded for the step being evaluated (Prometheus' `currentSamples`).
+    samples: Cell<usize>,
 }
 
 pub(super) fn duration_ms(d: &Duration) -> i64 {
@@ -128,13 +136,52 @@ impl<'a> Evaluator<'a> {
         db: &'a dyn Queryable,
         query_start: i64,
         query_end: i64,
+        limits: &'a Limits,
     ) -> Self {
         Self {
             engine,
             db,
             query_start,
             query_end,
+            limits,
+            samples: Cell::new(0),
         }
+    }
+
+    /// Stops an evaluation whose deadline passed or whose client went away; checked at every
+    /// node and subquery step, so a runaway query ends within moments.
+    fn check(&self) -> Result<(), Error> {
+        if self
+            .limits
+            .cancelled
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return Err(Error(CANCELED.into()));
+        }
+        if self
+            .limits
+            .deadline
+            .is_some_and(|d| std::time::Instant::now() >= d)
+        {
+            return Err(Error(TIMED_OUT.into()));
+        }
+        Ok(())
+    }
+
+    /// Counts `n` samples loaded; more than `max_samples` in one step is an error.
+    pub(super) fn load(&self, n: usize) -> Result<(), Error> {
+        let total = self.samples.get().saturating_add(n);
+        self.samples.set(total);
+        if self.limits.max_samples > 0 && total > self.limits.max_samples {
+            return Err(Error(TOO_MANY_SAMPLES.into()));
+        }
+        Ok(())
+    }
+
+    /// A new top-level step: the samples of the last one are released.
+    pub(super) fn next_step(&self) {
+        self.samples.set(0);
     }
 
     fn reference_time(&self, at: &Option<AtModifier>, offset: &Option<Offset>, t: i64) -> i64 {
@@ -193,6 +240,7 @@ impl<'a> Evaluator<'a> {
                     s.points.retain(|p| !is_stale(p.v));
                 }
                 series.retain(|s| !s.points.is_empty());
+                self.load(series.iter().map(|s| s.points.len()).sum())?;
                 Ok(RangeArg {
                     series,
                     range_ms,
@@ -209,6 +257,7 @@ impl<'a> Evaluator<'a> {
                     .filter(|s| *s > 0)
                     .unwrap_or(self.engine.default_subquery_step_ms);
                 let series = self.subquery(&sq.expr, end - range_ms, end, step)?;
+                self.load(series.iter().map(|s| s.points.len()).sum())?;
                 Ok(RangeArg {
                     series,
                     range_ms,
@@ -267,16 +316,20 @@ impl<'a> Evaluator<'a> {
     }
 
     pub fn eval(&self, expr: &Expr, t: i64) -> Result<Value, Error> {
+        self.check()?;
         match expr {
             Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
             Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
             Expr::Paren(p) => self.eval(&p.expr, t),
-            Expr::VectorSelector(vs) => Ok(Value::Vector(
-                self.instant_selector(vs, t)
+            Expr::VectorSelector(vs) => {
+                let samples: Vec<Sample> = self
+                    .instant_selector(vs, t)
                     .into_iter()
                     .map(|(labels, p)| Sample { labels, v: p.v })
-                    .collect(),
-            )),
+                    .collect();
+                self.load(samples.len())?;
+                Ok(Value::Vector(samples))
+            }
             Expr::MatrixSelector(_) | Expr::Subquery(_) => {
                 Ok(Value::Matrix(self.range_arg(expr, t)?.series))
             }

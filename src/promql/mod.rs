@@ -11,7 +11,8 @@ use crate::storage::{Labels, Queryable, SeriesPoints};
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{self, Expr};
 use std::fmt;
-use std::sync::Once;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Once};
 
 pub use eval::selector_matchers;
 
@@ -97,10 +98,41 @@ pub fn parse(query: &str) -> Result<Expr, Error> {
     parser::parse(query).map_err(Error)
 }
 
+/// Prometheus' messages for a query stopped by its limits.
+pub const TIMED_OUT: &str = "query timed out in expression evaluation";
+/// The client went away or the process is stopping.
+pub const CANCELED: &str = "query was canceled in expression evaluation";
+/// More than `max_samples` loaded at once.
+pub const TOO_MANY_SAMPLES: &str =
+    "query processing would load too many samples into memory in query execution";
+
+/// What bounds one evaluation: Prometheus' `query.timeout` as a deadline, a flag that cancels it
+/// (the client left, or shutdown), and `query.max-samples` (0 = none) held at once in a step.
+#[derive(Clone, Debug, Default)]
+pub struct Limits {
+    /// When the evaluation gives up.
+    pub deadline: Option<std::time::Instant>,
+    /// Set to stop the evaluation at its next step.
+    pub cancelled: Option<Arc<AtomicBool>>,
+    /// Most samples one step may load.
+    pub max_samples: usize,
+}
+
 impl Engine {
     /// Evaluates `expr` at `t` (ms).
     pub fn instant(&self, db: &dyn Queryable, expr: &Expr, t: i64) -> Result<Value, Error> {
-        eval::Evaluator::new(self, db, t, t).eval(expr, t)
+        self.instant_limited(db, expr, t, &Limits::default())
+    }
+
+    /// [`Engine::instant`] within `limits`.
+    pub fn instant_limited(
+        &self,
+        db: &dyn Queryable,
+        expr: &Expr,
+        t: i64,
+        limits: &Limits,
+    ) -> Result<Value, Error> {
+        eval::Evaluator::new(self, db, t, t, limits).eval(expr, t)
     }
 
     /// Evaluates `expr` at every step from `start` to `end` (ms, inclusive) and
@@ -113,14 +145,34 @@ impl Engine {
         end: i64,
         step: i64,
     ) -> Result<Vec<SeriesPoints>, Error> {
+        self.range_limited(db, expr, start, end, step, &Limits::default())
+    }
+
+    /// [`Engine::range`] within `limits`; the result's points count against `max_samples` too.
+    pub fn range_limited(
+        &self,
+        db: &dyn Queryable,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+        limits: &Limits,
+    ) -> Result<Vec<SeriesPoints>, Error> {
         if step <= 0 {
             return Err(Error("zero or negative query resolution step widths are not accepted. Try a positive integer".into()));
         }
-        let evaluator = eval::Evaluator::new(self, db, start, end);
+        let evaluator = eval::Evaluator::new(self, db, start, end, limits);
         let mut series = eval::SeriesBuilder::default();
+        let mut result_points = 0usize;
         let mut t = start;
         while t <= end {
+            evaluator.next_step();
             let value = evaluator.eval(expr, t)?;
+            result_points += match &value {
+                Value::Vector(v) => v.len(),
+                _ => 1,
+            };
+            evaluator.load(result_points)?;
             series.add(value, t).map_err(|other| {
                 Error(format!(
                     "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
@@ -132,5 +184,84 @@ impl Engine {
         let mut series = series.finish();
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(series)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Storage, StorageOptions};
+    use std::time::{Duration, Instant};
+
+    fn store() -> Storage {
+        let storage = Storage::new(StorageOptions {
+            retention_ms: i64::MAX / 4,
+            max_series: 1000,
+        });
+        let mut appender = storage.appender();
+        for i in 0..10 {
+            let labels = Labels::from_pairs([("__name__", "up"), ("i", &i.to_string())]);
+            for t in 0..100 {
+                appender.append(&labels, t * 1000, 1.0).unwrap();
+            }
+        }
+        drop(appender);
+        storage
+    }
+
+    #[test]
+    fn a_runaway_subquery_stops_at_its_deadline_or_when_cancelled() {
+        let db = store();
+        let engine = Engine::default();
+        // About 3e10 subquery steps: without the limits this would run for hours.
+        let expr = parse("sum_over_time(up[1y:1ms])").unwrap();
+        let limits = Limits {
+            deadline: Some(Instant::now() + Duration::from_millis(50)),
+            ..Limits::default()
+        };
+        let err = engine
+            .instant_limited(&db, &expr, 100_000, &limits)
+            .unwrap_err();
+        assert_eq!(err.0, TIMED_OUT);
+        let flag = Arc::new(AtomicBool::new(false));
+        let limits = Limits {
+            cancelled: Some(flag.clone()),
+            ..Limits::default()
+        };
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let err = engine
+            .instant_limited(&db, &expr, 100_000, &limits)
+            .unwrap_err();
+        stopper.join().unwrap();
+        assert_eq!(err.0, CANCELED);
+    }
+
+    #[test]
+    fn samples_held_in_a_step_are_bounded() {
+        let db = store();
+        let engine = Engine::default();
+        let limits = |max_samples| Limits {
+            max_samples,
+            ..Limits::default()
+        };
+        // 10 series × 61 points in the minute up to t=99s.
+        let expr = parse("count_over_time(up[1m])").unwrap();
+        let ok = engine.instant_limited(&db, &expr, 99_000, &limits(610));
+        assert!(ok.is_ok(), "{ok:?}");
+        let err = engine
+            .instant_limited(&db, &expr, 99_000, &limits(609))
+            .unwrap_err();
+        assert_eq!(err.0, TOO_MANY_SAMPLES);
+        // A range query releases each step's samples but holds its result: 10 series × 11 steps.
+        let up = parse("up").unwrap();
+        let ok = engine.range_limited(&db, &up, 0, 10_000, 1000, &limits(120));
+        assert!(ok.is_ok(), "{ok:?}");
+        let err = engine
+            .range_limited(&db, &up, 0, 10_000, 1000, &limits(100))
+            .unwrap_err();
+        assert_eq!(err.0, TOO_MANY_SAMPLES);
     }
 }
