@@ -159,6 +159,34 @@ async fn bad_requests_get_4xx_json_errors_and_the_server_keeps_serving() {
         );
     }
 
+    // A declared length over the limit is refused from the headers alone: no body is sent, and
+    // the answer comes anyway (before, the server waited for a body that never came).
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = server.base.trim_start_matches("http://").to_string();
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream
+            .write_all(
+                format!(
+                    "POST /v2/models/mlp/infer HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut answer))
+            .await
+            .expect("an answer without the body")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(
+            answer.contains("larger than server.max_body_bytes (100000 bytes)"),
+            "{answer}"
+        );
+    }
+
     // Still serving, with the right answer.
     let case = &references("mlp")[0];
     let (status, response) = send(

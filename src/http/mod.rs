@@ -204,14 +204,21 @@ async fn observe(mut request: Request, next: Next) -> Response {
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+    let too_large = || {
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("request body is larger than server.max_body_bytes ({limit} bytes)"),
-        )),
+        )
+    };
+    // A Content-Length over the limit is refused before a byte of the body is read.
+    if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, limit);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(error) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_body",
