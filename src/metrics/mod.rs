@@ -6,6 +6,7 @@
 //! counters, readiness, the process) is read at scrape time by collectors instead of being
 //! mirrored on the request path.
 
+mod cgroup;
 mod cost;
 mod gpu;
 mod notify;

@@ -79,21 +79,16 @@ fn max_fds() -> Option<f64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-/// CPU cores this process may use: the cgroup v2 quota when one is set, else the CPUs it may run on.
+/// CPU cores this process may use: its cgroup's quota (v2 or v1, its own group and the groups
+/// above it) when one is set and lower, else the CPUs it may run on.
 pub fn machine_cpu_cores() -> f64 {
-    let quota = std::fs::read_to_string("/sys/fs/cgroup/cpu.max")
-        .ok()
-        .and_then(|text| {
-            let mut parts = text.split_whitespace();
-            let quota: f64 = parts.next()?.parse().ok()?;
-            let period: f64 = parts.next()?.parse().ok()?;
-            (period > 0.0).then_some(quota / period)
-        });
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    quota.map_or(cpus, |q| q.min(cpus))
+    super::cgroup::own_limits()
+        .cpu_cores
+        .map_or(cpus, |q| q.min(cpus))
 }
 
-/// Memory this process may use: the machine's, or the cgroup v2 limit when lower.
+/// Memory this process may use: the machine's, or its cgroup's limit when lower.
 pub fn machine_memory_bytes() -> Option<f64> {
     let total_kib: f64 = std::fs::read_to_string("/proc/meminfo")
         .ok()?
@@ -105,9 +100,7 @@ pub fn machine_memory_bytes() -> Option<f64> {
         .parse()
         .ok()?;
     let total = total_kib * 1024.0;
-    let limit = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|t| t.trim().parse::<f64>().ok());
+    let limit = super::cgroup::own_limits().memory_bytes;
     Some(limit.map_or(total, |l| l.min(total)))
 }
 
