@@ -295,6 +295,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         },
         alertmanager_api,
         Arc::new(move || reloader.reload()),
+        config.server.enable_lifecycle,
     );
     // Responses are written whole; Nagle's algorithm would only hold back the last segment.
     let listener = listener.tap_io(|tcp| {

@@ -46,6 +46,10 @@ enum Command {
         /// flag of the same name).
         #[arg(long = "web.external-url")]
         external_url: Option<String>,
+        /// Serve POST /-/reload and silence writes, overriding server.enable_lifecycle (as
+        /// Prometheus' --web.enable-lifecycle).
+        #[arg(long = "web.enable-lifecycle")]
+        enable_lifecycle: bool,
     },
     /// Measure a model's forward latency on random inputs.
     Profile {
@@ -358,6 +362,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             log_level,
             drain_timeout,
             external_url,
+            enable_lifecycle,
         } => {
             let path = config;
             let mut config = Config::load(&path)?;
@@ -365,6 +370,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 torchwatch::config::check_external_url(&url)
                     .map_err(|e| anyhow::anyhow!("--web.external-url: {e}"))?;
                 config.server.external_url = Some(url);
+            }
+            if enable_lifecycle {
+                config.server.enable_lifecycle = true;
             }
             if let Some(listen) = listen {
                 config.server.listen = listen;

@@ -55,7 +55,7 @@ async fn reload_keeps_state_refuses_bad_files_and_retires_targets() {
     let server = common::start(
         "reload",
         &[common::ModelEntry::mlp("mlp")],
-        &format!("{scrape}{rules_section}"),
+        &format!("  enable_lifecycle: true\n{scrape}{rules_section}"),
     );
     server.wait_ready().await;
     let api = Api::new(&server);
@@ -196,7 +196,10 @@ async fn policy_files_reload_all_or_nothing_and_keep_a_policys_state() {
     let server = common::start(
         "reload-policies",
         &[common::ModelEntry::mlp("mlp")],
-        &format!("policies:\n  files: ['{}']\n", file.display()),
+        &format!(
+            "  enable_lifecycle: true\npolicies:\n  files: ['{}']\n",
+            file.display()
+        ),
     );
     server.wait_ready().await;
     let api = Api::new(&server);
@@ -300,4 +303,42 @@ async fn policy_files_reload_all_or_nothing_and_keep_a_policys_state() {
         after >= before,
         "history restarted: {before:?} -> {after:?}"
     );
+}
+
+#[tokio::test]
+async fn state_changing_endpoints_are_off_without_the_lifecycle_switch() {
+    let server = common::start("lifecycle-off", &[], "");
+    let client = common::client();
+    let reload = client
+        .post(format!("{}/-/reload", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status(), 403);
+    assert!(
+        reload
+            .text()
+            .await
+            .unwrap()
+            .starts_with("Lifecycle API is not enabled.")
+    );
+    let silence = client
+        .post(format!("{}/api/v2/silences", server.base))
+        .json(&serde_json::json!({
+            "matchers": [{"name": "alertname", "value": "X", "isRegex": false}],
+            "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z",
+            "createdBy": "test", "comment": "off"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(silence.status(), 403);
+    // Reading stays open.
+    let listed = client
+        .get(format!("{}/api/v2/silences", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    assert_eq!(listed.text().await.unwrap(), "[]");
 }

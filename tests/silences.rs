@@ -62,7 +62,7 @@ async fn amtool_silences_an_alert_across_a_restart_and_expiring_resumes_notifica
     .unwrap();
     // A repeat every 2 s: a silence that did not mute would let one through within 2.5 s.
     let config = format!(
-        "rules:\n  files: ['{}']\nstate:\n  dir: {}\nnotify:\n  route:\n    receiver: hook\n    group_by: [alertname]\n    group_wait: 0s\n    group_interval: 500ms\n    repeat_interval: 2s\n  receivers:\n    - name: hook\n      webhook_configs:\n        - url: {url}\n",
+        "  enable_lifecycle: true\nrules:\n  files: ['{}']\nstate:\n  dir: {}\nnotify:\n  route:\n    receiver: hook\n    group_by: [alertname]\n    group_wait: 0s\n    group_interval: 500ms\n    repeat_interval: 2s\n  receivers:\n    - name: hook\n      webhook_configs:\n        - url: {url}\n",
         rules.display(),
         dir.path().join("state").display()
     );

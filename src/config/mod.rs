@@ -263,6 +263,9 @@ pub struct ServerConfig {
     /// Query API evaluations running at once (Prometheus' `query.max-concurrency`); more wait
     /// within their timeout.
     pub query_max_concurrency: usize,
+    /// Serve what changes state over HTTP (`POST /-/reload`, silence writes); off by default,
+    /// as Prometheus' `--web.enable-lifecycle`. SIGHUP reloads either way.
+    pub enable_lifecycle: bool,
 }
 
 impl ServerConfig {
@@ -304,6 +307,7 @@ impl Default for ServerConfig {
             query_timeout: Duration::from_secs(120),
             query_max_samples: 50_000_000,
             query_max_concurrency: 20,
+            enable_lifecycle: false,
         }
     }
 }

@@ -14,7 +14,11 @@ use crate::notify::{AlertmanagerApi, AmError};
 
 type Params = Query<Vec<(String, String)>>;
 
-pub fn router<S: Clone + Send + Sync + 'static>(api: AlertmanagerApi) -> Router<S> {
+/// The v2 routes; silences can be created and expired only with `lifecycle` on.
+pub fn router<S: Clone + Send + Sync + 'static>(
+    api: AlertmanagerApi,
+    lifecycle: bool,
+) -> Router<S> {
     Router::new()
         .route("/status", get(status))
         .route("/receivers", get(receivers))
@@ -22,7 +26,20 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: AlertmanagerApi) -> Router<
         .route("/alerts/groups", get(groups))
         .route("/silences", get(silences).post(post_silence))
         .route("/silence/{id}", get(silence).delete(expire_silence))
-        .with_state(api)
+        .with_state(Writes { api, lifecycle })
+}
+
+/// The API and whether state may be changed over HTTP.
+#[derive(Clone)]
+struct Writes {
+    api: AlertmanagerApi,
+    lifecycle: bool,
+}
+
+impl axum::extract::FromRef<Writes> for AlertmanagerApi {
+    fn from_ref(writes: &Writes) -> AlertmanagerApi {
+        writes.api.clone()
+    }
 }
 
 /// A 200 with the JSON body, or an empty one (`None`: what Alertmanager answers to a post of
@@ -50,10 +67,26 @@ fn json(status: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
-/// Every change (silences, posted alerts) goes through here, so one check can later decide
-/// who may change state.
+/// Alerts are posted as to Alertmanager, which takes them from anyone who reaches it.
 fn write(change: impl FnOnce() -> Result<Option<Value>, AmError>) -> Response {
     answer(change())
+}
+
+/// Silence writes change what is notified: only with the lifecycle switch, as `/-/reload`.
+fn admin_write(
+    writes: &Writes,
+    change: impl FnOnce(&AlertmanagerApi) -> Result<Option<Value>, AmError>,
+) -> Response {
+    if !writes.lifecycle {
+        return json(
+            StatusCode::FORBIDDEN,
+            &Value::String(
+                "silences can be changed only with server.enable_lifecycle (--web.enable-lifecycle)"
+                    .into(),
+            ),
+        );
+    }
+    answer(change(&writes.api))
 }
 
 async fn status(State(api): State<AlertmanagerApi>) -> Response {
@@ -84,10 +117,10 @@ async fn silence(State(api): State<AlertmanagerApi>, Path(id): Path<String>) -> 
     answer(api.get_silence(&id).map(Some))
 }
 
-async fn post_silence(State(api): State<AlertmanagerApi>, body: Bytes) -> Response {
-    write(|| api.post_silence(&body).map(Some))
+async fn post_silence(State(writes): State<Writes>, body: Bytes) -> Response {
+    admin_write(&writes, |api| api.post_silence(&body).map(Some))
 }
 
-async fn expire_silence(State(api): State<AlertmanagerApi>, Path(id): Path<String>) -> Response {
-    write(|| api.expire_silence(&id).map(|()| None))
+async fn expire_silence(State(writes): State<Writes>, Path(id): Path<String>) -> Response {
+    admin_write(&writes, |api| api.expire_silence(&id).map(|()| None))
 }

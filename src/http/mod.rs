@@ -59,6 +59,7 @@ pub fn router(
     query_api: QueryApi,
     alertmanager_api: crate::notify::AlertmanagerApi,
     reload: ReloadHook,
+    lifecycle: bool,
 ) -> Router {
     let model_routes = Router::new()
         .route("/", get(model_metadata))
@@ -78,6 +79,15 @@ pub fn router(
             post(move || {
                 let reload = reload.clone();
                 async move {
+                    if !lifecycle {
+                        // Prometheus' answer; the config key says how to turn it on.
+                        return (
+                            StatusCode::FORBIDDEN,
+                            "Lifecycle API is not enabled. Set server.enable_lifecycle or pass \
+                             --web.enable-lifecycle.\n"
+                                .to_string(),
+                        );
+                    }
                     match tokio::task::spawn_blocking(move || reload()).await {
                         Ok(Ok(())) => (StatusCode::OK, String::new()),
                         Ok(Err(e)) => (
@@ -93,7 +103,7 @@ pub fn router(
             }),
         )
         .nest("/api/v1", api::router(query_api))
-        .nest("/api/v2", alertmanager::router(alertmanager_api))
+        .nest("/api/v2", alertmanager::router(alertmanager_api, lifecycle))
         .fallback(not_found)
         .layer(middleware::from_fn(observe))
         .with_state(AppState {
