@@ -276,7 +276,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let app = http::router(
         registry.clone(),
         Arc::new(metrics),
-        config.server.max_body_bytes,
+        &config.server,
         http::QueryApi {
             storage: storage.clone(),
             engine: engine(&config),
@@ -295,7 +295,6 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         },
         alertmanager_api,
         Arc::new(move || reloader.reload()),
-        config.server.enable_lifecycle,
     );
     // Responses are written whole; Nagle's algorithm would only hold back the last segment.
     let listener = listener.tap_io(|tcp| {

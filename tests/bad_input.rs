@@ -29,7 +29,7 @@ async fn bad_requests_get_4xx_json_errors_and_the_server_keeps_serving() {
     let server = common::start(
         "bad-input",
         &[ModelEntry::mlp("mlp"), loose_cnn],
-        "  max_body_bytes: 100000",
+        "  max_body_bytes: 100000\n  request_timeout: 2s",
     );
     server.wait_ready().await;
     let client = common::client();
@@ -184,6 +184,49 @@ async fn bad_requests_get_4xx_json_errors_and_the_server_keeps_serving() {
         assert!(
             answer.contains("larger than server.max_body_bytes (100000 bytes)"),
             "{answer}"
+        );
+    }
+
+    // A body that stops arriving is given up on at server.request_timeout: 504, counted.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = server.base.trim_start_matches("http://").to_string();
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream
+            .write_all(
+                format!(
+                    "POST /v2/models/mlp/infer HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{{\"inputs\""
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut answer))
+            .await
+            .expect("an answer although the body never ends")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+        assert!(
+            answer.contains("no answer within server.request_timeout (2s)"),
+            "{answer}"
+        );
+        let metrics = client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            common::sample(
+                &metrics,
+                "torchwatch_requests_rejected_total{model=\"mlp\",reason=\"request_timeout\"}"
+            ),
+            Some(1.0),
+            "{metrics}"
         );
     }
 

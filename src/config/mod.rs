@@ -266,6 +266,9 @@ pub struct ServerConfig {
     /// Serve what changes state over HTTP (`POST /-/reload`, silence writes); off by default,
     /// as Prometheus' `--web.enable-lifecycle`. SIGHUP reloads either way.
     pub enable_lifecycle: bool,
+    /// Longest an inference request may take, body to answer; later ones get 504.
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -308,6 +311,7 @@ impl Default for ServerConfig {
             query_max_samples: 50_000_000,
             query_max_concurrency: 20,
             enable_lifecycle: false,
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -566,6 +570,9 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         if self.server.query_timeout.is_zero() {
             return Err("server.query_timeout: must be longer than 0s".into());
+        }
+        if self.server.request_timeout.is_zero() {
+            return Err("server.request_timeout: must be longer than 0s".into());
         }
         if self.server.query_max_concurrency == 0 {
             return Err("server.query_max_concurrency: must be at least 1".into());

@@ -45,22 +45,24 @@ struct AppState {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     max_body_bytes: usize,
+    request_timeout: std::time::Duration,
 }
 
-/// Builds the router over the served models and the query API; bodies above
-/// `max_body_bytes` get 413.
 /// Re-reads the configuration; the error says why it was refused.
 pub type ReloadHook = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
+/// Builds the router over the served models, the query API and Alertmanager's API, with the
+/// `server:` limits: bodies above `max_body_bytes` get 413, inferences past `request_timeout`
+/// 504, and state-changing routes 403 unless `enable_lifecycle`.
 pub fn router(
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
-    max_body_bytes: usize,
+    server: &crate::config::ServerConfig,
     query_api: QueryApi,
     alertmanager_api: crate::notify::AlertmanagerApi,
     reload: ReloadHook,
-    lifecycle: bool,
 ) -> Router {
+    let lifecycle = server.enable_lifecycle;
     let model_routes = Router::new()
         .route("/", get(model_metadata))
         .route("/ready", get(model_ready))
@@ -109,7 +111,8 @@ pub fn router(
         .with_state(AppState {
             registry,
             metrics,
-            max_body_bytes,
+            max_body_bytes: server.max_body_bytes,
+            request_timeout: server.request_timeout,
         })
 }
 
@@ -418,7 +421,23 @@ async fn infer(
     // Unknown model names are not recorded: a label per arbitrary name would grow without bound.
     let service = find(&state.registry, &path)?;
     let started = Instant::now();
-    let result = infer_on(&service, &state, &request_id, &headers, body).await;
+    // The deadline covers reading the body, decoding and the queue and forward pass; a request
+    // given up on is dropped (its batch still runs, the answer is discarded).
+    let result = tokio::time::timeout(
+        state.request_timeout,
+        infer_on(&service, &state, &request_id, &headers, body),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "request_timeout",
+            format!(
+                "no answer within server.request_timeout ({})",
+                crate::config::PromDuration(state.request_timeout.as_millis() as i64)
+            ),
+        ))
+    });
     let recorder = service.metrics();
     let status = match &result {
         Ok(response) => response.status(),

@@ -256,7 +256,7 @@ impl Metrics {
 
 /// Every `reason` an inference request can be refused for; each model's counters start at 0 for
 /// each, so `rate()` and absence alerts work before the first refusal.
-pub const REJECTION_REASONS: [&str; 8] = [
+pub const REJECTION_REASONS: [&str; 9] = [
     "bad_request",
     "bad_body",
     "body_too_large",
@@ -265,10 +265,11 @@ pub const REJECTION_REASONS: [&str; 8] = [
     "model_error",
     "queue_full",
     "model_not_ready",
+    "request_timeout",
 ];
 
 /// Status codes whose request counters exist from the start (others appear when first seen).
-const USUAL_CODES: [u16; 5] = [200, 400, 413, 500, 503];
+const USUAL_CODES: [u16; 6] = [200, 400, 413, 500, 503, 504];
 
 impl Metrics {
     /// Resolves one model's handles, once at start-up, and creates its request and rejection
