@@ -2,11 +2,9 @@
 //! liveness meanwhile and readiness once every model is warm), serve, and on SIGTERM/SIGINT stop
 //! accepting, drain what was accepted and exit.
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -203,7 +201,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
-    let (stop, mut stopped) = watch::channel(false);
+    let (stop, stopped) = watch::channel(false);
     let storage = Arc::new(Storage::new(StorageOptions {
         retention_ms: config.storage.retention.millis(),
         max_series: config.storage.max_series,
@@ -296,17 +294,15 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         alertmanager_api,
         Arc::new(move || reloader.reload()),
     );
-    // Responses are written whole; Nagle's algorithm would only hold back the last segment.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
-    );
+    let server = tokio::spawn(http::serve(
+        listener,
+        app,
+        http::ConnectionLimits {
+            header_read_timeout: config.server.header_read_timeout,
+            max_connections: config.server.max_connections,
+        },
+        stopped,
+    ));
     tracing::info!(event = "server_started", listen = %local, models = config.models.len(),
         scrape_targets = monitoring.scraper.len(), "listening; models are loading");
 
@@ -339,10 +335,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let _ = stop.send(true);
     match tokio::time::timeout(config.server.drain_timeout, server).await {
         Ok(joined) => {
-            let outcome = joined
-                .map_err(anyhow::Error::from)
-                .and_then(|served| Ok(served?));
-            if let Err(e) = outcome {
+            if let Err(e) = joined {
                 tracing::error!(event = "error_occurred", error_type = "server", message = %e);
             }
         }

@@ -269,6 +269,12 @@ pub struct ServerConfig {
     /// Longest an inference request may take, body to answer; later ones get 504.
     #[serde(deserialize_with = "duration")]
     pub request_timeout: Duration,
+    /// Time a client has to send a request's headers; a slower one is disconnected.
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait to be accepted (Prometheus'
+    /// `--web.max-connections`, 512).
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -312,6 +318,8 @@ impl Default for ServerConfig {
             query_max_concurrency: 20,
             enable_lifecycle: false,
             request_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 512,
         }
     }
 }
@@ -570,6 +578,12 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         if self.server.query_timeout.is_zero() {
             return Err("server.query_timeout: must be longer than 0s".into());
+        }
+        if self.server.header_read_timeout.is_zero() {
+            return Err("server.header_read_timeout: must be longer than 0s".into());
+        }
+        if self.server.max_connections == 0 {
+            return Err("server.max_connections: must be at least 1".into());
         }
         if self.server.request_timeout.is_zero() {
             return Err("server.request_timeout: must be longer than 0s".into());

@@ -4,9 +4,11 @@
 mod alertmanager;
 mod api;
 mod protocol;
+mod server;
 mod status;
 
 pub use api::{QueryApi, QueryLimits};
+pub use server::{ConnectionLimits, serve};
 
 use std::sync::Arc;
 use std::time::Instant;
