@@ -5,23 +5,61 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Writes `value` to `path` atomically.
+/// Files whose last save failed. A file that starts failing is logged once and one that
+/// writes again once, so a full or read-only state dir gives a line per change, not one per
+/// evaluation; torchwatch keeps serving and retries at every change.
+static FAILING: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+static FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// Saves that failed since start (`torchwatch_state_write_failures_total`).
+pub fn write_failures() -> u64 {
+    FAILURES.load(Ordering::Relaxed)
+}
+
+/// Writes `value` to `path` atomically; failures are counted and logged once per change.
 pub fn save<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let result = write_atomically(path, value);
+    let mut failing = crate::sync::lock(&FAILING);
+    match &result {
+        Err(e) => {
+            FAILURES.fetch_add(1, Ordering::Relaxed);
+            if failing.insert(path.to_path_buf()) {
+                tracing::warn!(event = "state_not_saved", file = %path.display(), error = %e,
+                    "cannot save state; serving on, and retrying at every change");
+            }
+        }
+        Ok(()) => {
+            if failing.remove(path) {
+                tracing::info!(event = "state_saved_again", file = %path.display(),
+                    "state is saved again");
+            }
+        }
+    }
+    result
+}
+
+fn write_atomically<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     // A name of its own per write, so two writers of one file never interleave in one
     // temporary file; the rename still leaves whole files only.
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
     let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
-    {
-        let mut file = std::fs::File::create(&tmp)?;
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
         file.write_all(&bytes)?;
-        file.sync_all()?;
+        file.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        // A full disk must not also fill up with half-written temporary files.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, path)?;
     // The rename itself is durable once the directory is synced.
     if let Some(dir) = path.parent()
         && let Ok(d) = std::fs::File::open(dir)
@@ -85,6 +123,16 @@ mod tests {
         assert_eq!(load::<Vec<i32>>(&path, "test"), None);
         assert_eq!(load::<Vec<i32>>(&dir.join("missing.json"), "test"), None);
         assert_eq!(file_for(&dir, "t", "group;g"), path, "stable names");
+        // A directory that cannot be written: counted, no temporary file left, and the
+        // next good save recovers.
+        let blocked = dir.join("not-a-dir");
+        std::fs::write(&blocked, b"file").unwrap();
+        let failures = write_failures();
+        assert!(save(&blocked.join("x.json"), &1).is_err());
+        assert!(save(&blocked.join("x.json"), &1).is_err());
+        assert_eq!(write_failures(), failures + 2);
+        assert!(save(&path, &vec![4]).is_ok());
+        assert_eq!(load::<Vec<i32>>(&path, "test"), Some(vec![4]));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

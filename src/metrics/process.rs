@@ -177,6 +177,12 @@ impl Collector for ProcessCollector {
                 memory,
             )?;
         }
+        ConstCounter::new(crate::state::write_failures()).encode(e.encode_descriptor(
+            "torchwatch_state_write_failures",
+            "Saves of alert state, the notification log, silences or policy history that failed",
+            None,
+            MetricType::Counter,
+        )?)?;
         Ok(())
     }
 }

@@ -123,9 +123,7 @@ pub(super) async fn dispatch(
     let mut current: HashMap<u64, (Alert, Instant)> = HashMap::new();
     // What each alert last went to the Alertmanagers as, and when (resolved?, at).
     let mut forwarded: HashMap<u64, (bool, Instant)> = HashMap::new();
-    let log_writer = log_file
-        .clone()
-        .map(|f| LogWriter::start(f, "notification log"));
+    let log_writer = log_file.clone().map(LogWriter::start);
     // One send loop per Alertmanager of the plan in effect.
     let mut queues: Vec<Arc<alertmanager::Queue>> = Vec::new();
     let mut queues_of: Option<Arc<Plan>> = None;

@@ -39,8 +39,8 @@ pub(super) struct SnapshotWriter<T> {
 pub(super) type LogWriter = SnapshotWriter<HashMap<String, LogEntry>>;
 
 impl<T: serde::Serialize + Clone + Send + Sync + 'static> SnapshotWriter<T> {
-    /// `what` names the state in the warning a failed write logs.
-    pub(super) fn start(file: std::path::PathBuf, what: &'static str) -> SnapshotWriter<T> {
+    /// Writes each newest snapshot to `file` (failures are logged by `state::save`, by file).
+    pub(super) fn start(file: std::path::PathBuf) -> SnapshotWriter<T> {
         let (latest, mut changes) = watch::channel(None::<Arc<T>>);
         tokio::spawn(async move {
             // Ends once the owner is gone and its last snapshot is written.
@@ -49,12 +49,9 @@ impl<T: serde::Serialize + Clone + Send + Sync + 'static> SnapshotWriter<T> {
                     continue;
                 };
                 let file = file.clone();
-                let saved =
-                    tokio::task::spawn_blocking(move || crate::state::save(&file, &*snapshot))
-                        .await;
-                if let Ok(Err(e)) = saved {
-                    tracing::warn!(event = "state_not_saved", error = %e, "cannot save the {what}");
-                }
+                // state::save logs a failing file once, and counts every failure.
+                let _ = tokio::task::spawn_blocking(move || crate::state::save(&file, &*snapshot))
+                    .await;
             }
         });
         SnapshotWriter { latest }

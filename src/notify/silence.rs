@@ -201,7 +201,7 @@ impl Silences {
         }
         Silences {
             state: Mutex::new(state),
-            writer: file.map(|f| SnapshotWriter::start(f, "silences")),
+            writer: file.map(SnapshotWriter::start),
         }
     }
 

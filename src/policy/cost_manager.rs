@@ -182,12 +182,11 @@ fn evaluate(entry: &Entry, context: &PolicyContext) {
             tracing::debug!(event = "cost_evaluated", policy = %policy.name,
                 hourly = report.costs.hourly.total, idle_share = report.costs.idle_share,
                 cost_per_1k_inferences = report.cost_per_1k_inferences, "cost evaluated");
+            // state::save logs a failing file once, and counts every failure.
             if let Some(dir) = &context.state_dir
                 && CostPolicy::history_end(&state) != history_end
-                && let Err(e) = policy.save_history(&state, dir)
             {
-                tracing::warn!(event = "state_not_saved", policy = %policy.name, error = %e,
-                    "cannot save the cost policy's usage history");
+                let _ = policy.save_history(&state, dir);
             }
             let mut tracked = lock(&entry.state);
             tracked.state = state;

@@ -229,12 +229,11 @@ fn decide(entry: &Entry, context: &PolicyContext) -> Option<Decision> {
         }] += 1;
         tracked.state = state.clone();
     }
+    // state::save logs a failing file once, and counts every failure.
     if let Some(dir) = &context.state_dir
         && step_closed
-        && let Err(e) = policy.save_history(&state, dir)
     {
-        tracing::warn!(event = "state_not_saved", policy = %policy.name, error = %e,
-            "cannot save the scale policy's history");
+        let _ = policy.save_history(&state, dir);
     }
     let values: Vec<Option<f64>> = decision.metrics.iter().map(|m| m.value).collect();
     let values = serde_json::to_string(&values).unwrap_or_default();

@@ -148,11 +148,9 @@ impl RuleManager {
                     }
                     recorder.evaluations.inc_by(g.rules.len() as u64);
                     recorder.last_evaluation.set(now as f64 / 1000.0);
-                    if let Some((dir, _)) = &shared.state
-                        && let Err(e) = g.save_state(dir, now)
-                    {
-                        tracing::warn!(event = "state_not_saved", group = %g.name, error = %e,
-                            "cannot save alert state");
+                    // state::save logs a failing file once, and counts every failure.
+                    if let Some((dir, _)) = &shared.state {
+                        let _ = g.save_state(dir, now);
                     }
                     outcome
                 })
