@@ -226,8 +226,21 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
             format!("request body is larger than server.max_body_bytes ({limit} bytes)"),
         )
     };
-    // A Content-Length over the limit is refused before a byte of the body is read.
+    // A Content-Length over the limit is refused before a byte of the body is used. What the
+    // client is still sending is read and dropped for a few seconds meanwhile (nginx's
+    // lingering close), so it gets the 413 rather than a connection reset mid-upload.
     if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
+        tokio::spawn(async move {
+            let mut body = body;
+            let drain = async {
+                while let Some(frame) = body.frame().await {
+                    if frame.is_err() {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+        });
         return Err(too_large());
     }
     let limited = http_body_util::Limited::new(body, limit);
