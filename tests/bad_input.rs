@@ -7,6 +7,24 @@ mod common;
 use common::{ModelEntry, infer_body, references};
 use serde_json::{Value, json};
 
+/// Writes an inference request's head ending in `rest` (headers and any partial body) on a raw
+/// connection, and returns the first answer the server writes.
+async fn raw_exchange(base: &str, rest: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /v2/models/mlp/infer HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n{rest}"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut answer))
+        .await
+        .expect("an answer without the rest of the body")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
 async fn send(client: &reqwest::Client, url: String, body: Vec<u8>) -> (u16, Value) {
     let response = client
         .post(url)
@@ -161,52 +179,16 @@ async fn bad_requests_get_4xx_json_errors_and_the_server_keeps_serving() {
 
     // A declared length over the limit is refused from the headers alone: no body is sent, and
     // the answer comes anyway (before, the server waited for a body that never came).
-    {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let address = server.base.trim_start_matches("http://").to_string();
-        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-        stream
-            .write_all(
-                format!(
-                    "POST /v2/models/mlp/infer HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n"
-                )
-                .as_bytes(),
-            )
-            .await
-            .unwrap();
-        let mut answer = vec![0u8; 4096];
-        let n = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut answer))
-            .await
-            .expect("an answer without the body")
-            .unwrap();
-        let answer = String::from_utf8_lossy(&answer[..n]);
-        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-        assert!(
-            answer.contains("larger than server.max_body_bytes (100000 bytes)"),
-            "{answer}"
-        );
-    }
+    let answer = raw_exchange(&server.base, "Content-Length: 1000000000\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("larger than server.max_body_bytes (100000 bytes)"),
+        "{answer}"
+    );
 
     // A body that stops arriving is given up on at server.request_timeout: 504, counted.
     {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let address = server.base.trim_start_matches("http://").to_string();
-        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-        stream
-            .write_all(
-                format!(
-                    "POST /v2/models/mlp/infer HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{{\"inputs\""
-                )
-                .as_bytes(),
-            )
-            .await
-            .unwrap();
-        let mut answer = vec![0u8; 4096];
-        let n = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut answer))
-            .await
-            .expect("an answer although the body never ends")
-            .unwrap();
-        let answer = String::from_utf8_lossy(&answer[..n]);
+        let answer = raw_exchange(&server.base, "Content-Length: 50\r\n\r\n{\"inputs\"").await;
         assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
         assert!(
             answer.contains("no answer within server.request_timeout (2s)"),

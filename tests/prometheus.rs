@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{ModelEntry, TempDir, infer_body, references};
@@ -13,7 +13,7 @@ use serde_json::Value;
 
 /// A `prometheus` process scraping one target, killed on drop.
 struct Prometheus {
-    child: Child,
+    _process: common::PrometheusProcess,
     api: QueryClient,
     _dir: TempDir,
 }
@@ -21,13 +21,6 @@ struct Prometheus {
 /// Prometheus' query API at `base`: Prometheus itself, or torchwatch's own.
 struct QueryClient {
     base: String,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_prometheus(target: &str) -> Prometheus {
@@ -38,23 +31,12 @@ fn start_prometheus(target: &str) -> Prometheus {
     );
     let config_path = dir.path().join("prometheus.yml");
     std::fs::write(&config_path, config).unwrap();
-    let port = common::free_port();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config_path.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the prometheus binary runs (make test-deps installs Debian's package)");
+    let process = common::PrometheusProcess::start(&config_path, dir.path());
     Prometheus {
-        child,
         api: QueryClient {
-            base: format!("http://127.0.0.1:{port}"),
+            base: process.base.clone(),
         },
+        _process: process,
         _dir: dir,
     }
 }

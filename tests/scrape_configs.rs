@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{FakeTarget, TempDir};
@@ -86,38 +85,6 @@ const SCRAPE_CONFIGS: &str = r#"scrape_configs:
         target_label: instance
         replacement: 'rack-$1'
 "#;
-
-/// A `prometheus` process on a temporary config and data directory, killed on drop.
-struct Prometheus {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_prometheus(dir: &TempDir, config: &std::path::Path) -> Prometheus {
-    let port = common::free_port();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the prometheus binary runs (make test-deps installs Debian's package)");
-    Prometheus {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    }
-}
 
 async fn get(base: &str, path: &str, params: &[(&str, &str)]) -> Option<Value> {
     let url = reqwest::Url::parse_with_params(&format!("{base}{path}"), params).unwrap();
@@ -227,7 +194,7 @@ async fn relabelled_scrapes_give_prometheus_labels() {
         format!("global:\n  scrape_interval: 1s\n{section}"),
     )
     .unwrap();
-    let prometheus = start_prometheus(&dir, &prometheus_yml);
+    let prometheus = common::PrometheusProcess::start(&prometheus_yml, dir.path());
 
     // Inline: the section indented under torchwatch's scrape:.
     let inline: String = section.lines().map(|l| format!("  {l}\n")).collect();

@@ -631,3 +631,38 @@ impl Alertmanager {
         am
     }
 }
+
+/// Debian's `prometheus` on `config`, its data under `dir`, on a free port; killed on drop.
+pub struct PrometheusProcess {
+    child: Child,
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+}
+
+impl Drop for PrometheusProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl PrometheusProcess {
+    pub fn start(config: &Path, dir: &Path) -> PrometheusProcess {
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the prometheus binary runs (make test-deps installs Debian's package)");
+        PrometheusProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
