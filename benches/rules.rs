@@ -191,7 +191,12 @@ async fn scrape_and_ingest() {
         "bench",
     )
     .unwrap();
-    let target = scrape::plan(&config.scrape, address).unwrap().targets()[0].clone();
+    let own = scrape::OwnMetrics {
+        address,
+        tls: false,
+        in_process: None,
+    };
+    let target = scrape::plan(&config.scrape, &own).unwrap().targets()[0].clone();
     let storage = Arc::new(Storage::new(StorageOptions {
         retention_ms: 2 * 3600 * 1000,
         max_series: 1_000_000,

@@ -27,7 +27,7 @@ use crate::storage::{Storage, StorageOptions};
 /// groups and where rule queries run. Start-up and reload share [`Monitoring::apply`].
 struct Monitoring {
     config_path: PathBuf,
-    local: std::net::SocketAddr,
+    own_metrics: scrape::OwnMetrics,
     /// `server.external_url`, or the default built from the bound address.
     external_url: String,
     storage: Arc<Storage>,
@@ -54,7 +54,7 @@ impl Monitoring {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("state.dir: cannot create {}: {e}", dir.display()))?;
         }
-        let scrape_plan = scrape::plan(&config.scrape, self.local)?;
+        let scrape_plan = scrape::plan(&config.scrape, &self.own_metrics)?;
         let targets = scrape_plan.targets();
         let groups = rules::load_all(&config.rules.files)?;
         let query: Arc<dyn QueryFn> = match &config.rules.datasource {
@@ -196,11 +196,21 @@ fn engine(config: &Config) -> Engine {
 /// Runs the server until a shutdown signal, then drains. Errors are one line for the terminal.
 /// SIGHUP and `POST /-/reload` re-read `config_path`'s scrape and rule settings.
 pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
+    let web = http::Web::load(config.server.web_config_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("server.web_config_file: {e}"))?;
     let listen = config.server.listen;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
+    let admin_listener = match config.server.metrics_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("server.metrics_listen: cannot listen on {address}"))?,
+        ),
+        None => None,
+    };
     let (stop, stopped) = watch::channel(false);
     let storage = Arc::new(Storage::new(StorageOptions {
         retention_ms: config.storage.retention.millis(),
@@ -217,7 +227,21 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("state.dir: cannot create {}", dir.display()))?;
     }
-    let external_url = config.server.external_url(local);
+    // Links in notifications lead to the status page, which lives on the admin port when there
+    // is one.
+    let linked = match &admin_listener {
+        Some(admin) => admin.local_addr()?,
+        None => local,
+    };
+    let external_url = config.server.external_url(linked, web.is_tls());
+    let routes = Arc::new(std::sync::OnceLock::new());
+    let own_metrics = scrape::OwnMetrics {
+        address: linked,
+        tls: web.is_tls(),
+        in_process: web
+            .has_file()
+            .then(|| http::in_process_metrics(routes.clone())),
+    };
     let silences = Arc::new(notify::Silences::open(
         config.state.dir.as_ref().map(|d| d.join("silences.json")),
     ));
@@ -238,7 +262,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         notify::AlertmanagerApi::new(alerts.clone(), silences, current_plan, stop.subscribe());
     let monitoring = Arc::new(Monitoring {
         config_path,
-        local,
+        own_metrics,
         external_url,
         storage: storage.clone(),
         scraper: Scraper::new(storage.clone(), stop.subscribe()),
@@ -271,10 +295,11 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         alertmanager_api.clone(),
     ))));
     let reloader = monitoring.clone();
-    let app = http::router(
+    let routers = http::router(
         registry.clone(),
         Arc::new(metrics),
         &config.server,
+        web.clone(),
         http::QueryApi {
             storage: storage.clone(),
             engine: engine(&config),
@@ -294,17 +319,51 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         alertmanager_api,
         Arc::new(move || reloader.reload()),
     );
-    let server = tokio::spawn(http::serve(
+    // The self-scrape reads /metrics from whichever router serves it.
+    let _ = routes.set(
+        routers
+            .admin
+            .clone()
+            .unwrap_or_else(|| routers.inference.clone()),
+    );
+    let limits = http::ConnectionLimits {
+        header_read_timeout: config.server.header_read_timeout,
+        max_connections: config.server.max_connections,
+    };
+    let inference = http::serve(
         listener,
-        app,
-        http::ConnectionLimits {
-            header_read_timeout: config.server.header_read_timeout,
-            max_connections: config.server.max_connections,
-        },
-        stopped,
-    ));
-    tracing::info!(event = "server_started", listen = %local, models = config.models.len(),
-        scrape_targets = monitoring.scraper.len(), "listening; models are loading");
+        routers.inference,
+        limits,
+        web.clone(),
+        stopped.clone(),
+    );
+    let admin = match (admin_listener, routers.admin) {
+        (Some(listener), Some(router)) => {
+            let address = listener.local_addr()?;
+            tracing::info!(event = "admin_listener_started", listen = %address,
+                "metrics, query API, status page and admin routes listen here");
+            Some(http::serve(
+                listener,
+                router,
+                limits,
+                web.clone(),
+                stopped.clone(),
+            ))
+        }
+        _ => None,
+    };
+    let server = tokio::spawn(async move {
+        match admin {
+            Some(admin) => {
+                tokio::join!(inference, admin);
+            }
+            None => inference.await,
+        }
+    });
+    tokio::spawn(web.clone().watch(stopped));
+    tracing::info!(event = "server_started", listen = %local, tls = web.is_tls(),
+        models = config.models.len(), scrape_targets = monitoring.scraper.len(),
+        "listening; models are loading");
 
     let mut signal = std::pin::pin!(shutdown_signal());
     let signalled_early = tokio::select! {

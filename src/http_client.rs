@@ -157,66 +157,11 @@ fn prefix(what: &str) -> String {
     }
 }
 
-fn tls_version(text: &str, field: &str) -> Result<reqwest::tls::Version, String> {
-    match text {
-        "TLS12" => Ok(reqwest::tls::Version::TLS_1_2),
-        "TLS13" => Ok(reqwest::tls::Version::TLS_1_3),
-        "TLS10" | "TLS11" => Err(format!(
-            "{field}: {text} is not offered by torchwatch's TLS library; use TLS12 or TLS13"
-        )),
-        other => Err(format!("{field}: {other:?} is not one of TLS12, TLS13")),
-    }
-}
-
 /// `builder` with Prometheus' `tls_config` applied; `what` names the field in errors.
-pub fn with_tls(
-    mut builder: reqwest::ClientBuilder,
+fn with_tls(
+    builder: reqwest::ClientBuilder,
     tls: &TlsConfig,
     what: &str,
 ) -> Result<reqwest::ClientBuilder, String> {
-    let read = |path: &std::path::Path, field: &str| {
-        std::fs::read(path)
-            .map_err(|e| format!("{what}.{field}: cannot read {}: {e}", path.display()))
-    };
-    if let Some(path) = &tls.ca_file {
-        let pem = read(path, "ca_file")?;
-        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("{what}.ca_file: {}: {e}", path.display()))?;
-        if certificates.is_empty() {
-            return Err(format!(
-                "{what}.ca_file: {}: no PEM certificate in it",
-                path.display()
-            ));
-        }
-        // Prometheus trusts only the given CAs when ca_file is set.
-        builder = builder.tls_certs_only(certificates);
-    }
-    match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => {
-            let mut pem = read(cert, "cert_file")?;
-            pem.push(b'\n');
-            pem.extend(read(key, "key_file")?);
-            let identity = reqwest::Identity::from_pem(&pem)
-                .map_err(|e| format!("{what}: cert_file and key_file: {e}"))?;
-            builder = builder.identity(identity);
-        }
-        (None, None) => {}
-        _ => return Err(format!("{what}: give cert_file and key_file together")),
-    }
-    if tls.server_name.is_some() {
-        return Err(format!(
-            "{what}.server_name: not supported for this client; connect by the name the \
-             certificate carries"
-        ));
-    }
-    if tls.insecure_skip_verify {
-        builder = builder.tls_danger_accept_invalid_certs(true);
-    }
-    if let Some(v) = &tls.min_version {
-        builder = builder.tls_version_min(tls_version(v, &format!("{what}.min_version"))?);
-    }
-    if let Some(v) = &tls.max_version {
-        builder = builder.tls_version_max(tls_version(v, &format!("{what}.max_version"))?);
-    }
-    Ok(builder)
+    Ok(builder.use_preconfigured_tls(crate::tls::client_config(tls, what)?))
 }

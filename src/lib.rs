@@ -27,6 +27,7 @@ pub mod storage;
 pub mod sync;
 pub mod template;
 pub mod tensor;
+pub mod tls;
 
 /// Installs the process' one TLS crypto provider (ring) for HTTP clients; call
 /// it before building any client. Later calls do nothing.

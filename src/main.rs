@@ -50,6 +50,10 @@ enum Command {
         /// Prometheus' --web.enable-lifecycle).
         #[arg(long = "web.enable-lifecycle")]
         enable_lifecycle: bool,
+        /// exporter-toolkit web config (TLS, basic auth, headers), overriding
+        /// server.web_config_file (as Prometheus' flag of the same name).
+        #[arg(long = "web.config.file")]
+        web_config_file: Option<PathBuf>,
     },
     /// Measure a model's forward latency on random inputs.
     Profile {
@@ -363,6 +367,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             drain_timeout,
             external_url,
             enable_lifecycle,
+            web_config_file,
         } => {
             let path = config;
             let mut config = Config::load(&path)?;
@@ -373,6 +378,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if enable_lifecycle {
                 config.server.enable_lifecycle = true;
+            }
+            if web_config_file.is_some() {
+                config.server.web_config_file = web_config_file;
             }
             if let Some(listen) = listen {
                 config.server.listen = listen;

@@ -2,6 +2,10 @@
 
     python tests/triton_client_check.py HOST:PORT MODELS_DIR
 
+Over HTTPS when TRITON_TLS_CA names the CA to trust (with TRITON_TLS_CERT and TRITON_TLS_KEY as
+the client certificate, when set), with basic auth when TRITON_BASIC_AUTH is `user:password`; the
+environment keeps the password off the command line.
+
 For each demo model: liveness, readiness, server and model metadata, model readiness, then `infer`
 with JSON tensors and with binary tensors (request and response), compared with PyTorch's outputs
 in MODELS_DIR/<model>.reference.json. Prints one line per check; exits non-zero on the first
@@ -9,6 +13,7 @@ failure with what was expected and what came back.
 """
 
 import json
+import os
 import pathlib
 import sys
 
@@ -26,7 +31,18 @@ def check(condition: bool, what: str) -> None:
 
 def main() -> None:
     url, models_dir = sys.argv[1], pathlib.Path(sys.argv[2])
-    client = httpclient.InferenceServerClient(url=url)
+    tls = {}
+    if os.environ.get("TRITON_TLS_CA"):
+        tls = {"ssl": True, "ssl_options": {"ca_certs": os.environ["TRITON_TLS_CA"]}}
+        if os.environ.get("TRITON_TLS_CERT"):
+            tls["ssl_options"]["certfile"] = os.environ["TRITON_TLS_CERT"]
+            tls["ssl_options"]["keyfile"] = os.environ["TRITON_TLS_KEY"]
+    client = httpclient.InferenceServerClient(url=url, **tls)
+    if os.environ.get("TRITON_BASIC_AUTH"):
+        from tritonclient.http.auth import BasicAuth
+
+        user, password = os.environ["TRITON_BASIC_AUTH"].split(":", 1)
+        client.register_plugin(BasicAuth(user, password))
     check(client.is_server_live(), "is_server_live")
     check(client.is_server_ready(), "is_server_ready")
     server = client.get_server_metadata()

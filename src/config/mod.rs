@@ -15,6 +15,7 @@ mod policy;
 mod rules;
 mod scrape;
 mod secret;
+mod web;
 
 pub use duration::PromDuration;
 pub use notify::{
@@ -39,6 +40,7 @@ pub use scrape::{
 };
 pub(crate) use scrape::{check_label_names, check_target_address};
 pub use secret::{Secret, resolve_secret};
+pub use web::{HttpServerConfig, RateLimit, TlsServerConfig, WebConfig};
 
 /// The `torchwatch.yaml` file given to `torchwatch serve`.
 #[derive(Debug, Clone, Deserialize)]
@@ -275,24 +277,32 @@ pub struct ServerConfig {
     /// Connections served at once; more wait to be accepted (Prometheus'
     /// `--web.max-connections`, 512).
     pub max_connections: usize,
+    /// exporter-toolkit's web config (TLS, basic auth, extra headers, rate limit) for every
+    /// listener; Prometheus' `--web.config.file`.
+    pub web_config_file: Option<PathBuf>,
+    /// A second listener for `/metrics`, the query and Alertmanager APIs, the status page and
+    /// `/-/reload`; `listen` then serves only the KServe V2 API.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
-    /// `external_url` without a trailing `/`, else Prometheus' default: `http://` with the
-    /// listen address, or this host's name where it listens on every address.
-    pub fn external_url(&self, bound: SocketAddr) -> String {
+    /// `external_url` without a trailing `/`, else Prometheus' default: `http://` (`https://`
+    /// with `tls`) with the listen address, or this host's name where it listens on every
+    /// address.
+    pub fn external_url(&self, bound: SocketAddr, tls: bool) -> String {
         if let Some(url) = &self.external_url {
             return url.trim_end_matches('/').to_string();
         }
+        let scheme = if tls { "https" } else { "http" };
         if bound.ip().is_unspecified() {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
                 .ok()
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "localhost".into());
-            format!("http://{host}:{}", bound.port())
+            format!("{scheme}://{host}:{}", bound.port())
         } else {
-            format!("http://{bound}")
+            format!("{scheme}://{bound}")
         }
     }
 }
@@ -320,6 +330,8 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 512,
+            web_config_file: None,
+            metrics_listen: None,
         }
     }
 }
@@ -563,10 +575,13 @@ impl Config {
                 model.path = base.join(&model.path);
             }
         }
-        if let Some(dir) = &mut self.state.dir
-            && dir.is_relative()
+        for path in [&mut self.state.dir, &mut self.server.web_config_file]
+            .into_iter()
+            .flatten()
         {
-            *dir = base.join(&*dir);
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
         }
         for file in self.rules.files.iter_mut().chain(&mut self.policies.files) {
             if Path::new(file.as_str()).is_relative() {
@@ -581,6 +596,13 @@ impl Config {
         }
         if self.server.header_read_timeout.is_zero() {
             return Err("server.header_read_timeout: must be longer than 0s".into());
+        }
+        if self.server.metrics_listen == Some(self.server.listen) {
+            return Err(
+                "server.metrics_listen: must differ from server.listen (leave it out to serve \
+                 everything on one port)"
+                    .into(),
+            );
         }
         if self.server.max_connections == 0 {
             return Err("server.max_connections: must be at least 1".into());
@@ -879,7 +901,7 @@ mod tests {
         let config = with("https://tw.example.com/ml/").unwrap();
         let bound: SocketAddr = "0.0.0.0:8080".parse().unwrap();
         assert_eq!(
-            config.server.external_url(bound),
+            config.server.external_url(bound, false),
             "https://tw.example.com/ml"
         );
         for bad in ["ftp://x", "/ml", "tw.example.com"] {
@@ -888,11 +910,15 @@ mod tests {
         }
         let default = Config::parse(MINIMAL, "t.yaml").unwrap().server;
         assert_eq!(
-            default.external_url("127.0.0.1:9000".parse().unwrap()),
+            default.external_url("127.0.0.1:9000".parse().unwrap(), false),
             "http://127.0.0.1:9000"
         );
+        assert_eq!(
+            default.external_url("127.0.0.1:9000".parse().unwrap(), true),
+            "https://127.0.0.1:9000"
+        );
         // Listening everywhere, the bind address is no place to send people: the host's name.
-        let everywhere = default.external_url(bound);
+        let everywhere = default.external_url(bound, false);
         assert!(everywhere.starts_with("http://") && everywhere.ends_with(":8080"));
         assert!(!everywhere.contains("0.0.0.0"), "{everywhere}");
     }

@@ -743,13 +743,6 @@ impl ScrapeJob {
             }
         }
         let tls = &self.tls_config;
-        if tls.server_name.is_some() {
-            return Err(
-                "tls_config.server_name: not supported yet: scrape the target by the name its \
-                 certificate carries (an /etc/hosts entry), or set ca_file to a CA that signed it"
-                    .into(),
-            );
-        }
         if tls.cert_file.is_some() != tls.key_file.is_some() {
             return Err("tls_config: set both cert_file and key_file, or neither".into());
         }

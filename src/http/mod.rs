@@ -6,9 +6,11 @@ mod api;
 mod protocol;
 mod server;
 mod status;
+mod web;
 
 pub use api::{QueryApi, QueryLimits};
 pub use server::{ConnectionLimits, serve};
+pub use web::Web;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,33 +52,93 @@ struct AppState {
     request_timeout: std::time::Duration,
 }
 
+/// Marks a request torchwatch makes to itself in-process (its self-scrape), which the web
+/// config's authentication and rate limit leave alone: no client can set a request extension.
+#[derive(Clone, Copy, Debug)]
+struct InProcessRequest;
+
+/// Reads `/metrics` through the router in `routes` (set once it is built) without the network,
+/// for `scrape.self` when the web config guards the listener with client certificates or
+/// passwords the scraper cannot present. The handler, its logging and metrics are the same.
+pub fn in_process_metrics(routes: Arc<std::sync::OnceLock<Router>>) -> crate::scrape::InProcess {
+    Arc::new(move || {
+        let routes = routes.clone();
+        Box::pin(async move {
+            let router = routes
+                .get()
+                .cloned()
+                .ok_or_else(|| "torchwatch is still starting".to_string())?;
+            let mut request = Request::get("/metrics")
+                .header(header::ACCEPT, crate::scrape::ACCEPT_HEADER)
+                .body(Body::empty())
+                .map_err(|e| e.to_string())?;
+            request.extensions_mut().insert(InProcessRequest);
+            let response = match tower::ServiceExt::oneshot(router, request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            let status = response.status();
+            if !status.is_success() {
+                return Err(format!("server returned HTTP status {status}"));
+            }
+            let format = crate::scrape::Format::from_content_type(
+                response
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+            );
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok((String::from_utf8_lossy(&body).into_owned(), format))
+        })
+    })
+}
+
 /// Re-reads the configuration; the error says why it was refused.
 pub type ReloadHook = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-/// Builds the router over the served models, the query API and Alertmanager's API, with the
+/// The routes of each listener: with `server.metrics_listen` set, `inference` holds only the
+/// KServe V2 API and `admin` the rest (metrics, query and Alertmanager APIs, the status page,
+/// `/-/reload`), as Triton keeps metrics off its inference port; otherwise `inference` serves
+/// everything and `admin` is `None`.
+pub struct Routers {
+    /// For `server.listen`.
+    pub inference: Router,
+    /// For `server.metrics_listen`.
+    pub admin: Option<Router>,
+}
+
+/// Builds the routers over the served models, the query API and Alertmanager's API, with the
 /// `server:` limits: bodies above `max_body_bytes` get 413, inferences past `request_timeout`
-/// 504, and state-changing routes 403 unless `enable_lifecycle`.
+/// 504, and state-changing routes 403 unless `enable_lifecycle`; `web` authenticates every
+/// route and adds its headers.
 pub fn router(
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     server: &crate::config::ServerConfig,
+    web: Web,
     query_api: QueryApi,
     alertmanager_api: crate::notify::AlertmanagerApi,
     reload: ReloadHook,
-) -> Router {
+) -> Routers {
     let lifecycle = server.enable_lifecycle;
     let model_routes = Router::new()
         .route("/", get(model_metadata))
         .route("/ready", get(model_ready))
         .route("/config", get(model_config))
         .route("/infer", post(infer));
-    Router::new()
+    let inference = Router::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
-        .route("/metrics", get(scrape))
         .nest("/v2/models/{name}", model_routes.clone())
-        .nest("/v2/models/{name}/versions/{version}", model_routes)
+        .nest("/v2/models/{name}/versions/{version}", model_routes);
+    let admin = Router::new()
+        .route("/metrics", get(scrape))
         .merge(status::router(query_api.clone()))
         .route(
             "/-/reload",
@@ -107,15 +169,31 @@ pub fn router(
             }),
         )
         .nest("/api/v1", api::router(query_api))
-        .nest("/api/v2", alertmanager::router(alertmanager_api, lifecycle))
-        .fallback(not_found)
-        .layer(middleware::from_fn(observe))
-        .with_state(AppState {
-            registry,
-            metrics,
-            max_body_bytes: server.max_body_bytes,
-            request_timeout: server.request_timeout,
-        })
+        .nest("/api/v2", alertmanager::router(alertmanager_api, lifecycle));
+    let state = AppState {
+        registry,
+        metrics,
+        max_body_bytes: server.max_body_bytes,
+        request_timeout: server.request_timeout,
+    };
+    let finish = |routes: Router<AppState>| {
+        routes
+            .fallback(not_found)
+            .layer(middleware::from_fn_with_state(web.clone(), web::guard))
+            .layer(middleware::from_fn(observe))
+            .with_state(state.clone())
+    };
+    if server.metrics_listen.is_some() {
+        Routers {
+            inference: finish(inference),
+            admin: Some(finish(admin)),
+        }
+    } else {
+        Routers {
+            inference: finish(inference.merge(admin)),
+            admin: None,
+        }
+    }
 }
 
 /// An error answer: status, a short machine-readable kind for the logs, and the message.

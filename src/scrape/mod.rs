@@ -9,7 +9,7 @@ pub mod relabel;
 mod targets;
 
 pub use parse::{Format, ParseError, ParsedSample, parse};
-pub use targets::{ScrapePlan, Target, plan};
+pub use targets::{InProcess, OwnMetrics, ScrapePlan, Target, plan};
 
 use crate::storage::{Labels, METRIC_NAME, SeriesRef, Storage, stale_nan};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// What Prometheus asks for: OpenMetrics first, the text format as fallback.
-const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+pub const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
 /// The series every scrape writes about itself.
 const REPORT_SERIES: [&str; 4] = [
@@ -74,9 +74,15 @@ pub async fn scrape_once(
     now_ms: i64,
 ) -> ScrapeReport {
     let started = Instant::now();
-    let fetched = match &target.forced_error {
-        Some(error) => Err(error.clone()),
-        None => fetch(target).await,
+    let fetched = match (&target.forced_error, &target.settings.in_process) {
+        (Some(error), _) => Err(error.clone()),
+        (None, Some(in_process)) => {
+            match tokio::time::timeout(target.timeout, in_process()).await {
+                Ok(fetched) => fetched,
+                Err(_) => Err("context deadline exceeded".into()),
+            }
+        }
+        (None, None) => fetch(target).await,
     };
     let parsed = fetched.and_then(|(body, format)| {
         parse(&body, format).map_err(|e| format!("malformed exposition: {e}"))
@@ -564,7 +570,12 @@ mod tests {
             "t.yaml",
         )
         .unwrap();
-        let plan = plan(&config.scrape, "127.0.0.1:1".parse().unwrap()).unwrap();
+        let own = OwnMetrics {
+            address: "127.0.0.1:1".parse().unwrap(),
+            tls: false,
+            in_process: None,
+        };
+        let plan = plan(&config.scrape, &own).unwrap();
         plan.targets()[0].clone()
     }
 

@@ -23,10 +23,32 @@ pub(crate) struct Limits {
     pub value_length: usize,
 }
 
+/// Reads torchwatch's own exposition without the network, for `scrape.self` when the web
+/// config guards the listener with client certificates or passwords the scraper cannot present.
+pub type InProcess = Arc<
+    dyn Fn() -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(String, super::Format), String>> + Send>,
+        > + Send
+        + Sync,
+>;
+
+/// Where `scrape.self` finds torchwatch's own metrics.
+#[derive(Clone)]
+pub struct OwnMetrics {
+    /// The listener that serves `/metrics`.
+    pub address: std::net::SocketAddr,
+    /// Whether that listener speaks TLS (the scrape URL says `https`).
+    pub tls: bool,
+    /// Set when the listener cannot be scraped over HTTP by torchwatch itself.
+    pub in_process: Option<InProcess>,
+}
+
 /// What every target of a job shares.
 pub(crate) struct JobSettings {
     /// The job's client with its TLS settings and credentials.
     pub client: HttpClient,
+    /// Fetches in-process instead of with `client` (only torchwatch's own target).
+    pub in_process: Option<InProcess>,
     pub honor_labels: bool,
     pub honor_timestamps: bool,
     pub metric_relabel: Vec<RelabelConfig>,
@@ -94,16 +116,13 @@ pub struct ScrapePlan {
 /// Builds the plan: torchwatch itself (job `torchwatch`) when `scrape.self` is on, then every
 /// scrape config. Unreadable file_sd files are logged and give no targets, as in Prometheus;
 /// unusable credentials or TLS files are errors.
-pub fn plan(
-    config: &ScrapeConfig,
-    own_address: std::net::SocketAddr,
-) -> Result<ScrapePlan, String> {
+pub fn plan(config: &ScrapeConfig, own: &OwnMetrics) -> Result<ScrapePlan, String> {
     let millis = |d: PromDuration| Duration::from_millis(d.millis() as u64);
     // Every job builds a TLS-capable client; the process-wide provider must exist first.
     crate::install_tls_provider();
     let own = if config.scrape_self {
         // A wildcard listen address is reachable on loopback.
-        let mut address = own_address;
+        let mut address = own.address;
         if address.ip().is_unspecified() {
             address.set_ip(if address.is_ipv4() {
                 std::net::Ipv4Addr::LOCALHOST.into()
@@ -118,11 +137,15 @@ pub fn plan(
                 ("job", "torchwatch".to_string()),
                 ("instance", address.to_string()),
             ]),
-            url: format!("http://{address}/metrics"),
+            url: format!(
+                "{}://{address}/metrics",
+                if own.tls { "https" } else { "http" }
+            ),
             interval: millis(config.default_interval()),
             timeout: millis(config.default_timeout()),
             settings: Arc::new(JobSettings {
                 client,
+                in_process: own.in_process.clone(),
                 honor_labels: false,
                 honor_timestamps: true,
                 metric_relabel: Vec::new(),
@@ -493,6 +516,7 @@ fn settings(job: &ScrapeJob) -> Result<JobSettings, String> {
     client.hash(&mut identity);
     Ok(JobSettings {
         client,
+        in_process: None,
         honor_labels: job.honor_labels,
         honor_timestamps: job.honor_timestamps,
         metric_relabel: job.metric_relabel_configs.clone(),
