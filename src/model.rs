@@ -201,15 +201,18 @@ fn forward_error(error: tch::TchError) -> ModelError {
 
 /// The sentence a client needs from a LibTorch error. Plain errors put it first, followed by a
 /// C++ backtrace; errors raised inside TorchScript start with a TorchScript traceback and put it
-/// on a `RuntimeError: ...` line.
+/// on a `RuntimeError: ...` line, or a `builtins.ValueError: ...` one where the model's own code
+/// raised.
 fn first_line(message: &str) -> String {
     let message = message
         .strip_prefix("Internal torch error: ")
         .unwrap_or(message);
     let raised = message.lines().find_map(|line| {
         let (kind, text) = line.split_once(": ")?;
-        let is_exception =
-            kind.ends_with("Error") && kind.chars().all(|c| c.is_ascii_alphanumeric());
+        let is_exception = (kind.ends_with("Error") || kind.ends_with("Exception"))
+            && kind
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
         is_exception.then_some(text)
     });
     raised
@@ -232,6 +235,16 @@ mod tests {
         assert_eq!(
             first_line(message),
             "mat1 and mat2 shapes cannot be multiplied (1x64 and 4096x10)"
+        );
+        // A `raise ValueError(...)` in the model's forward (models/picky.pt).
+        let raised = "The following operation failed in the TorchScript interpreter.\n\
+            Traceback of TorchScript (most recent call last):\n  \
+            File \"code/__torch__.py\", line 10, in forward\n    \
+            ops.prim.RaiseException(_0, \"builtins.ValueError\")\n\
+            builtins.ValueError: negative input: picky takes values >= 0\n";
+        assert_eq!(
+            first_line(raised),
+            "negative input: picky takes values >= 0"
         );
         let plain =
             "Internal torch error: expected scalar type Float\nException raised from x at y.cpp:1";

@@ -8,7 +8,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Api, FakeTarget};
-use serde_json::Value;
 
 const TEXT: &str = "text/plain; version=0.0.4";
 const SECRET_PATH: &str = "/hooks/T0KEN-9f8e7d";
@@ -112,24 +111,6 @@ async fn webhook_gets_alertmanagers_payload_once_then_the_resolved_notice() {
     }
 }
 
-/// The alerts Alertmanager holds named `name` (its v2 API lists unresolved ones).
-async fn alerts_in(am: &common::Alertmanager, name: &str) -> Vec<Value> {
-    let body: Value = common::client()
-        .get(format!("{}/api/v2/alerts", am.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body.as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["labels"]["alertname"] == name)
-        .cloned()
-        .collect()
-}
-
 #[tokio::test]
 async fn alerts_are_forwarded_to_a_real_alertmanager() {
     let am = common::Alertmanager::start(
@@ -159,7 +140,7 @@ async fn alerts_are_forwarded_to_a_real_alertmanager() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let alert = loop {
-        if let Some(a) = alerts_in(&am, "Hot").await.pop() {
+        if let Some(a) = am.alerts("Hot").await.pop() {
             break a;
         }
         assert!(
@@ -186,7 +167,7 @@ async fn alerts_are_forwarded_to_a_real_alertmanager() {
     // Resolved: sent once with its resolution time, so Alertmanager drops it.
     target.set(TEXT, "fake_value 1\n");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !alerts_in(&am, "Hot").await.is_empty() {
+    while !am.alerts("Hot").await.is_empty() {
         assert!(
             Instant::now() < deadline,
             "Alertmanager still holds the resolved alert"

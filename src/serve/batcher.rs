@@ -237,29 +237,32 @@ fn compatible(a: &Job, b: &Job) -> bool {
         })
 }
 
-fn execute(model: &mut impl Forward, batch: Vec<Job>, on_pass: &dyn Fn(usize, Duration)) {
-    if batch.len() == 1 {
-        let started = Instant::now();
-        let job = batch.into_iter().next().expect("batch has one job");
-        let result = model.forward(&job.inputs);
-        let forward_time = started.elapsed();
-        on_pass(job.rows, forward_time);
-        let _ = job.reply.send(result.map(|outputs| Batched {
-            outputs,
-            batch_size: job.rows,
-            queue_time: started - job.queued_at,
-            forward_time,
-        }));
-        return;
-    }
-    let inputs = concat(&batch);
+/// Runs `batch` as one forward pass. A pass that fails is split in halves, each run again, until
+/// the failing requests run alone: one request's content can fail a whole batch (an out-of-range
+/// index, a model that raises on some values), and only the culprit should get the error. Halving
+/// costs about two passes per halving step (2·log2 of the batch size for one bad request) where
+/// running every request alone would cost one per request, which a client sending bad requests
+/// under load could use to divide throughput by the batch size. Only passes that succeed are told
+/// to `on_pass`, so the inference and execution counts are of answered work, as Triton's are.
+fn execute(model: &mut impl Forward, mut batch: Vec<Job>, on_pass: &dyn Fn(usize, Duration)) {
     let rows: usize = batch.iter().map(|j| j.rows).sum();
     let started = Instant::now();
-    let result = model.forward(&inputs);
+    let result = if batch.len() == 1 {
+        model.forward(&batch[0].inputs)
+    } else {
+        model.forward(&concat(&batch))
+    };
     let forward_time = started.elapsed();
-    on_pass(rows, forward_time);
-    match result.and_then(|outputs| split(&outputs, &batch, rows)) {
+    let shares = result.and_then(|outputs| {
+        if batch.len() == 1 {
+            Ok(vec![outputs])
+        } else {
+            split(&outputs, &batch, rows)
+        }
+    });
+    match shares {
         Ok(shares) => {
+            on_pass(rows, forward_time);
             for (job, outputs) in batch.into_iter().zip(shares) {
                 let _ = job.reply.send(Ok(Batched {
                     outputs,
@@ -269,12 +272,14 @@ fn execute(model: &mut impl Forward, batch: Vec<Job>, on_pass: &dyn Fn(usize, Du
                 }));
             }
         }
-        // One request's content can fail a whole batch (an out-of-range index, say); run each
-        // alone so only the culprit gets the error.
+        Err(error) if batch.len() == 1 => {
+            let job = batch.pop().expect("batch has one job");
+            let _ = job.reply.send(Err(error));
+        }
         Err(_) => {
-            for job in batch {
-                execute(model, vec![job], on_pass);
-            }
+            let second = batch.split_off(batch.len() / 2);
+            execute(model, batch, on_pass);
+            execute(model, second, on_pass);
         }
     }
 }
@@ -460,12 +465,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failing_batch_is_retried_one_request_at_a_time() {
+    async fn a_failing_batch_is_halved_until_only_the_culprit_fails() {
         let (queue, inbox) = queue(16);
-        let good = queue.submit(vec![rows_of(&[1.0], 1)]).unwrap();
-        let bad = queue.submit(vec![rows_of(&[-1.0], 1)]).unwrap();
+        // Eight requests, the sixth with a value the model refuses.
+        let replies: Vec<_> = (0..8)
+            .map(|i| {
+                let value = if i == 5 { -1.0 } else { i as f32 };
+                queue.submit(vec![rows_of(&[value], 1)]).unwrap()
+            })
+            .collect();
         drop(queue);
-        let mut model = |inputs: &[HostTensor]| -> Result<Vec<HostTensor>, String> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut double = doubler(seen.clone());
+        let mut model = move |inputs: &[HostTensor]| -> Result<Vec<HostTensor>, String> {
+            let outputs = double(inputs)?;
             let negative = inputs[0]
                 .data
                 .chunks_exact(4)
@@ -473,11 +486,34 @@ mod tests {
             if negative {
                 return Err("index out of range".to_owned());
             }
-            Ok(inputs.to_vec())
+            Ok(outputs)
         };
-        std::thread::spawn(move || run(inbox, &never(), policy(8), &mut model, &|_, _| {}));
-        assert_eq!(good.await.unwrap().unwrap().outputs[0], rows_of(&[1.0], 1));
-        assert_eq!(bad.await.unwrap().unwrap_err(), "index out of range");
+        let passes = Arc::new(Mutex::new(Vec::new()));
+        let recorded = passes.clone();
+        std::thread::spawn(move || {
+            run(inbox, &never(), policy(8), &mut model, &|rows, _| {
+                recorded.lock().unwrap().push(rows)
+            })
+        });
+        for (i, reply) in replies.into_iter().enumerate() {
+            let result = reply.await.unwrap();
+            if i == 5 {
+                assert_eq!(result.unwrap_err(), "index out of range");
+                continue;
+            }
+            let batched = result.unwrap();
+            assert_eq!(batched.outputs[0], rows_of(&[2.0 * i as f32], 1), "job {i}");
+            let expected_batch = match i {
+                0..=3 => 4,
+                4 => 1,
+                _ => 2,
+            };
+            assert_eq!(batched.batch_size, expected_batch, "job {i}");
+        }
+        // 8 fails; 0-3 pass; 4-7 fails; 4-5 fails; 4 passes; 5 fails alone; 6-7 pass.
+        assert_eq!(*seen.lock().unwrap(), vec![8, 4, 4, 2, 1, 1, 2]);
+        // Only the passes that answered are counted: the seven good rows, once each.
+        assert_eq!(*passes.lock().unwrap(), vec![4, 1, 2]);
     }
 
     #[tokio::test]

@@ -80,6 +80,7 @@ pub struct ModelEntry {
     pub name: &'static str,
     pub file: &'static str,
     pub input_shape: &'static str,
+    pub output_shape: &'static str,
     pub batching: &'static str,
     pub cache: &'static str,
     pub instances: &'static str,
@@ -91,6 +92,7 @@ impl ModelEntry {
             name,
             file: "mlp.pt",
             input_shape: "[-1, 784]",
+            output_shape: "[-1, 10]",
             batching: "{enabled: true, max_batch_size: 64, max_queue_delay: 5ms, queue_capacity: 256}",
             cache: "{enabled: false}",
             instances: "{min: 1, max: 1}",
@@ -105,14 +107,25 @@ impl ModelEntry {
         }
     }
 
+    /// `models/picky.pt`: twice its `[-1, 4]` input, and an error for any negative value.
+    pub fn picky(name: &'static str) -> ModelEntry {
+        ModelEntry {
+            input_shape: "[-1, 4]",
+            output_shape: "[-1, 4]",
+            file: "picky.pt",
+            ..ModelEntry::mlp(name)
+        }
+    }
+
     fn yaml(&self) -> String {
         format!(
             "  - name: {}\n    path: {}\n    inputs: [{{name: input__0, datatype: FP32, shape: {}}}]\n    \
-             outputs: [{{name: output__0, datatype: FP32, shape: [-1, 10]}}]\n    batching: {}\n    cache: {}\n    \
+             outputs: [{{name: output__0, datatype: FP32, shape: {}}}]\n    batching: {}\n    cache: {}\n    \
              instances: {}\n",
             self.name,
             root().join("models").join(self.file).display(),
             self.input_shape,
+            self.output_shape,
             self.batching,
             self.cache,
             self.instances
@@ -592,9 +605,19 @@ impl Alertmanager {
 
     /// As [`Alertmanager::start`] in a directory prepared by the caller.
     pub async fn start_in(dir: TempDir, config: &str, external_url: Option<&str>) -> Alertmanager {
+        Self::start_at(dir, free_port(), config, external_url).await
+    }
+
+    /// As [`Alertmanager::start_in`] on `port`, for tests whose torchwatch was told of the
+    /// Alertmanager before it started.
+    pub async fn start_at(
+        dir: TempDir,
+        port: u16,
+        config: &str,
+        external_url: Option<&str>,
+    ) -> Alertmanager {
         let config_path = dir.path().join("alertmanager.yml");
         std::fs::write(&config_path, config).unwrap();
-        let port = free_port();
         let mut command = Command::new("prometheus-alertmanager");
         command
             .arg(format!("--config.file={}", config_path.display()))
@@ -629,6 +652,24 @@ impl Alertmanager {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         am
+    }
+
+    /// The alerts it holds named `name` (its v2 API lists unresolved ones).
+    pub async fn alerts(&self, name: &str) -> Vec<Value> {
+        let body: Value = client()
+            .get(format!("{}/api/v2/alerts", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body.as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["labels"]["alertname"] == name)
+            .cloned()
+            .collect()
     }
 }
 

@@ -30,7 +30,18 @@ pub enum Security<'a> {
 
 /// Starts it; `user` (with `password`) turns AUTH on.
 pub fn start_smtp(dir: &Path, name: &str, security: Security, user: Option<(&str, &str)>) -> Smtp {
-    let port = super::free_port();
+    start_smtp_at(dir, name, super::free_port(), security, user)
+}
+
+/// As [`start_smtp`] on `port`, for tests whose torchwatch was told of the relay before it
+/// started.
+pub fn start_smtp_at(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    security: Security,
+    user: Option<(&str, &str)>,
+) -> Smtp {
     let out = dir.join(format!("{name}.jsonl"));
     let mut command = Command::new("/usr/bin/python3");
     command
