@@ -54,10 +54,19 @@ models:
 	scripts/setup --full
 	.venv/bin/python models/export.py
 
-# Fuzzes the exposition parsers (needs a nightly toolchain and `cargo install cargo-fuzz`).
+# Fuzzes every decoder and parser in fuzz/fuzz_targets, one target after another, each for
+# FUZZ_SECONDS from its seeds (fuzz/seeds/TARGET) and what earlier runs kept (fuzz/corpus, not in
+# git). cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain take them.
+# No sanitizer: the crate is safe Rust (one libc call), and ASan would halve the executions.
 # The fuzz binary links LibTorch through the crate but gets no rpath, hence the library path.
 FUZZ_SECONDS ?= 120
+FUZZ_TARGETS := exposition infer_json infer_binary config rule_file policy_file template promql
 fuzz: setup
-	mkdir -p fuzz/corpus/exposition
-	cd fuzz && LD_LIBRARY_PATH=$(CURDIR)/.venv/lib/python3.11/site-packages/torch/lib \
-		cargo +nightly fuzz run exposition corpus/exposition seeds/exposition -- -max_total_time=$(FUZZ_SECONDS)
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && for target in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$target && \
+		RUSTC_BOOTSTRAP=1 LD_LIBRARY_PATH=$(CURDIR)/.venv/lib/python3.11/site-packages/torch/lib \
+		cargo fuzz run --sanitizer none $$target corpus/$$target seeds/$$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+			|| exit 1; \
+	done

@@ -9,6 +9,8 @@ pub mod client_error;
 pub mod clock;
 pub mod cmd;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gofmt;
 pub mod http;
 pub mod http_client;

@@ -55,6 +55,11 @@ fn input(shape: Value, datatype: Value, data: Value) -> Value {
     json!({"inputs": [{"name": "input__0", "shape": shape, "datatype": datatype, "data": data}]})
 }
 
+/// `levels` nested arrays around a 0.
+fn deep_array(levels: usize) -> Value {
+    (0..levels).fold(json!(0), |inner, _| json!([inner]))
+}
+
 fn corpus() -> Vec<Case> {
     let row: Vec<f32> = vec![0.5; 784];
     let good = input(json!([1, 784]), json!("FP32"), json!(row));
@@ -117,7 +122,25 @@ fn corpus() -> Vec<Case> {
             )
             .into_bytes(),
             400,
-            "recursion limit exceeded",
+            "nested deeper than server.max_json_depth (64 levels)",
+        ),
+        json_case(
+            "one level past max_json_depth",
+            json!({"inputs": good["inputs"], "parameters": {"p": deep_array(63)}}),
+            400,
+            "nested deeper than server.max_json_depth (64 levels)",
+        ),
+        json_case(
+            "one input past max_inputs",
+            json!({"inputs": vec![good["inputs"][0].clone(); 65]}),
+            400,
+            "more than server.max_inputs (64) inputs",
+        ),
+        json_case(
+            "one dimension past max_tensor_rank",
+            input(json!(vec![1; 33]), json!("FP32"), json!([0.5])),
+            400,
+            "input 'input__0': shape has 33 dimensions, more than server.max_tensor_rank (32)",
         ),
         json_case(
             "no inputs key",
@@ -372,6 +395,10 @@ fn corpus() -> Vec<Case> {
         binary_case("header length negative", header(json!(3136)), &tensor, Some("-5"), "Inference-Header-Content-Length must be a non-negative integer"),
         binary_case("header length cuts the JSON", header(json!(3136)), &tensor, Some("20"), "invalid inference request JSON"),
         binary_case("header length zero", header(json!(3136)), &tensor, Some("0"), "invalid inference request JSON"),
+        Case {
+            status: 413,
+            ..binary_case("header length past max_inference_header_bytes", header(json!(3136)), &tensor, Some("1048577"), "Inference-Header-Content-Length is 1048577, more than server.max_inference_header_bytes (1048576)")
+        },
     ]);
     cases
 }
@@ -421,4 +448,30 @@ async fn every_malformed_request_gets_a_4xx_naming_its_cause_and_the_server_serv
         cases.len(),
         wrong.join("\n")
     );
+}
+
+#[tokio::test]
+async fn the_decoder_limits_are_raised_in_the_config() {
+    let server = common::start(
+        "corpus-limits",
+        &[ModelEntry::mlp("mlp")],
+        "  max_json_depth: 100",
+    );
+    server.wait_ready().await;
+    let case = &references("mlp")[0];
+    let mut body = infer_body(&case.shape, &case.input);
+    // 82 levels: past the default 64, within the 100 configured.
+    body["parameters"] = json!({"p": deep_array(80)});
+    let response = common::client()
+        .post(server.url("/v2/models/mlp/infer"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    let output = common::output_data(&answer);
+    assert_eq!(output.len(), case.output.len());
+    assert!(common::max_abs_diff(&output, &case.output) <= 1e-5);
 }

@@ -242,6 +242,9 @@ impl Default for BucketsConfig {
     }
 }
 
+/// The deepest `server.max_json_depth` can be: serde_json's own recursion limit.
+const MAX_JSON_DEPTH: usize = 127;
+
 /// `server:` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -250,6 +253,15 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Deepest nesting of JSON arrays and objects in an inference request; deeper ones get 400.
+    pub max_json_depth: usize,
+    /// Most `inputs` in one inference request; more get 400.
+    pub max_inputs: usize,
+    /// Most dimensions in an input's `shape`; more get 400.
+    pub max_tensor_rank: usize,
+    /// Largest `Inference-Header-Content-Length` (the JSON part of a binary-extension request);
+    /// larger ones get 413.
+    pub max_inference_header_bytes: usize,
     /// After SIGTERM/SIGINT, how long queued and in-flight requests may take to finish.
     #[serde(deserialize_with = "duration")]
     pub drain_timeout: Duration,
@@ -321,6 +333,10 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 << 20,
+            max_json_depth: 64,
+            max_inputs: 64,
+            max_tensor_rank: 32,
+            max_inference_header_bytes: 1 << 20,
             drain_timeout: Duration::from_secs(30),
             external_url: None,
             query_timeout: Duration::from_secs(120),
@@ -603,6 +619,25 @@ impl Config {
                  everything on one port)"
                     .into(),
             );
+        }
+        // A request with one flat input nests 4 deep (object, inputs, input, data); serde_json
+        // refuses more than 127 levels whatever this says.
+        if !(4..=MAX_JSON_DEPTH).contains(&self.server.max_json_depth) {
+            return Err(format!(
+                "server.max_json_depth: must be between 4 and {MAX_JSON_DEPTH}"
+            ));
+        }
+        for (key, value) in [
+            ("max_inputs", self.server.max_inputs),
+            ("max_tensor_rank", self.server.max_tensor_rank),
+            (
+                "max_inference_header_bytes",
+                self.server.max_inference_header_bytes,
+            ),
+        ] {
+            if value == 0 {
+                return Err(format!("server.{key}: must be at least 1"));
+            }
         }
         if self.server.max_connections == 0 {
             return Err("server.max_connections: must be at least 1".into());
@@ -958,6 +993,51 @@ mod tests {
             err.contains("1.5h"),
             "Prometheus durations have no fractions: {err}"
         );
+    }
+
+    #[test]
+    fn decoder_limits_default_and_are_checked() {
+        let config = Config::parse(MINIMAL, "t.yaml").unwrap();
+        let server = &config.server;
+        assert_eq!(
+            (
+                server.max_json_depth,
+                server.max_inputs,
+                server.max_tensor_rank,
+                server.max_inference_header_bytes
+            ),
+            (64, 64, 32, 1 << 20)
+        );
+        let with = |server: &str| format!("server: {{{server}}}\n{MINIMAL}");
+        let config = Config::parse(&with("max_json_depth: 127, max_inputs: 1"), "t.yaml").unwrap();
+        assert_eq!(
+            (config.server.max_json_depth, config.server.max_inputs),
+            (127, 1)
+        );
+        for (setting, error) in [
+            (
+                "max_json_depth: 3",
+                "server.max_json_depth: must be between 4 and 127",
+            ),
+            (
+                "max_json_depth: 128",
+                "server.max_json_depth: must be between 4 and 127",
+            ),
+            ("max_inputs: 0", "server.max_inputs: must be at least 1"),
+            (
+                "max_tensor_rank: 0",
+                "server.max_tensor_rank: must be at least 1",
+            ),
+            (
+                "max_inference_header_bytes: 0",
+                "server.max_inference_header_bytes: must be at least 1",
+            ),
+        ] {
+            let err = Config::parse(&with(setting), "t.yaml")
+                .unwrap_err()
+                .to_string();
+            assert_eq!(err, format!("t.yaml: {error}"), "{setting}");
+        }
     }
 
     #[test]

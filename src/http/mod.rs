@@ -3,7 +3,7 @@
 
 mod alertmanager;
 mod api;
-mod protocol;
+pub(crate) mod protocol;
 mod server;
 mod status;
 mod web;
@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use crate::metrics::{self, Metrics};
 use crate::serve::{InferError, ModelService, Registry, Source};
 
-use protocol::{ResponseOutput, decode_request, encode_response};
+use protocol::{DecodeError, ResponseOutput, decode_request, encode_response};
 
 /// The only model version torchwatch serves; the protocol requires one.
 const MODEL_VERSION: &str = "1";
@@ -49,6 +49,7 @@ struct AppState {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     max_body_bytes: usize,
+    decode_limits: protocol::DecodeLimits,
     request_timeout: std::time::Duration,
 }
 
@@ -174,6 +175,7 @@ pub fn router(
         registry,
         metrics,
         max_body_bytes: server.max_body_bytes,
+        decode_limits: server.into(),
         request_timeout: server.request_timeout,
     };
     let finish = |routes: Router<AppState>| {
@@ -568,8 +570,15 @@ async fn infer_on(
                 })
         })
         .transpose()?;
-    let request = decode_request(&body, header_length)
-        .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message))?;
+    let request =
+        decode_request(&body, header_length, &state.decode_limits).map_err(|e| match e {
+            DecodeError::Invalid(message) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+            }
+            DecodeError::TooLarge(message) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
+            }
+        })?;
     let config = service.config();
     // Check requested outputs before spending a forward pass on them.
     let selected: Vec<(usize, bool)> = match &request.outputs {

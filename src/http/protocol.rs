@@ -3,7 +3,7 @@
 //! raw little-endian tensors of every input (or output) that says `binary_data_size`.
 
 use bytes::{Bytes, BytesMut};
-use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -35,10 +35,49 @@ pub struct RequestedOutput {
     pub binary: Option<bool>,
 }
 
-#[derive(Deserialize)]
+/// What one request may hold: the `server:` keys of the same names. Each is checked before the
+/// part it bounds is allocated (depth and header size before parsing, the input count as inputs
+/// are read), so an abusive request costs little more than its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Deepest nesting of arrays and objects in the JSON.
+    pub max_json_depth: usize,
+    /// Most entries in `inputs`.
+    pub max_inputs: usize,
+    /// Most dimensions in an input's `shape`.
+    pub max_tensor_rank: usize,
+    /// Largest `Inference-Header-Content-Length`.
+    pub max_header_bytes: usize,
+}
+
+impl From<&crate::config::ServerConfig> for DecodeLimits {
+    fn from(server: &crate::config::ServerConfig) -> DecodeLimits {
+        DecodeLimits {
+            max_json_depth: server.max_json_depth,
+            max_inputs: server.max_inputs,
+            max_tensor_rank: server.max_tensor_rank,
+            max_header_bytes: server.max_inference_header_bytes,
+        }
+    }
+}
+
+/// Why a request body was refused.
+#[derive(Debug, PartialEq)]
+pub enum DecodeError {
+    /// Malformed or over a count limit: 400.
+    Invalid(String),
+    /// A declared size over its limit: 413.
+    TooLarge(String),
+}
+
+impl From<String> for DecodeError {
+    fn from(message: String) -> DecodeError {
+        DecodeError::Invalid(message)
+    }
+}
+
 struct RequestJson {
     id: Option<String>,
-    #[serde(default)]
     parameters: Map<String, Value>,
     inputs: Vec<InputJson>,
     outputs: Option<Vec<OutputJson>>,
@@ -62,18 +101,38 @@ struct OutputJson {
 }
 
 /// Decodes a request body; `header_length` is the `Inference-Header-Content-Length` value.
-pub fn decode_request(body: &Bytes, header_length: Option<usize>) -> Result<InferRequest, String> {
+pub fn decode_request(
+    body: &Bytes,
+    header_length: Option<usize>,
+    limits: &DecodeLimits,
+) -> Result<InferRequest, DecodeError> {
     let (json, mut binary) = match header_length {
+        Some(length) if length > limits.max_header_bytes => {
+            return Err(DecodeError::TooLarge(format!(
+                "Inference-Header-Content-Length is {length}, more than \
+                 server.max_inference_header_bytes ({})",
+                limits.max_header_bytes
+            )));
+        }
         Some(length) if length > body.len() => {
-            return Err(format!(
+            return Err(DecodeError::Invalid(format!(
                 "Inference-Header-Content-Length is {length} but the body has only {} bytes",
                 body.len()
-            ));
+            )));
         }
         Some(length) => (body.slice(..length), body.slice(length..)),
         None => (body.clone(), Bytes::new()),
     };
-    let request: RequestJson = serde_json::from_slice(&json)
+    if nesting_exceeds(&json, limits.max_json_depth) {
+        return Err(DecodeError::Invalid(format!(
+            "invalid inference request JSON: nested deeper than server.max_json_depth ({} levels)",
+            limits.max_json_depth
+        )));
+    }
+    let mut parser = serde_json::Deserializer::from_slice(&json);
+    let request = RequestSeed(limits)
+        .deserialize(&mut parser)
+        .and_then(|request| parser.end().map(|()| request))
         .map_err(|e| format!("invalid inference request JSON: {e}"))?;
     let mut inputs = Vec::with_capacity(request.inputs.len());
     for input in request.inputs {
@@ -89,21 +148,21 @@ pub fn decode_request(body: &Bytes, header_length: Option<usize>) -> Result<Infe
             .map_err(|e| format!("input '{name}': {e}"))?;
         let tensor = match (binary_size, input.data) {
             (Some(_), Some(_)) => {
-                return Err(format!(
+                return Err(DecodeError::Invalid(format!(
                     "input '{name}' has both 'data' and a binary_data_size parameter"
-                ));
+                )));
             }
-            (None, None) => return Err(format!("input '{name}' has no 'data'")),
+            (None, None) => return Err(format!("input '{name}' has no 'data'").into()),
             (None, Some(FlatData(values))) => {
                 HostTensor::from_scalars(datatype, input.shape, &values)
             }
             (Some(size), None) => {
                 let size = usize::try_from(size).unwrap_or(usize::MAX);
                 if size > binary.len() {
-                    return Err(format!(
+                    return Err(DecodeError::Invalid(format!(
                         "input '{name}' says binary_data_size {size} but only {} binary bytes remain",
                         binary.len()
-                    ));
+                    )));
                 }
                 HostTensor::new(datatype, input.shape, binary.split_to(size))
             }
@@ -112,10 +171,10 @@ pub fn decode_request(body: &Bytes, header_length: Option<usize>) -> Result<Infe
         inputs.push((name, tensor));
     }
     if !binary.is_empty() {
-        return Err(format!(
+        return Err(DecodeError::Invalid(format!(
             "{} bytes of binary data follow the JSON header that no input claims",
             binary.len()
-        ));
+        )));
     }
     let binary_output = parameter_bool(&request.parameters, "binary_data_output")?.unwrap_or(false);
     let outputs = request
@@ -140,6 +199,132 @@ pub fn decode_request(body: &Bytes, header_length: Option<usize>) -> Result<Infe
         outputs,
         binary_output,
     })
+}
+
+/// Whether arrays and objects in `json` nest deeper than `max`, found by scanning the bytes (strings
+/// skipped) before any parser runs, so no parser recursion or allocation is spent on such a body.
+fn nesting_exceeds(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in json {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            // Unbalanced closers are the parser's to report.
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Reads the request object with `inputs` bounded by the limits as they are read.
+struct RequestSeed<'a>(&'a DecodeLimits);
+
+impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
+    type Value = RequestJson;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RequestJson, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RequestSeed<'_> {
+    type Value = RequestJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an inference request object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestJson, A::Error> {
+        let mut id = None;
+        let mut parameters = None;
+        let mut inputs = None;
+        let mut outputs = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "id" if id.is_some() => return Err(de::Error::duplicate_field("id")),
+                "id" => id = Some(map.next_value::<Option<String>>()?),
+                "parameters" if parameters.is_some() => {
+                    return Err(de::Error::duplicate_field("parameters"));
+                }
+                "parameters" => parameters = Some(map.next_value()?),
+                "inputs" if inputs.is_some() => return Err(de::Error::duplicate_field("inputs")),
+                "inputs" => inputs = Some(map.next_value_seed(InputsSeed(self.0))?),
+                "outputs" if outputs.is_some() => {
+                    return Err(de::Error::duplicate_field("outputs"));
+                }
+                "outputs" => outputs = Some(map.next_value::<Option<Vec<OutputJson>>>()?),
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(RequestJson {
+            id: id.flatten(),
+            parameters: parameters.unwrap_or_default(),
+            inputs: inputs.ok_or_else(|| de::Error::missing_field("inputs"))?,
+            outputs: outputs.flatten(),
+        })
+    }
+}
+
+/// The `inputs` array, refused at the first input past `max_inputs` or over `max_tensor_rank`.
+struct InputsSeed<'a>(&'a DecodeLimits);
+
+impl<'de> DeserializeSeed<'de> for InputsSeed<'_> {
+    type Value = Vec<InputJson>;
+    fn deserialize<D: Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Vec<InputJson>, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for InputsSeed<'_> {
+    type Value = Vec<InputJson>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of inputs")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<InputJson>, A::Error> {
+        let limits = self.0;
+        let mut inputs = Vec::new();
+        while let Some(input) = seq.next_element::<InputJson>()? {
+            if inputs.len() == limits.max_inputs {
+                return Err(de::Error::custom(format!(
+                    "more than server.max_inputs ({}) inputs",
+                    limits.max_inputs
+                )));
+            }
+            if input.shape.len() > limits.max_tensor_rank {
+                return Err(de::Error::custom(format!(
+                    "input '{}': shape has {} dimensions, more than server.max_tensor_rank ({})",
+                    input.name,
+                    input.shape.len(),
+                    limits.max_tensor_rank
+                )));
+            }
+            inputs.push(input);
+        }
+        Ok(inputs)
+    }
 }
 
 fn parameter_u64(parameters: &Map<String, Value>, key: &str) -> Result<Option<u64>, String> {
@@ -320,8 +505,19 @@ impl<'de> Visitor<'de> for Flatten<'_> {
 mod tests {
     use super::*;
 
+    fn limits() -> DecodeLimits {
+        DecodeLimits::from(&crate::config::ServerConfig::default())
+    }
+
+    fn decode_with(json: &str, limits: &DecodeLimits) -> Result<InferRequest, DecodeError> {
+        decode_request(&Bytes::copy_from_slice(json.as_bytes()), None, limits)
+    }
+
     fn decode(json: &str) -> Result<InferRequest, String> {
-        decode_request(&Bytes::copy_from_slice(json.as_bytes()), None)
+        decode_with(json, &limits()).map_err(|e| match e {
+            DecodeError::Invalid(m) => m,
+            DecodeError::TooLarge(m) => panic!("413 for {json}: {m}"),
+        })
     }
 
     #[test]
@@ -343,7 +539,7 @@ mod tests {
         let mut body = header.to_vec();
         body.extend_from_slice(&7i32.to_le_bytes());
         body.extend_from_slice(&[1, 0]);
-        let request = decode_request(&body.into(), Some(header.len())).unwrap();
+        let request = decode_request(&body.into(), Some(header.len()), &limits()).unwrap();
         assert_eq!(&request.inputs[0].1.data[..], &7i32.to_le_bytes());
         assert_eq!(&request.inputs[1].1.data[..], &[1, 0]);
     }
@@ -373,6 +569,104 @@ mod tests {
             let err = decode(json).unwrap_err();
             assert!(err.contains(expected), "{json}: {err}");
         }
+    }
+
+    /// A request whose `parameters` hold a value nested `depth` levels deep in all.
+    fn nested(depth: usize) -> String {
+        let inner = depth - 2;
+        format!(
+            r#"{{"parameters":{{"p":{}{}}},"inputs":[]}}"#,
+            "[".repeat(inner),
+            "]".repeat(inner)
+        )
+    }
+
+    #[test]
+    fn nesting_is_limited_by_max_json_depth_and_strings_do_not_count() {
+        let tight = DecodeLimits {
+            max_json_depth: 5,
+            ..limits()
+        };
+        assert!(decode_with(&nested(5), &tight).is_ok());
+        assert_eq!(
+            decode_with(&nested(6), &tight).unwrap_err(),
+            DecodeError::Invalid(
+                "invalid inference request JSON: nested deeper than server.max_json_depth (5 levels)"
+                    .into()
+            )
+        );
+        let nested_data = r#"{"id":"[[[[[[\"[[[","inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[[2]]}]}"#;
+        assert!(decode_with(nested_data, &tight).is_ok());
+        // The deepest setting allowed is one serde_json itself accepts.
+        let deepest = DecodeLimits {
+            max_json_depth: 127,
+            ..limits()
+        };
+        assert!(decode_with(&nested(127), &deepest).is_ok());
+    }
+
+    #[test]
+    fn inputs_and_rank_are_limited_as_they_are_read() {
+        let input = r#"{"name":"x","shape":[1,1,1],"datatype":"FP32","data":[1]}"#;
+        let three = format!(r#"{{"inputs":[{input},{input},{input}]}}"#);
+        let limited = DecodeLimits {
+            max_inputs: 2,
+            max_tensor_rank: 3,
+            ..limits()
+        };
+        let err = decode_with(&three, &limited).unwrap_err();
+        assert!(
+            matches!(&err, DecodeError::Invalid(m) if m.contains("more than server.max_inputs (2) inputs")),
+            "{err:?}"
+        );
+        let flat = DecodeLimits {
+            max_tensor_rank: 2,
+            ..limits()
+        };
+        let err = decode_with(&three, &flat).unwrap_err();
+        assert!(
+            matches!(&err, DecodeError::Invalid(m) if m.contains("input 'x': shape has 3 dimensions, more than server.max_tensor_rank (2)")),
+            "{err:?}"
+        );
+        assert_eq!(decode(&three).unwrap().inputs.len(), 3);
+    }
+
+    #[test]
+    fn a_header_length_over_the_limit_is_a_413() {
+        let header = br#"{"inputs":[{"name":"a","shape":[1],"datatype":"INT32","parameters":{"binary_data_size":4}}]}"#;
+        let mut body = header.to_vec();
+        body.extend_from_slice(&7i32.to_le_bytes());
+        let small = DecodeLimits {
+            max_header_bytes: header.len() - 1,
+            ..limits()
+        };
+        assert_eq!(
+            decode_request(&body.clone().into(), Some(header.len()), &small).unwrap_err(),
+            DecodeError::TooLarge(format!(
+                "Inference-Header-Content-Length is {}, more than \
+                 server.max_inference_header_bytes ({})",
+                header.len(),
+                header.len() - 1
+            ))
+        );
+        assert!(decode_request(&body.into(), Some(header.len()), &limits()).is_ok());
+    }
+
+    #[test]
+    fn the_request_object_is_read_strictly() {
+        let cases = [
+            (r#"{"id":"1"}"#, "missing field `inputs`"),
+            (r#"{"inputs":[],"inputs":[]}"#, "duplicate field `inputs`"),
+            (r#"{"inputs":[]} {}"#, "trailing characters"),
+            (r#"{"inputs":{}}"#, "expected an array of inputs"),
+            (r#"[]"#, "expected an inference request object"),
+        ];
+        for (json, expected) in cases {
+            let err = decode(json).unwrap_err();
+            assert!(err.contains(expected), "{json}: {err}");
+        }
+        let request = decode(r#"{"id":null,"x":[{}],"outputs":null,"inputs":[]}"#).unwrap();
+        assert!(request.id.is_none() && request.outputs.is_none());
     }
 
     #[test]

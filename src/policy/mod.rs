@@ -409,13 +409,18 @@ fn located(
 pub fn load_file(path: &Path) -> Result<Policies, Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
+    parse_file(&text, path)
+}
+
+/// [`load_file`] on text already read from `path`.
+pub(crate) fn parse_file(text: &str, path: &Path) -> Result<Policies, Vec<String>> {
     let origin = path.display().to_string();
-    let file: PolicyFile = serde_saphyr::from_str(&text).map_err(|e| {
+    let file: PolicyFile = serde_saphyr::from_str(text).map_err(|e| {
         let message = crate::config::yaml_error(&origin, &e);
         // Name the policy the error is in, as rule errors name their group.
         let named = e
             .location()
-            .and_then(|at| policy_around(&text, at.line() as usize))
+            .and_then(|at| policy_around(text, at.line() as usize))
             .map(|(kind, name)| {
                 let (place, rest) = message.split_once(": ").unwrap_or((&message, ""));
                 format!("{place}: {kind} {name:?}: {rest}")

@@ -25,10 +25,18 @@ pub struct Duplicate {
 
 /// Loads and validates one rule file; returns its groups, or every problem found.
 pub fn load_file(path: &Path) -> Result<(Vec<Group>, Vec<Duplicate>), LoadErrors> {
-    let origin = path.display().to_string();
     let text = std::fs::read_to_string(path)
-        .map_err(|e| LoadErrors(vec![format!("{origin}: cannot read: {e}")]))?;
-    let file: RuleFile = serde_saphyr::from_str(&text)
+        .map_err(|e| LoadErrors(vec![format!("{}: cannot read: {e}", path.display())]))?;
+    parse_file(&text, path)
+}
+
+/// [`load_file`] on text already read from `path`.
+pub(crate) fn parse_file(
+    text: &str,
+    path: &Path,
+) -> Result<(Vec<Group>, Vec<Duplicate>), LoadErrors> {
+    let origin = path.display().to_string();
+    let file: RuleFile = serde_saphyr::from_str(text)
         .map_err(|e| LoadErrors(vec![config::yaml_error(&origin, &e)]))?;
     let mut errors = Vec::new();
     let mut groups = Vec::new();

@@ -16,6 +16,7 @@ pub use alerting::{
 };
 pub use datasource::{LocalQuery, QueryFn, RemoteQuery};
 pub use group::{Group, GroupOutcome};
+pub(crate) use loader::parse_file;
 pub use loader::{Duplicate, LoadErrors, expand_globs, load_file, load_files};
 pub use manager::{GroupStatus, RuleContext, RuleManager, RuleStatus, load_all};
 pub use recording::RecordingRule;

@@ -135,7 +135,7 @@ impl Tracker {
     fn step(&mut self, c: char, rest: &str) {
         self.state = match std::mem::replace(&mut self.state, State::Text) {
             State::Text => {
-                let next = rest[1..].chars().next();
+                let next = rest[c.len_utf8()..].chars().next();
                 if c == '<' && next.is_some_and(|n| n.is_ascii_alphabetic() || n == '/') {
                     self.tag = rest[1..]
                         .trim_start_matches('/')

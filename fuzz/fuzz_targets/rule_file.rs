@@ -1,0 +1,17 @@
+//! Feeds arbitrary text to the rule-file loader (parse, PromQL of every rule, templates of
+//! every annotation): it must return rules or errors naming the file, never panic or hang.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use torchwatch::fuzzing::parse_rule_file;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Err(errors) = parse_rule_file(text)
+    {
+        assert!(!errors.is_empty());
+        for e in errors {
+            assert!(e.starts_with("fuzz.yml"), "{e}");
+        }
+    }
+});
