@@ -68,25 +68,7 @@ async fn tritonclient_talks_to_torchwatch() {
         "",
     );
     server.wait_ready().await;
-    let python = common::root().join(".venv/bin/python");
-    let output = tokio::process::Command::new(&python)
-        .arg(common::root().join("tests/triton_client_check.py"))
-        .arg(server.base.trim_start_matches("http://"))
-        .arg(common::root().join("models"))
-        .output()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} ({e}); run `make test-deps`",
-                python.display()
-            )
-        });
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "tritonclient check failed:\n{stdout}\n{stderr}"
-    );
+    let stdout = common::triton_client_check(server.base.trim_start_matches("http://"), &[]).await;
     // 2 models x 2 reference cases x (JSON, binary) inferences, each with its id check.
     assert_eq!(
         stdout.lines().filter(|l| l.contains("infer batch")).count(),

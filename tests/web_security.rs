@@ -252,29 +252,22 @@ async fn tls_client_certificates_and_basic_auth_guard_every_route() {
     .await;
 
     // NVIDIA's client over HTTPS with a client certificate and basic auth.
-    let python = common::root().join(".venv/bin/python");
-    let output = tokio::process::Command::new(&python)
-        .arg(common::root().join("tests/triton_client_check.py"))
-        .arg(&address)
-        .arg(common::root().join("models"))
-        .env("TRITON_TLS_CA", &pki.ca)
-        .env("TRITON_TLS_CERT", &client_cert)
-        .env("TRITON_TLS_KEY", &client_key)
-        .env("TRITON_BASIC_AUTH", format!("{USER}:{PASSWORD}"))
-        .output()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} ({e}); run `make test-deps`",
-                python.display()
-            )
-        });
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "tritonclient over HTTPS failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let (ca, cert, key) = (
+        pki.ca.display().to_string(),
+        client_cert.display().to_string(),
+        client_key.display().to_string(),
     );
+    let credentials = format!("{USER}:{PASSWORD}");
+    let stdout = common::triton_client_check(
+        &address,
+        &[
+            ("TRITON_TLS_CA", &ca),
+            ("TRITON_TLS_CERT", &cert),
+            ("TRITON_TLS_KEY", &key),
+            ("TRITON_BASIC_AUTH", &credentials),
+        ],
+    )
+    .await;
     // 2 models x 2 reference cases x (JSON, binary), as in the plain-HTTP check.
     assert_eq!(
         stdout.lines().filter(|l| l.contains("infer batch")).count(),

@@ -750,4 +750,19 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn html_text_with_multibyte_characters_before_a_tag() {
+        // Found by the template fuzz target: the escaper looked one byte past a two-byte
+        // character (U+05C2) for a tag start and sliced inside it.
+        let set = TemplateSet::with_defaults();
+        let data = amtool_example(0);
+        let t = set
+            .compile_html("rs\u{5c2}<b>{{ .Receiver }}</b>\u{5c2}")
+            .unwrap();
+        assert_eq!(
+            t.expand_notification(&data).unwrap(),
+            "rs\u{5c2}<b>receiver</b>\u{5c2}"
+        );
+    }
 }

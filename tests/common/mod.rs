@@ -133,6 +133,32 @@ impl ModelEntry {
     }
 }
 
+/// Runs tests/triton_client_check.py (NVIDIA's tritonclient) against `address` with `env`
+/// (TLS and basic-auth settings), asserts it passed, and returns what it printed.
+pub async fn triton_client_check(address: &str, env: &[(&str, &str)]) -> String {
+    let python = root().join(".venv/bin/python");
+    let output = tokio::process::Command::new(&python)
+        .arg(root().join("tests/triton_client_check.py"))
+        .arg(address)
+        .arg(root().join("models"))
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}); run `make test-deps`",
+                python.display()
+            )
+        });
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "tritonclient check failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// A running `torchwatch serve`.
 pub struct Server {
     child: Option<Child>,
