@@ -21,7 +21,7 @@ use crate::promql::Engine;
 use crate::rules::{self, LocalQuery, QueryFn, RemoteQuery, RuleContext, RuleManager};
 use crate::scrape::{self, Scraper};
 use crate::serve::Registry;
-use crate::storage::{Storage, StorageOptions};
+use crate::storage::{Persistence, Storage, StorageOptions};
 
 /// The monitoring half of `serve` that a reload replaces: scrape targets, rule
 /// groups and where rule queries run. Start-up and reload share [`Monitoring::apply`].
@@ -227,6 +227,16 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("state.dir: cannot create {}", dir.display()))?;
     }
+    // Before any scrape or rule evaluation, so rules see the samples of the last run.
+    let (finish_persistence, finish) = watch::channel(false);
+    let persistence = match &config.state.dir {
+        Some(dir) => Some(persist(
+            replay(dir.clone(), storage.clone()).await?,
+            std::time::Duration::from_millis(config.storage.flush_interval.millis() as u64),
+            finish,
+        )),
+        None => None,
+    };
     // Links in notifications lead to the status page, which lives on the admin port when there
     // is one.
     let linked = match &admin_listener {
@@ -392,19 +402,28 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     }
     registry.begin_shutdown();
     let _ = stop.send(true);
-    match tokio::time::timeout(config.server.drain_timeout, server).await {
+    let drained = match tokio::time::timeout(config.server.drain_timeout, server).await {
         Ok(joined) => {
             if let Err(e) = joined {
                 tracing::error!(event = "error_occurred", error_type = "server", message = %e);
             }
+            true
         }
         Err(_) => {
             tracing::warn!(
                 event = "drain_timeout",
                 "requests still open after the drain timeout were abandoned"
             );
-            return Ok(());
+            false
         }
+    };
+    // After the drain, so the snapshot holds every sample that was appended.
+    let _ = finish_persistence.send(true);
+    if let Some(persistence) = persistence {
+        let _ = persistence.await;
+    }
+    if !drained {
+        return Ok(());
     }
     // The server and its connections are gone, so this is the last handle: dropping it closes the
     // queues, and each worker thread exits once its queue is empty.
@@ -418,6 +437,53 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     }
     tracing::info!(event = "shutdown_complete");
     Ok(())
+}
+
+/// Replays the store's files under `dir`, off the async threads.
+async fn replay(dir: PathBuf, storage: Arc<Storage>) -> anyhow::Result<Persistence> {
+    let (persistence, replayed) =
+        tokio::task::spawn_blocking(move || Persistence::open(&dir, storage)).await?;
+    tracing::info!(
+        event = "storage_replayed",
+        series = replayed.series,
+        samples = replayed.samples,
+        duration_s = replayed.seconds,
+        "samples of the last run are back in the store"
+    );
+    Ok(persistence)
+}
+
+/// Flushes the store's log every `every`, and writes the final snapshot when `finish` says so.
+fn persist(
+    mut persistence: Persistence,
+    every: std::time::Duration,
+    mut finish: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            let last = tokio::select! {
+                _ = ticker.tick() => false,
+                _ = finish.wait_for(|f| *f) => true,
+            };
+            // Failures are counted and logged by the persistence itself; serving goes on.
+            let written = tokio::task::spawn_blocking(move || {
+                let _ = if last {
+                    persistence.checkpoint()
+                } else {
+                    persistence.flush()
+                };
+                persistence
+            })
+            .await;
+            match written {
+                Ok(back) if !last => persistence = back,
+                _ => return,
+            }
+        }
+    })
 }
 
 /// Drops samples past the retention once a minute, off the scrape path.

@@ -24,11 +24,22 @@ pub fn write_failures() -> u64 {
 
 /// Writes `value` to `path` atomically; failures are counted and logged once per change.
 pub fn save<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    let result = write_atomically(path, value);
+    let result = serde_json::to_vec(value)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| write_bytes_atomically(path, &bytes));
+    if result.is_err() {
+        FAILURES.fetch_add(1, Ordering::Relaxed);
+    }
+    record_outcome(path, result.as_ref().map(|_| ()));
+    result
+}
+
+/// Logs a file that starts failing to save once, and once when it saves again, so a full or
+/// read-only state dir gives a line per change, not one per write.
+pub fn record_outcome(path: &Path, outcome: Result<(), &std::io::Error>) {
     let mut failing = crate::sync::lock(&FAILING);
-    match &result {
+    match outcome {
         Err(e) => {
-            FAILURES.fetch_add(1, Ordering::Relaxed);
             if failing.insert(path.to_path_buf()) {
                 tracing::warn!(event = "state_not_saved", file = %path.display(), error = %e,
                     "cannot save state; serving on, and retrying at every change");
@@ -41,18 +52,18 @@ pub fn save<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
             }
         }
     }
-    result
 }
 
-fn write_atomically<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+/// Writes `bytes` to `path` so that a crash at any moment leaves either the old file or the
+/// new one: a temporary file, synced, renamed over `path`, then the directory synced.
+pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     // A name of its own per write, so two writers of one file never interleave in one
     // temporary file; the rename still leaves whole files only.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
     let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
-    let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
     let written = std::fs::File::create(&tmp).and_then(|mut file| {
-        file.write_all(&bytes)?;
+        file.write_all(bytes)?;
         file.sync_all()
     });
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {

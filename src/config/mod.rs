@@ -108,6 +108,9 @@ pub struct StorageConfig {
     pub retention: PromDuration,
     /// Most series held at once; samples of further new series are refused and counted.
     pub max_series: usize,
+    /// How often appends are written to the write-ahead log under `state.dir` and synced: a
+    /// `kill -9` loses at most this much. Without `state.dir` nothing is persisted.
+    pub flush_interval: PromDuration,
 }
 
 impl Default for StorageConfig {
@@ -115,6 +118,7 @@ impl Default for StorageConfig {
         Self {
             retention: PromDuration(2 * 3600 * 1000),
             max_series: 1_000_000,
+            flush_interval: PromDuration(10_000),
         }
     }
 }
@@ -670,6 +674,9 @@ impl Config {
         }
         if self.storage.retention.millis() <= 0 {
             return Err("storage.retention: must be longer than 0s".into());
+        }
+        if self.storage.flush_interval.millis() <= 0 {
+            return Err("storage.flush_interval: must be longer than 0s".into());
         }
         if self.rules.evaluation_interval.millis() <= 0 {
             return Err("rules.evaluation_interval: must be longer than 0s".into());

@@ -612,6 +612,21 @@ impl Collector for StorageCollector {
                 "Approximate memory of the built-in store's samples, labels and index",
                 stats.bytes as f64,
             ),
+            (
+                "torchwatch_storage_wal_bytes",
+                "Bytes of the store's write-ahead log under state.dir",
+                stats.wal_bytes as f64,
+            ),
+            (
+                "torchwatch_storage_snapshot_bytes",
+                "Bytes of the store's last snapshot under state.dir",
+                stats.snapshot_bytes as f64,
+            ),
+            (
+                "torchwatch_storage_replay_duration_seconds",
+                "How long reading the store's files back took at start",
+                stats.replay_seconds,
+            ),
         ] {
             family(
                 &mut encoder,
@@ -632,7 +647,29 @@ impl Collector for StorageCollector {
                 counter(e, &[("reason", "series_limit")], st.refused_series_limit)?;
                 counter(e, &[("reason", "out_of_order")], st.refused_out_of_order)
             },
-        )
+        )?;
+        for (name, help, value) in [
+            (
+                "torchwatch_storage_checkpoints",
+                "Snapshots of the store written under state.dir",
+                stats.checkpoints,
+            ),
+            (
+                "torchwatch_storage_write_failures",
+                "Writes of the store's log or snapshot that failed (full or read-only disk)",
+                stats.write_failures,
+            ),
+        ] {
+            family(
+                &mut encoder,
+                name,
+                help,
+                MetricType::Counter,
+                [value],
+                |e, v| counter(e, &[], v),
+            )?;
+        }
+        Ok(())
     }
 }
 

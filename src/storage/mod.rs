@@ -2,11 +2,14 @@
 //! matching, time-based retention and a cap on the number of series.
 
 mod labels;
+mod persist;
 
 pub use labels::{
     Label, Labels, LabelsBuilder, METRIC_NAME, fnv1a, is_valid_label_name, is_valid_metric_name,
     quote,
 };
+
+pub use persist::{Persistence, Replayed};
 
 use promql_parser::label::{MatchOp, Matcher};
 use std::collections::{BTreeSet, HashMap};
@@ -103,11 +106,33 @@ pub struct StorageStats {
     pub refused_series_limit: u64,
     /// Samples refused as out of order or duplicate, since start.
     pub refused_out_of_order: u64,
+    /// Bytes of the write-ahead log under `state.dir` (0 without one).
+    pub wal_bytes: u64,
+    /// Bytes of the last snapshot under `state.dir`.
+    pub snapshot_bytes: u64,
+    /// How long the replay at start took, in seconds.
+    pub replay_seconds: f64,
+    /// Snapshots written since start.
+    pub checkpoints: u64,
+    /// Writes of the log or a snapshot that failed since start.
+    pub write_failures: u64,
+}
+
+/// Figures of [`Persistence`], kept here so the store's collector reports them.
+#[derive(Default)]
+struct Durability {
+    wal_bytes: AtomicU64,
+    snapshot_bytes: AtomicU64,
+    replay_micros: AtomicU64,
+    checkpoints: AtomicU64,
+    write_failures: AtomicU64,
 }
 
 struct MemSeries {
     labels: Labels,
     points: Vec<Point>,
+    /// Whether the current write-ahead log has named this series' labels.
+    logged: bool,
 }
 
 #[derive(Default)]
@@ -118,6 +143,8 @@ struct Inner {
     /// label name -> label value -> ids of series carrying that pair, ascending.
     postings: HashMap<String, HashMap<String, BTreeSet<u32>>>,
     newest: i64,
+    /// Appends not yet in the write-ahead log; `None` while nothing is persisted.
+    journal: Option<Vec<u8>>,
 }
 
 /// The in-memory series store; shared behind an `Arc`, internally locked.
@@ -126,6 +153,7 @@ pub struct Storage {
     options: StorageOptions,
     refused_series_limit: AtomicU64,
     refused_out_of_order: AtomicU64,
+    durability: Durability,
 }
 
 /// A series' slot in the store, for repeated appends without a label lookup.
@@ -181,6 +209,7 @@ impl Appender<'_> {
         let Some(series) = inner.series[id as usize].as_mut() else {
             unreachable!("indexed series ids always refer to live series");
         };
+        let journal = &mut inner.journal;
         if let Some(last) = series.points.last() {
             if t < last.t {
                 self.storage
@@ -199,6 +228,9 @@ impl Appender<'_> {
             }
         }
         series.points.push(Point { t, v });
+        if let Some(journal) = journal {
+            persist::journal_sample(journal, id, &mut series.logged, &series.labels, t, v);
+        }
         inner.newest = inner.newest.max(t);
         Ok(SeriesRef(id))
     }
@@ -209,6 +241,7 @@ impl Inner {
         let series = MemSeries {
             labels: labels.clone(),
             points: Vec::new(),
+            logged: false,
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -331,7 +364,12 @@ impl Storage {
             options,
             refused_series_limit: AtomicU64::new(0),
             refused_out_of_order: AtomicU64::new(0),
+            durability: Durability::default(),
         }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The limits this store was built with.
@@ -342,7 +380,7 @@ impl Storage {
     /// Takes the write lock once for many appends (one scrape, one rule result).
     pub fn appender(&self) -> Appender<'_> {
         Appender {
-            inner: self.inner.write().unwrap_or_else(|e| e.into_inner()),
+            inner: self.write(),
             storage: self,
         }
     }
@@ -350,7 +388,7 @@ impl Storage {
     /// Drops samples older than `now - retention` and series left empty.
     pub fn truncate(&self, now: i64) {
         let cutoff = now - self.options.retention_ms;
-        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.write();
         let mut emptied = Vec::new();
         for (id, slot) in inner.series.iter_mut().enumerate() {
             if let Some(series) = slot {
@@ -375,6 +413,11 @@ impl Storage {
         let mut stats = StorageStats {
             refused_series_limit: self.refused_series_limit.load(Ordering::Relaxed),
             refused_out_of_order: self.refused_out_of_order.load(Ordering::Relaxed),
+            wal_bytes: self.durability.wal_bytes.load(Ordering::Relaxed),
+            snapshot_bytes: self.durability.snapshot_bytes.load(Ordering::Relaxed),
+            replay_seconds: self.durability.replay_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            checkpoints: self.durability.checkpoints.load(Ordering::Relaxed),
+            write_failures: self.durability.write_failures.load(Ordering::Relaxed),
             ..StorageStats::default()
         };
         for series in inner.series.iter().flatten() {
