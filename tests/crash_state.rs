@@ -1,7 +1,8 @@
 //! `kill -9` at any moment never leaves state torchwatch cannot read: a server whose rules fire
 //! every 200 ms (alert state written after each evaluation, the notification log after each
-//! delivery) is killed again and again at varying moments, and every restart reads its state
-//! without a `state_unreadable` warning.
+//! delivery) and whose store's log is flushed every 50 ms (self-scrapes every 50 ms) is killed
+//! again and again at varying moments, and every restart reads its state without a
+//! `state_unreadable` warning (a torn last frame of the log is expected and dropped).
 
 mod common;
 
@@ -18,7 +19,7 @@ async fn kill_9_during_writes_never_leaves_unreadable_state() {
     )
     .unwrap();
     let config = format!(
-        "scrape:\n  self: false\nrules:\n  files: ['{}']\nstate:\n  dir: {}\nnotify:\n  route:\n    receiver: hook\n    group_wait: 0s\n    group_interval: 200ms\n    repeat_interval: 200ms\n  receivers:\n    - name: hook\n      webhook_configs:\n        - url: {hook}\n",
+        "scrape:\n  interval: 50ms\nstorage:\n  flush_interval: 50ms\nrules:\n  files: ['{}']\nstate:\n  dir: {}\nnotify:\n  route:\n    receiver: hook\n    group_wait: 0s\n    group_interval: 200ms\n    repeat_interval: 200ms\n  receivers:\n    - name: hook\n      webhook_configs:\n        - url: {hook}\n",
         rules.display(),
         dir.path().join("state").display()
     );
@@ -66,5 +67,9 @@ async fn kill_9_during_writes_never_leaves_unreadable_state() {
     assert!(
         files.iter().any(|f| f.starts_with("alerts")),
         "no alert state was written: {files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f == "storage.wal") && files.iter().any(|f| f == "storage.snapshot"),
+        "the store was not persisted: {files:?}"
     );
 }
