@@ -284,7 +284,8 @@ pub struct ServerConfig {
     /// Serve what changes state over HTTP (`POST /-/reload`, silence writes); off by default,
     /// as Prometheus' `--web.enable-lifecycle`. SIGHUP reloads either way.
     pub enable_lifecycle: bool,
-    /// Longest an inference request may take, body to answer; later ones get 504.
+    /// Longest an inference request may take, body to answer, and longest the body of a request
+    /// to any other route may take to arrive; later ones get 504.
     #[serde(deserialize_with = "duration")]
     pub request_timeout: Duration,
     /// Time a client has to send a request's headers; a slower one is disconnected.

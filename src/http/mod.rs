@@ -3,6 +3,7 @@
 
 mod alertmanager;
 mod api;
+mod deadline;
 pub(crate) mod protocol;
 mod server;
 mod status;
@@ -115,8 +116,8 @@ pub struct Routers {
 
 /// Builds the routers over the served models, the query API and Alertmanager's API, with the
 /// `server:` limits: bodies above `max_body_bytes` get 413, inferences past `request_timeout`
-/// 504, and state-changing routes 403 unless `enable_lifecycle`; `web` authenticates every
-/// route and adds its headers.
+/// and bodies of other routes not read by then 504, and state-changing routes 403 unless
+/// `enable_lifecycle`; `web` authenticates every route and adds its headers.
 pub fn router(
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -170,7 +171,14 @@ pub fn router(
             }),
         )
         .nest("/api/v1", api::router(query_api))
-        .nest("/api/v2", alertmanager::router(alertmanager_api, lifecycle));
+        .nest("/api/v2", alertmanager::router(alertmanager_api, lifecycle))
+        .layer(middleware::from_fn_with_state(
+            deadline::BodyDeadline {
+                timeout: server.request_timeout,
+                expired: metrics.body_timeouts(),
+            },
+            deadline::bound_body,
+        ));
     let state = AppState {
         registry,
         metrics,

@@ -75,6 +75,7 @@ pub struct Metrics {
     rejected: Family<ReasonLabels, Counter>,
     inference_count: Family<ModelLabel, Counter>,
     execution_count: Family<ModelLabel, Counter>,
+    body_timeouts: Counter,
     rules: RuleMetrics,
     reload: ReloadMetrics,
     notify: NotifyMetrics,
@@ -154,6 +155,7 @@ impl Metrics {
             rejected: Family::default(),
             inference_count: Family::default(),
             execution_count: Family::default(),
+            body_timeouts: Counter::default(),
             rules: RuleMetrics::new(),
             reload: ReloadMetrics::default(),
             notify: NotifyMetrics::new(),
@@ -200,6 +202,11 @@ impl Metrics {
             "Forward passes run",
             metrics.execution_count.clone(),
         );
+        registry.register(
+            "torchwatch_request_body_timeouts",
+            "Requests outside the inference API whose body did not arrive within server.request_timeout, answered 504 (inference counts its own in torchwatch_requests_rejected_total)",
+            metrics.body_timeouts.clone(),
+        );
         metrics.rules.register(registry);
         metrics.notify.register(registry);
         registry.register(
@@ -227,6 +234,11 @@ impl Metrics {
     /// The reload outcome's handles.
     pub fn reload(&self) -> ReloadMetrics {
         self.reload.clone()
+    }
+
+    /// Counts request bodies given up on outside the inference API.
+    pub fn body_timeouts(&self) -> Counter {
+        self.body_timeouts.clone()
     }
 
     /// The rule engine's handles.
