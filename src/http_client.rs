@@ -64,10 +64,7 @@ impl HttpClient {
 
     /// A client of its own for `config`; `what` names the field in errors.
     pub fn from_config(config: &HttpClientConfig, what: &str) -> Result<HttpClient, String> {
-        let mut builder = reqwest::Client::builder();
-        if let Some(tls) = &config.tls_config {
-            builder = with_tls(builder, tls, &field(what, "tls_config"))?;
-        }
+        let mut builder = with_tls(reqwest::Client::builder(), config.tls_config.as_ref(), what)?;
         if config.follow_redirects == Some(false) {
             builder = builder.redirect(reqwest::redirect::Policy::none());
         }
@@ -157,11 +154,16 @@ fn prefix(what: &str) -> String {
     }
 }
 
-/// `builder` with Prometheus' `tls_config` applied; `what` names the field in errors.
-fn with_tls(
+/// `builder` with Prometheus' `tls_config` applied when there is one; `what` names the section
+/// in errors.
+pub fn with_tls(
     builder: reqwest::ClientBuilder,
-    tls: &TlsConfig,
+    tls: Option<&TlsConfig>,
     what: &str,
 ) -> Result<reqwest::ClientBuilder, String> {
-    Ok(builder.use_preconfigured_tls(crate::tls::client_config(tls, what)?))
+    match tls {
+        Some(tls) => Ok(builder
+            .use_preconfigured_tls(crate::tls::client_config(tls, &field(what, "tls_config"))?)),
+        None => Ok(builder),
+    }
 }

@@ -396,3 +396,108 @@ async fn tls_client_certificates_and_basic_auth_guard_every_route() {
     }
     drop(prometheus);
 }
+
+/// Outgoing TLS: a torchwatch whose rules query a datasource and whose alerts go to an
+/// Alertmanager, both a torchwatch behind mutual TLS and basic auth (it answers the query API
+/// and takes alerts on Alertmanager's v2 API). The alert exists only if the query crossed TLS,
+/// and arrives only if the forward did.
+#[tokio::test]
+async fn the_datasource_and_alertmanagers_use_tls_config_and_basic_auth() {
+    let dir = common::TempDir::new("web-security-out");
+    let pki = Authority::new(dir.path(), "out");
+    let (server_cert, server_key) = pki.issue_files(dir.path(), "server", &["guarded.test"]);
+    let (client_cert, client_key) = pki.issue_files(dir.path(), "client", &["rules"]);
+    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+    let web_config = dir.path().join("web.yml");
+    std::fs::write(
+        &web_config,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  client_auth_type: \
+             RequireAndVerifyClientCert\n  client_ca_file: {}\nbasic_auth_users:\n  {USER}: {hash}\n",
+            server_cert.display(),
+            server_key.display(),
+            pki.ca.display()
+        ),
+    )
+    .unwrap();
+    let guarded = common::start(
+        "web-security-guarded",
+        &[],
+        &format!(
+            "  web_config_file: {}\nscrape:\n  self: false",
+            web_config.display()
+        ),
+    );
+    let base = guarded.base.replacen("http://", "https://", 1);
+    // This test's own client reaches it by the name its certificate carries.
+    let address: std::net::SocketAddr = guarded.base.trim_start_matches("http://").parse().unwrap();
+    let named = format!("https://guarded.test:{}", address.port());
+    let mut pem = std::fs::read(&client_cert).unwrap();
+    pem.extend(std::fs::read(&client_key).unwrap());
+    torchwatch::install_tls_provider();
+    let trusted = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap()])
+        .identity(reqwest::Identity::from_pem(&pem).unwrap())
+        .resolve("guarded.test", address)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let _live = eventually(
+        "the guarded torchwatch answers",
+        || status_of(&trusted, format!("{named}/v2/health/live")),
+        |s| *s == Ok(200),
+    )
+    .await;
+
+    // The certificate names guarded.test, not 127.0.0.1: server_name makes it match.
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, PASSWORD).unwrap();
+    let client_settings = format!(
+        "basic_auth: {{username: {USER}, password_file: {}}}\n      tls_config: {{ca_file: {}, \
+         cert_file: {}, key_file: {}, server_name: guarded.test}}",
+        password_file.display(),
+        pki.ca.display(),
+        client_cert.display(),
+        client_key.display()
+    );
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: g\n    interval: 200ms\n    rules:\n      - alert: QueriedOverTls\n        \
+         expr: vector(1)\n        labels: {severity: page}\n",
+    )
+    .unwrap();
+    let sender = common::start(
+        "web-security-sender",
+        &[],
+        &format!(
+            "scrape:\n  self: false\nrules:\n  files: ['{}']\n  datasource:\n    url: {base}\n    \
+             {}\nnotify:\n  alertmanagers:\n    - url: {base}\n      {client_settings}\n",
+            rules.display(),
+            client_settings.replace("\n      ", "\n    "),
+        ),
+    );
+    sender.wait_ready().await;
+    let alerts = eventually(
+        "the alert forwarded over TLS",
+        || async {
+            let response = trusted
+                .get(format!("{named}/api/v2/alerts"))
+                .basic_auth(USER, Some(PASSWORD))
+                .send()
+                .await
+                .unwrap();
+            response.json::<serde_json::Value>().await.unwrap()
+        },
+        |alerts| {
+            alerts.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x["labels"]["alertname"] == "QueriedOverTls")
+            })
+        },
+    )
+    .await;
+    assert!(!alerts.to_string().contains(PASSWORD));
+    let log = std::fs::read_to_string(&sender.log_file).unwrap();
+    assert!(!log.contains(PASSWORD), "the password reached the log");
+}

@@ -201,6 +201,8 @@ pub struct DatasourceConfig {
     pub basic_auth: Option<BasicAuth>,
     /// Bearer token.
     pub authorization: Option<Authorization>,
+    /// TLS settings (a private CA, a client certificate, `server_name`).
+    pub tls_config: Option<TlsConfig>,
 }
 
 fn default_query_timeout() -> PromDuration {
@@ -602,6 +604,24 @@ impl Config {
         {
             if path.is_relative() {
                 *path = base.join(&*path);
+            }
+        }
+        if let Some(datasource) = &mut self.rules.datasource {
+            if let Some(tls) = &mut datasource.tls_config {
+                tls.resolve_paths(base);
+            }
+            let secrets = datasource
+                .basic_auth
+                .iter_mut()
+                .map(|a| &mut a.password_file);
+            let tokens = datasource
+                .authorization
+                .iter_mut()
+                .map(|a| &mut a.credentials_file);
+            for path in secrets.chain(tokens).flatten() {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
             }
         }
         for file in self.rules.files.iter_mut().chain(&mut self.policies.files) {

@@ -167,6 +167,27 @@ pub struct AlertmanagerConfig {
     pub url: String,
     /// Per-request timeout (10s).
     pub timeout: Option<PromDuration>,
+    /// HTTP basic authentication, as in Prometheus' `alerting.alertmanagers`.
+    #[serde(default)]
+    pub basic_auth: Option<super::BasicAuth>,
+    /// An `Authorization` header.
+    #[serde(default)]
+    pub authorization: Option<super::Authorization>,
+    /// TLS settings (a private CA, a client certificate, `server_name`).
+    #[serde(default)]
+    pub tls_config: Option<super::TlsConfig>,
+}
+
+impl AlertmanagerConfig {
+    /// The client settings, in the form every outgoing client is built from.
+    pub fn http_config(&self) -> HttpClientConfig {
+        HttpClientConfig {
+            basic_auth: self.basic_auth.clone(),
+            authorization: self.authorization.clone(),
+            tls_config: self.tls_config.clone(),
+            ..HttpClientConfig::default()
+        }
+    }
 }
 
 /// Alertmanager's `inhibit_rules` entry: while an alert matching the source matchers fires,
@@ -516,6 +537,13 @@ impl NotifyConfig {
             .http_config
             .iter_mut()
             .for_each(|h| h.resolve_paths(base));
+        for alertmanager in &mut self.alertmanagers {
+            let mut http = alertmanager.http_config();
+            http.resolve_paths(base);
+            alertmanager.basic_auth = http.basic_auth;
+            alertmanager.authorization = http.authorization;
+            alertmanager.tls_config = http.tls_config;
+        }
         for receiver in &mut self.receivers {
             for email in &mut receiver.email_configs {
                 email.auth_password_file.iter_mut().for_each(join);
@@ -563,7 +591,7 @@ impl HttpClientConfig {
 }
 
 impl super::TlsConfig {
-    fn resolve_paths(&mut self, base: &Path) {
+    pub(super) fn resolve_paths(&mut self, base: &Path) {
         for p in [&mut self.ca_file, &mut self.cert_file, &mut self.key_file]
             .into_iter()
             .flatten()

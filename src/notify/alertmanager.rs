@@ -9,6 +9,7 @@ use super::message::label_map;
 use super::{Alert, Message, Notifier, SendFuture, post_json};
 use crate::clock::rfc3339;
 use crate::config::AlertmanagerConfig;
+use crate::http_client::HttpClient;
 use crate::metrics::NotifyMetrics;
 use crate::storage::Labels;
 use serde_json::{Value, json};
@@ -24,21 +25,29 @@ pub const RESEND_DELAY: Duration = Duration::from_secs(60);
 
 /// One Alertmanager.
 pub struct Alertmanager {
-    client: reqwest::Client,
+    client: HttpClient,
     url: String,
     timeout: Duration,
 }
 
 impl Alertmanager {
-    /// Checks the URL now, so a typo fails at start or reload.
+    /// Checks the URL, credentials and certificates now, so a typo fails at start or reload.
+    /// `shared` serves an Alertmanager without credentials or TLS settings of its own.
     pub fn new(
         config: &AlertmanagerConfig,
-        client: reqwest::Client,
+        index: usize,
+        shared: &reqwest::Client,
     ) -> Result<Alertmanager, String> {
+        let what = format!("notify.alertmanagers[{index}]");
         let base = config.url.trim_end_matches('/');
         let url = format!("{base}/api/v2/alerts");
         reqwest::Url::parse(&url)
-            .map_err(|e| format!("notify.alertmanagers: {:?} is not a URL: {e}", config.url))?;
+            .map_err(|e| format!("{what}: {:?} is not a URL: {e}", config.url))?;
+        let http = config.http_config();
+        let own = config.basic_auth.is_some()
+            || config.authorization.is_some()
+            || config.tls_config.is_some();
+        let client = HttpClient::build(own.then_some(&http), shared, &what)?;
         Ok(Alertmanager {
             client,
             url,
@@ -199,8 +208,12 @@ mod tests {
                 &AlertmanagerConfig {
                     url: "http://127.0.0.1:9".into(),
                     timeout: None,
+                    basic_auth: None,
+                    authorization: None,
+                    tls_config: None,
                 },
-                reqwest::Client::new(),
+                0,
+                &reqwest::Client::new(),
             )
             .unwrap(),
         );

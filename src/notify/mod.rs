@@ -147,7 +147,8 @@ impl Plan {
         let alertmanagers = config
             .alertmanagers
             .iter()
-            .map(|a| Alertmanager::new(a, client.clone()).map(Arc::new))
+            .enumerate()
+            .map(|(i, a)| Alertmanager::new(a, i, client).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Plan {
             root,

@@ -84,7 +84,12 @@ impl RemoteQuery {
             )?,
             None => None,
         };
-        let client = reqwest::Client::builder()
+        let builder = crate::http_client::with_tls(
+            reqwest::Client::builder(),
+            config.tls_config.as_ref(),
+            "rules.datasource",
+        )?;
+        let client = builder
             .build()
             .map_err(|e| format!("rules.datasource: cannot build an HTTP client: {e}"))?;
         Ok(Self {
