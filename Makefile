@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/torchwatch/target
 # carries the Compose Specification's schema, and Kubernetes' own schemas for the manifests.
 TEST_PYTHON_PACKAGES := tritonclient[http]==2.73.0 check-jsonschema==0.39.0 kubernetes-validate==1.37.0
 
-.PHONY: run test setup test-deps bench models fuzz
+.PHONY: run test setup test-deps bench soak models fuzz
 
 setup:
 	@scripts/setup
@@ -48,6 +48,12 @@ test: test-deps
 bench: setup
 	cargo bench --locked --bench metrics --bench rules --bench notify --bench cache
 	bench/run
+
+# Ten minutes at saturation with mixed traffic (bench/soak --help): RSS growth, open descriptors
+# and every non-2xx; SOAK_ARGS passes options, e.g. SOAK_ARGS='--duration 60'.
+soak: setup
+	cargo build --release --locked
+	bench/soak $(SOAK_ARGS)
 
 # Re-exports the demo models and their reference outputs (needs the full PyTorch set).
 models:
