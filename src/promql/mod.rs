@@ -95,7 +95,39 @@ pub fn parse(query: &str) -> Result<Expr, Error> {
         // Only fails when the name is already registered, which is the goal.
         let _ = parser::register_extra_functions(vec![holt_winters]);
     });
+    check_number_durations(query)?;
     parser::parse(query).map_err(Error)
+}
+
+/// promql-parser 0.11 turns a plain number written as a duration (`x[1e30]`, `x[5m:NaN]`,
+/// `x offset Inf`) into a `Duration` with `from_secs_f64`, which panics on what a `Duration`
+/// cannot hold, so such numbers are refused before the parser sees them.
+fn check_number_durations(query: &str) -> Result<(), Error> {
+    use lrpar::{Lexeme, Lexer, NonStreamingLexer};
+    use parser::token::{T_ADD, T_COLON, T_LEFT_BRACKET, T_NUMBER, T_OFFSET, T_SUB};
+    // A query the lexer refuses gets the parser's own message.
+    let Ok(lexer) = parser::lexer(query) else {
+        return Ok(());
+    };
+    let tokens: Vec<_> = lexer.iter().filter_map(Result::ok).collect();
+    for (i, token) in tokens.iter().enumerate() {
+        if token.tok_id() != T_NUMBER {
+            continue;
+        }
+        let before = |n: usize| i.checked_sub(n).map(|j| tokens[j].tok_id());
+        let is_duration = matches!(before(1), Some(T_LEFT_BRACKET | T_COLON | T_OFFSET))
+            || (matches!(before(1), Some(T_ADD | T_SUB)) && before(2) == Some(T_OFFSET));
+        if !is_duration {
+            continue;
+        }
+        let text = lexer.span_str(token.span());
+        let fits = promql_parser::util::parse_str_radix(text)
+            .is_ok_and(|seconds| std::time::Duration::try_from_secs_f64(seconds).is_ok());
+        if !fits {
+            return Err(Error(format!("duration out of range: {text}")));
+        }
+    }
+    Ok(())
 }
 
 /// Prometheus' messages for a query stopped by its limits.
@@ -192,6 +224,46 @@ mod tests {
     use super::*;
     use crate::storage::{Storage, StorageOptions};
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn numbers_as_durations_past_what_a_duration_holds_are_errors() {
+        // The promql fuzz target's crash: a subquery range of 71 digits.
+        let huge = format!("countr_time(temperatGre[74{}0:45s])", "1".repeat(68));
+        for query in [
+            huge.as_str(),
+            "up[1e30]",
+            "up[5m:1e30]",
+            "up offset 1e30",
+            "up offset -1e30",
+        ] {
+            match parse(query) {
+                Err(Error(message)) => assert!(
+                    message.starts_with("duration out of range"),
+                    "{query}: {message}"
+                ),
+                Ok(expr) => panic!("{query} parsed as {expr}"),
+            }
+        }
+        // The lexer refuses these before a duration is made; they must stay errors, not panics.
+        for query in [
+            "up[NaN]",
+            "up[5m:Inf]",
+            "up offset Inf",
+            "up[0xffffffffffffffffffff]",
+        ] {
+            assert!(parse(query).is_err(), "{query}");
+        }
+        // Numbers that fit stay durations, and other numbers stay numbers.
+        assert_eq!(
+            parse("up[300]").map(|e| e.to_string()).ok().as_deref(),
+            Some("up[5m]")
+        );
+        assert_eq!(
+            parse("up offset 60").map(|e| e.to_string()).ok().as_deref(),
+            Some("up offset 1m")
+        );
+        assert!(parse("up > 1e30").is_ok());
+    }
 
     fn store() -> Storage {
         let storage = Storage::new(StorageOptions {
