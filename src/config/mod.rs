@@ -607,22 +607,12 @@ impl Config {
             }
         }
         if let Some(datasource) = &mut self.rules.datasource {
-            if let Some(tls) = &mut datasource.tls_config {
-                tls.resolve_paths(base);
-            }
-            let secrets = datasource
-                .basic_auth
-                .iter_mut()
-                .map(|a| &mut a.password_file);
-            let tokens = datasource
-                .authorization
-                .iter_mut()
-                .map(|a| &mut a.credentials_file);
-            for path in secrets.chain(tokens).flatten() {
-                if path.is_relative() {
-                    *path = base.join(&*path);
-                }
-            }
+            notify::resolve_client_paths(
+                base,
+                datasource.basic_auth.as_mut(),
+                datasource.authorization.as_mut(),
+                datasource.tls_config.as_mut(),
+            );
         }
         for file in self.rules.files.iter_mut().chain(&mut self.policies.files) {
             if Path::new(file.as_str()).is_relative() {
@@ -1021,6 +1011,41 @@ mod tests {
             err.contains("1.5h"),
             "Prometheus durations have no fractions: {err}"
         );
+    }
+
+    #[test]
+    fn outgoing_client_files_are_relative_to_the_config_file() {
+        let client = "basic_auth: {username: u, password_file: pw}\n    authorization: \
+                      {credentials_file: token}\n    tls_config: {ca_file: ca.pem, cert_file: c.pem, \
+                      key_file: c.key}";
+        let text = format!(
+            "rules:\n  datasource:\n    url: https://p\n    {client}\nnotify:\n  alertmanagers:\n    \
+             - url: https://am\n      {}\n{MINIMAL}",
+            client.replace("\n    ", "\n      ")
+        );
+        let config = Config::parse_at(&text, "t.yaml", Path::new("/etc/tw")).unwrap();
+        let datasource = config.rules.datasource.unwrap();
+        let am = &config.notify.alertmanagers[0];
+        for (basic, auth, tls) in [
+            (
+                &datasource.basic_auth,
+                &datasource.authorization,
+                &datasource.tls_config,
+            ),
+            (&am.basic_auth, &am.authorization, &am.tls_config),
+        ] {
+            let tls = tls.as_ref().unwrap();
+            let files = [
+                basic.as_ref().unwrap().password_file.clone(),
+                auth.as_ref().unwrap().credentials_file.clone(),
+                tls.ca_file.clone(),
+                tls.cert_file.clone(),
+                tls.key_file.clone(),
+            ];
+            let expected = ["pw", "token", "ca.pem", "c.pem", "c.key"]
+                .map(|f| Some(Path::new("/etc/tw").join(f)));
+            assert_eq!(files, expected);
+        }
     }
 
     #[test]

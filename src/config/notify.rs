@@ -537,12 +537,13 @@ impl NotifyConfig {
             .http_config
             .iter_mut()
             .for_each(|h| h.resolve_paths(base));
-        for alertmanager in &mut self.alertmanagers {
-            let mut http = alertmanager.http_config();
-            http.resolve_paths(base);
-            alertmanager.basic_auth = http.basic_auth;
-            alertmanager.authorization = http.authorization;
-            alertmanager.tls_config = http.tls_config;
+        for am in &mut self.alertmanagers {
+            resolve_client_paths(
+                base,
+                am.basic_auth.as_mut(),
+                am.authorization.as_mut(),
+                am.tls_config.as_mut(),
+            );
         }
         for receiver in &mut self.receivers {
             for email in &mut receiver.email_configs {
@@ -572,26 +573,43 @@ impl NotifyConfig {
 
 impl HttpClientConfig {
     fn resolve_paths(&mut self, base: &Path) {
-        let join = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
-        self.bearer_token_file.iter_mut().for_each(join);
-        if let Some(auth) = &mut self.basic_auth {
-            auth.password_file.iter_mut().for_each(join);
+        if let Some(p) = &mut self.bearer_token_file
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
         }
-        if let Some(auth) = &mut self.authorization {
-            auth.credentials_file.iter_mut().for_each(join);
+        resolve_client_paths(
+            base,
+            self.basic_auth.as_mut(),
+            self.authorization.as_mut(),
+            self.tls_config.as_mut(),
+        );
+    }
+}
+
+/// Makes the password, credentials and certificate files of an outgoing client's settings
+/// relative to `base`, wherever those settings sit (`http_config`, an Alertmanager, the
+/// datasource).
+pub(super) fn resolve_client_paths(
+    base: &Path,
+    basic_auth: Option<&mut super::BasicAuth>,
+    authorization: Option<&mut super::Authorization>,
+    tls: Option<&mut super::TlsConfig>,
+) {
+    let secrets = basic_auth.map(|a| &mut a.password_file);
+    let tokens = authorization.map(|a| &mut a.credentials_file);
+    for path in secrets.into_iter().chain(tokens).flatten() {
+        if path.is_relative() {
+            *path = base.join(&*path);
         }
-        self.tls_config
-            .iter_mut()
-            .for_each(|t| t.resolve_paths(base));
+    }
+    if let Some(tls) = tls {
+        tls.resolve_paths(base);
     }
 }
 
 impl super::TlsConfig {
-    pub(super) fn resolve_paths(&mut self, base: &Path) {
+    fn resolve_paths(&mut self, base: &Path) {
         for p in [&mut self.ca_file, &mut self.cert_file, &mut self.key_file]
             .into_iter()
             .flatten()

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -52,15 +51,7 @@ pub async fn bound_body(
         return response;
     }
     deadline.expired.inc();
-    ApiError::new(
-        StatusCode::GATEWAY_TIMEOUT,
-        "request_timeout",
-        format!(
-            "the request body did not arrive within server.request_timeout ({})",
-            crate::config::PromDuration(deadline.timeout.as_millis() as i64)
-        ),
-    )
-    .into_response()
+    ApiError::request_timeout("the request body did not arrive", deadline.timeout).into_response()
 }
 
 struct Deadlined {

@@ -230,6 +230,18 @@ impl ApiError {
         }
     }
 
+    /// The 504 of `server.request_timeout`; `what` says what did not happen in time.
+    fn request_timeout(what: &str, timeout: std::time::Duration) -> ApiError {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "request_timeout",
+            format!(
+                "{what} within server.request_timeout ({})",
+                crate::config::PromDuration(timeout.as_millis() as i64)
+            ),
+        )
+    }
+
     fn unknown_model(name: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -532,13 +544,9 @@ async fn infer(
     )
     .await
     .unwrap_or_else(|_| {
-        Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "request_timeout",
-            format!(
-                "no answer within server.request_timeout ({})",
-                crate::config::PromDuration(state.request_timeout.as_millis() as i64)
-            ),
+        Err(ApiError::request_timeout(
+            "no answer",
+            state.request_timeout,
         ))
     });
     let recorder = service.metrics();
