@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/torchwatch/target
 # carries the Compose Specification's schema, and Kubernetes' own schemas for the manifests.
 TEST_PYTHON_PACKAGES := tritonclient[http]==2.73.0 check-jsonschema==0.39.0 kubernetes-validate==1.37.0
 
-.PHONY: run test setup test-deps bench soak models fuzz
+.PHONY: run test setup test-deps bench bench-peers soak models fuzz
 
 setup:
 	@scripts/setup
@@ -48,6 +48,11 @@ test: test-deps
 bench: setup
 	cargo bench --locked --bench metrics --bench rules --bench notify --bench cache
 	bench/run
+
+# torchwatch and the tutorial's FastAPI + prometheus_client app on the same models, load and machine
+# (bench/peers --help); installs the full PyTorch set and a separate .venv-peers the first time.
+bench-peers: setup
+	bench/peers $(PEERS_ARGS)
 
 # Ten minutes at saturation with mixed traffic (bench/soak --help): RSS growth, open descriptors
 # and every non-2xx; SOAK_ARGS passes options, e.g. SOAK_ARGS='--duration 60'.
