@@ -328,6 +328,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         },
         alertmanager_api,
         Arc::new(move || reloader.reload()),
+        http::RequestLog::from(&config.logging),
     );
     // The self-scrape reads /metrics from whichever router serves it.
     let _ = routes.set(

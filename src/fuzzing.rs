@@ -1,5 +1,6 @@
-//! Entry points for the fuzz targets in `fuzz/`, which drive decoders that are private to their
-//! modules. Nothing else uses this; the rest of what the targets call is public already.
+//! Entry points for the fuzz targets in `fuzz/` and the decoding benchmark, which drive decoders
+//! that are private to their modules. Nothing else uses this; the rest of what they call is
+//! public already.
 
 use std::path::Path;
 
@@ -27,6 +28,23 @@ pub fn decode_inference_request(
             DecodeError::Invalid(message) => (false, message),
             DecodeError::TooLarge(message) => (true, message),
         })
+}
+
+/// Encodes a JSON inference answer with one FP32 output of shape `[1, values.len()]`, as
+/// `POST .../infer` does; returns the body.
+pub fn encode_inference_answer(values: &[f32]) -> Bytes {
+    let tensor = HostTensor::new(
+        crate::tensor::DataType::Fp32,
+        vec![1, values.len() as i64],
+        values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
+    .expect("the shape matches the values");
+    let output = protocol::ResponseOutput {
+        name: "output__0",
+        tensor: &tensor,
+        binary: false,
+    };
+    protocol::encode_response("model", "1", None, &[output]).body
 }
 
 /// Parses and validates a rule file's text as `rules.files` loads it; returns its rule count.

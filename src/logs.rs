@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, BufWriter, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use anyhow::Context;
@@ -13,6 +14,36 @@ use serde_json::Value;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
+
+/// Bytes of log lines gathered before a write(2), when the writer thread is behind.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Picks an even share of events, `ratio` of them (0 none, 1 all), deterministically: the n-th
+/// event is taken when `floor(n * ratio)` steps up, so 0.25 takes every fourth.
+#[derive(Debug)]
+pub struct Sampler {
+    ratio: f64,
+    seen: AtomicU64,
+}
+
+impl Sampler {
+    /// A sampler taking `ratio` (within 0..=1) of the events.
+    pub fn new(ratio: f64) -> Sampler {
+        Sampler {
+            ratio,
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether this event is one of the share.
+    pub fn take(&self) -> bool {
+        if self.ratio >= 1.0 {
+            return true;
+        }
+        let n = self.seen.fetch_add(1, Ordering::Relaxed) as f64;
+        ((n + 1.0) * self.ratio).floor() > (n * self.ratio).floor()
+    }
+}
 
 /// Keeps the background log writers flushing; drop it last, at exit.
 pub struct LogGuards {
@@ -24,10 +55,12 @@ pub fn init(level: &str, file: Option<&Path>) -> anyhow::Result<LogGuards> {
     let filter = EnvFilter::try_new(level)
         .with_context(|| format!("logging.level: '{level}' is not a level or filter directive"))?;
     // Writes go through a background thread so a slow terminal never stalls a request; lossy is
-    // off because dropping log lines is worse than back-pressure.
+    // off because dropping log lines is worse than back-pressure. The thread flushes whenever it
+    // has emptied its queue, so behind a buffer the lines of a busy moment share one write(2)
+    // and none waits longer than the queue takes to drain.
     let (stdout, stdout_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stdout());
+        .finish(BufWriter::with_capacity(WRITE_BUFFER, std::io::stdout()));
     let builder = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
@@ -49,7 +82,7 @@ pub fn init(level: &str, file: Option<&Path>) -> anyhow::Result<LogGuards> {
                 .with_context(|| format!("cannot open log file {}", path.display()))?;
             let (file, file_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
                 .lossy(false)
-                .finish(file);
+                .finish(BufWriter::with_capacity(WRITE_BUFFER, file));
             guards.push(file_guard);
             builder.with_writer(stdout.and(file)).init();
         }
@@ -192,6 +225,18 @@ not json
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+
+    #[test]
+    fn the_sampler_takes_an_even_share() {
+        let taken = |ratio: f64| -> Vec<usize> {
+            let sampler = Sampler::new(ratio);
+            (0..12).filter(|_| sampler.take()).collect()
+        };
+        assert_eq!(taken(0.25), [3, 7, 11]);
+        assert_eq!(taken(0.5), [1, 3, 5, 7, 9, 11]);
+        assert_eq!(taken(1.0).len(), 12);
+        assert!(taken(0.0).is_empty());
     }
 
     #[test]

@@ -328,7 +328,7 @@ enum LogsCommand {
     Search {
         /// Log file, or - for standard input.
         file: PathBuf,
-        /// Only this event (request_received, response_sent, model_inference, error_occurred...).
+        /// Only this event (response_sent, error_occurred, or at debug request_received, model_inference).
         #[arg(long)]
         event: Option<String>,
         /// Only this level or more severe: trace, debug, info, warn, error.

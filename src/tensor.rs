@@ -137,38 +137,104 @@ impl HostTensor {
         element_count(self.shape.get(1..).unwrap_or(&[])).unwrap_or(0) * self.datatype.size()
     }
 
-    /// Builds a tensor from JSON numbers, checking that every value fits the datatype.
-    pub fn from_scalars(
-        datatype: DataType,
-        shape: Vec<i64>,
-        values: &[Scalar],
-    ) -> Result<HostTensor, String> {
-        let count = element_count(&shape)
-            .ok_or_else(|| format!("shape {shape:?} has a negative or too large dimension"))?;
-        if values.len() != count {
-            return Err(format!(
-                "shape {shape:?} needs {count} elements, but data has {}",
-                values.len()
-            ));
-        }
-        let mut bytes = Vec::with_capacity(count * datatype.size());
-        for (index, value) in values.iter().enumerate() {
-            value
-                .write_as(datatype, &mut bytes)
-                .map_err(|why| format!("data[{index}]: {why}"))?;
-        }
-        HostTensor::new(datatype, shape, Bytes::from(bytes))
-    }
-
     /// The elements as JSON numbers (or booleans), row-major.
     pub fn json_values(&self) -> JsonValues<'_> {
         JsonValues(self)
     }
 }
 
-/// One element of a JSON `data` array before its datatype is known.
+/// Writes the elements of a JSON `data` array into a tensor's bytes as they are read. Errors are
+/// kept until `finish`, which reports the shape, then the count, then the first bad element.
+#[derive(Debug)]
+pub struct TensorBuilder {
+    datatype: DataType,
+    bytes: Vec<u8>,
+    len: usize,
+    first_error: Option<String>,
+}
+
+impl TensorBuilder {
+    /// A builder with room for `elements` values.
+    pub fn new(datatype: DataType, elements: usize) -> TensorBuilder {
+        TensorBuilder {
+            datatype,
+            bytes: Vec::with_capacity(elements.saturating_mul(datatype.size())),
+            len: 0,
+            first_error: None,
+        }
+    }
+
+    /// Elements so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether none has been pushed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends the next element, row-major, from the text of a JSON number. Floats are parsed
+    /// straight to the datatype, so an FP32 value is rounded once, not through f64.
+    pub fn push_number(&mut self, number: &str) {
+        let written = match self.datatype {
+            DataType::Fp32 => parse_float::<f32>(number, self.datatype)
+                .map(|v| self.bytes.extend_from_slice(&v.to_le_bytes())),
+            DataType::Fp64 => parse_float::<f64>(number, self.datatype)
+                .map(|v| self.bytes.extend_from_slice(&v.to_le_bytes())),
+            datatype => Scalar::parse(number).and_then(|v| v.write_as(datatype, &mut self.bytes)),
+        };
+        self.record(written);
+    }
+
+    /// Appends the next element from a JSON `true` or `false`.
+    pub fn push_bool(&mut self, value: bool) {
+        let written = Scalar::Bool(value).write_as(self.datatype, &mut self.bytes);
+        self.record(written);
+    }
+
+    fn record(&mut self, written: Result<(), String>) {
+        if let Err(why) = written
+            && self.first_error.is_none()
+        {
+            self.first_error = Some(format!("data[{}]: {why}", self.len));
+        }
+        self.len += 1;
+    }
+
+    /// The tensor, once the elements match `shape` and every one fits the datatype.
+    pub fn finish(self, shape: Vec<i64>) -> Result<HostTensor, String> {
+        let count = element_count(&shape)
+            .ok_or_else(|| format!("shape {shape:?} has a negative or too large dimension"))?;
+        if self.len != count {
+            return Err(format!(
+                "shape {shape:?} needs {count} elements, but data has {}",
+                self.len
+            ));
+        }
+        if let Some(error) = self.first_error {
+            return Err(error);
+        }
+        HostTensor::new(self.datatype, shape, Bytes::from(self.bytes))
+    }
+}
+
+/// A JSON number as a float of the datatype; one too large for it is refused rather than made
+/// infinite, which JSON cannot express.
+fn parse_float<F: std::str::FromStr + Into<f64> + Copy>(
+    number: &str,
+    datatype: DataType,
+) -> Result<F, String> {
+    match number.parse::<F>() {
+        Ok(value) if value.into().is_finite() => Ok(value),
+        Ok(_) => Err(format!("{number} is out of the range of {datatype}")),
+        Err(_) => Err(format!("{number} is not a number")),
+    }
+}
+
+/// A JSON element bound for an integer or boolean tensor, read the way serde_json reads numbers.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Scalar {
+enum Scalar {
     /// `true` / `false`.
     Bool(bool),
     /// An integer that fits i64.
@@ -180,6 +246,22 @@ pub enum Scalar {
 }
 
 impl Scalar {
+    fn parse(number: &str) -> Result<Scalar, String> {
+        let integral = !number.contains(['.', 'e', 'E']);
+        if integral {
+            if let Ok(i) = number.parse::<i64>() {
+                return Ok(Scalar::Int(i));
+            }
+            if let Ok(u) = number.parse::<u64>() {
+                return Ok(Scalar::UInt(u));
+            }
+        }
+        number
+            .parse::<f64>()
+            .map(Scalar::Float)
+            .map_err(|_| format!("{number} is not a number"))
+    }
+
     fn write_as(self, datatype: DataType, out: &mut Vec<u8>) -> Result<(), String> {
         fn int<T: TryFrom<i64>>(v: Scalar, datatype: DataType) -> Result<T, String> {
             let wide = match v {
@@ -205,7 +287,7 @@ impl Scalar {
                 Scalar::Bool(b) => out.push(u8::from(b)),
                 Scalar::Int(0) => out.push(0),
                 Scalar::Int(1) => out.push(1),
-                other => return Err(format!("{other:?} is not a boolean")),
+                other => return Err(format!("{other} is not a boolean (true, false, 0 or 1)")),
             },
             DataType::Uint8 => out.push(int::<u8>(self, datatype)?),
             DataType::Int8 => out.extend_from_slice(&int::<i8>(self, datatype)?.to_le_bytes()),
@@ -216,6 +298,17 @@ impl Scalar {
             DataType::Fp64 => out.extend_from_slice(&float(self)?.to_le_bytes()),
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Bool(b) => b.fmt(f),
+            Scalar::Int(i) => i.fmt(f),
+            Scalar::UInt(u) => u.fmt(f),
+            Scalar::Float(x) => x.fmt(f),
+        }
     }
 }
 
@@ -256,10 +349,17 @@ fn le<const N: usize>(chunk: &[u8]) -> [u8; N] {
 mod tests {
     use super::*;
 
+    fn build(datatype: DataType, shape: &[i64], numbers: &[&str]) -> Result<HostTensor, String> {
+        let mut builder = TensorBuilder::new(datatype, numbers.len());
+        for number in numbers {
+            builder.push_number(number);
+        }
+        builder.finish(shape.to_vec())
+    }
+
     #[test]
-    fn scalars_round_trip_through_bytes() {
-        let values = [Scalar::Float(1.5), Scalar::Int(-2), Scalar::Float(0.1)];
-        let t = HostTensor::from_scalars(DataType::Fp32, vec![1, 3], &values).unwrap();
+    fn numbers_round_trip_through_bytes() {
+        let t = build(DataType::Fp32, &[1, 3], &["1.5", "-2", "0.1"]).unwrap();
         assert_eq!(t.data.len(), 12);
         let json = serde_json::to_string(&t.json_values()).unwrap();
         assert_eq!(json, "[1.5,-2.0,0.1]");
@@ -267,10 +367,17 @@ mod tests {
 
     #[test]
     fn integers_are_range_checked() {
-        let err = HostTensor::from_scalars(DataType::Int8, vec![1], &[Scalar::Int(300)]);
+        let err = build(DataType::Int8, &[1], &["300"]);
         assert_eq!(err.unwrap_err(), "data[0]: 300 does not fit INT8");
-        let err = HostTensor::from_scalars(DataType::Int32, vec![1], &[Scalar::Float(1.5)]);
+        let err = build(DataType::Int32, &[1], &["1.5"]);
         assert_eq!(err.unwrap_err(), "data[0]: 1.5 is not an integer (INT32)");
+        let mut booleans = TensorBuilder::new(DataType::Bool, 2);
+        booleans.push_bool(true);
+        booleans.push_number("2");
+        assert_eq!(
+            booleans.finish(vec![2]).unwrap_err(),
+            "data[1]: 2 is not a boolean (true, false, 0 or 1)"
+        );
     }
 
     #[test]
@@ -283,7 +390,7 @@ mod tests {
 
     #[test]
     fn length_mismatch_names_both_counts() {
-        let err = HostTensor::from_scalars(DataType::Fp64, vec![2, 2], &[Scalar::Float(1.0)]);
+        let err = build(DataType::Fp64, &[2, 2], &["1.0"]);
         assert_eq!(
             err.unwrap_err(),
             "shape [2, 2] needs 4 elements, but data has 1"

@@ -211,11 +211,12 @@ async fn cache_answers_repeats_without_a_forward_pass() {
                 >= 3
         })
         .await;
-    let passes = lines
+    let answered: Vec<(bool, bool)> = lines
         .iter()
-        .filter(|l| l["event"] == "model_inference" && l["model"] == "mlp_cached")
-        .count();
-    assert_eq!(passes, 1);
+        .filter(|l| l["event"] == "response_sent" && l["model"] == "mlp_cached")
+        .map(|l| (l["cached"] == true, l["batch_size"].is_u64()))
+        .collect();
+    assert_eq!(answered, [(false, true), (true, false), (true, false)]);
 }
 
 #[tokio::test]
@@ -244,36 +245,34 @@ async fn request_ids_are_echoed_or_generated_and_logged() {
                 .any(|l| l["event"] == "response_sent" && l["request_id"] == "trace-42")
         })
         .await;
+    // One line per request, with what was asked and what was answered.
     let events: Vec<&Value> = lines
         .iter()
         .filter(|l| l["request_id"] == "trace-42")
         .collect();
-    let names: Vec<&str> = events
-        .iter()
-        .map(|l| l["event"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        ["request_received", "model_inference", "response_sent"]
-    );
-    for line in &events {
-        assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
-        assert_eq!(line["level"], "INFO");
-    }
-    assert_eq!(events[1]["model"], "mlp");
-    assert!(events[1]["batch_size"].as_u64().unwrap() >= 1);
-    assert!(events[1]["forward_ms"].as_f64().unwrap() > 0.0);
-    assert_eq!(events[2]["status"], 200);
-    assert!(events[2]["bytes"].as_u64().unwrap() > 100);
-    assert!(events[2]["latency_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let line = events[0];
+    assert_eq!(line["event"], "response_sent");
+    assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["method"], "POST");
+    assert_eq!(line["path"], "/v2/models/mlp/infer");
+    assert_eq!(line["model"], "mlp");
+    assert_eq!(line["cached"], false);
+    assert!(line["batch_size"].as_u64().unwrap() >= 1);
+    assert!(line["forward_ms"].as_f64().unwrap() > 0.0);
+    assert!(line["queue_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(line["status"], 200);
+    assert!(line["bytes"].as_u64().unwrap() > 100);
+    assert!(line["latency_ms"].as_f64().unwrap() > line["forward_ms"].as_f64().unwrap());
 
-    // `logs search` finds exactly that request's inference line.
+    // `logs search` finds exactly that request's line.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_torchwatch"))
         .args(["logs", "search"])
         .arg(&server.log_file)
         .args([
             "--event",
-            "model_inference",
+            "response_sent",
             "--since",
             "1h",
             "request_id=trace-42",
@@ -288,5 +287,76 @@ async fn request_ids_are_echoed_or_generated_and_logged() {
         .collect();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0]["request_id"], "trace-42");
-    assert_eq!(found[0]["event"], "model_inference");
+    assert_eq!(found[0]["event"], "response_sent");
+}
+
+#[tokio::test]
+async fn sampling_logs_a_share_of_successes_and_every_error_and_slow_request() {
+    const SLOW_MS: f64 = 20.0;
+    let server = common::start_with_logging(
+        "  success_sample_ratio: 0.25\n  slow_request: 20ms",
+        "sampling",
+        &[ModelEntry::mlp("mlp"), ModelEntry::cnn("cnn")],
+        "",
+    );
+    server.wait_ready().await;
+    let mlp = &references("mlp")[0];
+    for i in 0..8 {
+        let response = common::client()
+            .post(server.url("/v2/models/mlp/infer"))
+            .header("x-request-id", format!("good-{i}"))
+            .json(&infer_body(&mlp.shape, &mlp.input))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let bad = common::client()
+        .post(server.url("/v2/models/mlp/infer"))
+        .header("x-request-id", "bad")
+        .json(&json!({"inputs": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    // 32 CNN rows take tens of milliseconds in LibTorch, whatever the build.
+    let (status, _, _) = common::post_binary(
+        &common::client(),
+        server.url("/v2/models/cnn/infer"),
+        common::binary_request(&[32, 3, 64, 64], &vec![0.5; 32 * 3 * 64 * 64]),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let lines = server
+        .wait_for_logs("the CNN's response", |lines| {
+            lines
+                .iter()
+                .any(|l| l["event"] == "response_sent" && l["model"] == "cnn")
+        })
+        .await;
+    let sent: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["event"] == "response_sent")
+        .collect();
+    let id = |l: &Value| l["request_id"].as_str().unwrap().to_owned();
+    // Every fourth success (the readiness polls before them count too), plus any that happened
+    // to be slow on a loaded machine.
+    let good: Vec<&&Value> = sent.iter().filter(|l| id(l).starts_with("good-")).collect();
+    let fast = good
+        .iter()
+        .filter(|l| l["latency_ms"].as_f64().unwrap() < SLOW_MS)
+        .count();
+    assert!(!good.is_empty() && fast <= 2, "{good:?}");
+    assert!(sent.iter().any(|l| id(l) == "bad" && l["status"] == 400));
+    let slow = sent
+        .iter()
+        .find(|l| l["model"] == "cnn")
+        .expect("the slow request is logged");
+    assert!(slow["latency_ms"].as_f64().unwrap() >= SLOW_MS);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"] == "error_occurred" && l["request_id"] == "bad")
+    );
 }

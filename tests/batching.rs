@@ -70,14 +70,14 @@ async fn batched_answers_equal_unbatched_ones_under_64_concurrent_requests() {
         .wait_for_logs("64 batched inferences", |lines| {
             lines
                 .iter()
-                .filter(|l| l["event"] == "model_inference" && l["model"] == "mlp")
+                .filter(|l| l["event"] == "response_sent" && l["model"] == "mlp")
                 .count()
                 >= 64
         })
         .await;
     let largest = lines
         .iter()
-        .filter(|l| l["event"] == "model_inference" && l["model"] == "mlp")
+        .filter(|l| l["event"] == "response_sent" && l["model"] == "mlp")
         .filter_map(|l| l["batch_size"].as_u64())
         .max()
         .unwrap();
@@ -145,7 +145,9 @@ async fn a_full_queue_answers_503_with_retry_after() {
 async fn sigterm_finishes_accepted_requests_then_exits_zero() {
     let mut cnn = ModelEntry::cnn("cnn");
     cnn.batching = "{enabled: false, queue_capacity: 64}";
-    let mut server = common::start("drain", &[cnn], "  drain_timeout: 60s");
+    // At debug, `request_received` tells when each request has reached the server.
+    let mut server =
+        common::start_with_logging("  level: debug", "drain", &[cnn], "  drain_timeout: 60s");
     server.wait_ready().await;
     let request = common::binary_request(&[16, 3, 64, 64], &input_for(1, 16 * 3 * 64 * 64));
     let tasks = spawn_binary_posts(&server, 8, &request);

@@ -88,14 +88,14 @@ async fn a_model_that_raises_fails_only_the_requests_that_made_it_raise() {
         .wait_for_logs("an inference line per good request", |lines| {
             lines
                 .iter()
-                .filter(|l| l["event"] == "model_inference")
+                .filter(|l| l["event"] == "response_sent" && l["batch_size"].is_u64())
                 .count()
                 >= good
         })
         .await;
     let largest = lines
         .iter()
-        .filter(|l| l["event"] == "model_inference")
+        .filter(|l| l["event"] == "response_sent")
         .filter_map(|l| l["batch_size"].as_u64())
         .max()
         .unwrap();

@@ -367,6 +367,13 @@ pub struct LoggingConfig {
     pub file: Option<PathBuf>,
     /// Minimum level, or a tracing `EnvFilter` directive such as `info,torchwatch=debug`.
     pub level: String,
+    /// The share of successful requests, answered faster than `slow_request`, that get their
+    /// `response_sent` line: 1 logs every request, 0.01 one in a hundred. Errors and slow
+    /// requests are always logged.
+    pub success_sample_ratio: f64,
+    /// A request that takes at least this long is always logged, whatever the sampling.
+    #[serde(deserialize_with = "duration")]
+    pub slow_request: Duration,
 }
 
 impl Default for LoggingConfig {
@@ -374,6 +381,8 @@ impl Default for LoggingConfig {
         LoggingConfig {
             file: None,
             level: "info".to_owned(),
+            success_sample_ratio: 1.0,
+            slow_request: Duration::from_secs(1),
         }
     }
 }
@@ -656,6 +665,12 @@ impl Config {
         }
         if self.server.max_connections == 0 {
             return Err("server.max_connections: must be at least 1".into());
+        }
+        let ratio = self.logging.success_sample_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(format!(
+                "logging.success_sample_ratio: {ratio} is not between 0 and 1"
+            ));
         }
         if self.server.request_timeout.is_zero() {
             return Err("server.request_timeout: must be longer than 0s".into());

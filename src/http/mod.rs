@@ -7,6 +7,7 @@ mod deadline;
 pub(crate) mod protocol;
 mod server;
 mod status;
+mod tensor_json;
 mod web;
 
 pub use api::{QueryApi, QueryLimits};
@@ -126,6 +127,7 @@ pub fn router(
     query_api: QueryApi,
     alertmanager_api: crate::notify::AlertmanagerApi,
     reload: ReloadHook,
+    request_log: RequestLog,
 ) -> Routers {
     let lifecycle = server.enable_lifecycle;
     let model_routes = Router::new()
@@ -190,7 +192,7 @@ pub fn router(
         routes
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(web.clone(), web::guard))
-            .layer(middleware::from_fn(observe))
+            .layer(middleware::from_fn_with_state(request_log.clone(), observe))
             .with_state(state.clone())
     };
     if server.metrics_listen.is_some() {
@@ -279,9 +281,34 @@ impl From<InferError> for ApiError {
     }
 }
 
-/// Assigns the request id, logs `request_received`, `response_sent` and `error_occurred`, and
-/// echoes the id in the response.
-async fn observe(mut request: Request, next: Next) -> Response {
+/// What an inference handler leaves in the response's extensions for its `response_sent` line.
+#[derive(Debug, Clone)]
+struct InferenceRecord {
+    service: Arc<ModelService>,
+    /// The pass that computed it; `None` for a cache hit.
+    pass: Option<Pass>,
+}
+
+/// Which requests get their `response_sent` line: see `logging.success_sample_ratio`.
+#[derive(Clone)]
+pub struct RequestLog {
+    sampler: Arc<crate::logs::Sampler>,
+    slow: std::time::Duration,
+}
+
+impl From<&crate::config::LoggingConfig> for RequestLog {
+    fn from(logging: &crate::config::LoggingConfig) -> RequestLog {
+        RequestLog {
+            sampler: Arc::new(crate::logs::Sampler::new(logging.success_sample_ratio)),
+            slow: logging.slow_request,
+        }
+    }
+}
+
+/// Assigns the request id, echoes it in the response and logs one `response_sent` line per
+/// request with what was asked and what was answered (`request_received` and `model_inference`
+/// are `debug`), plus `error_occurred` for every error.
+async fn observe(State(log): State<RequestLog>, mut request: Request, next: Next) -> Response {
     let id: Arc<str> = request
         .headers()
         .get(REQUEST_ID)
@@ -291,11 +318,13 @@ async fn observe(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(RequestId(id.clone()));
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    tracing::info!(event = "request_received", request_id = %id, method = %method, path = %path);
+    tracing::debug!(event = "request_received", request_id = %id, method = %method, path = %path);
     let started = Instant::now();
     let mut response = next.run(request).await;
+    let latency = started.elapsed();
     let status = response.status();
-    if let Some(error) = response.extensions().get::<ErrorRecord>() {
+    let error = response.extensions_mut().remove::<ErrorRecord>();
+    if let Some(error) = &error {
         let context = format!("{method} {path}");
         if status.is_server_error() {
             tracing::error!(event = "error_occurred", request_id = %id, status = status.as_u16(),
@@ -308,13 +337,27 @@ async fn observe(mut request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
-    tracing::info!(
-        event = "response_sent",
-        request_id = %id,
-        status = status.as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1e3,
-        bytes = response.body().size_hint().exact(),
-    );
+    // The sampler is asked last, so only the successful, fast requests use up its share.
+    if error.is_some() || !status.is_success() || latency >= log.slow || log.sampler.take() {
+        let inference = response.extensions_mut().remove::<InferenceRecord>();
+        let model = inference.as_ref().map(|i| i.service.config().name.as_str());
+        let pass = inference.as_ref().and_then(|i| i.pass);
+        let millis = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        tracing::info!(
+            event = "response_sent",
+            request_id = %id,
+            method = %method,
+            path = %path,
+            status = status.as_u16(),
+            latency_ms = millis(latency),
+            bytes = response.body().size_hint().exact(),
+            model,
+            cached = inference.as_ref().map(|i| i.pass.is_none()),
+            batch_size = pass.map(|(rows, _, _)| rows),
+            queue_ms = pass.map(|(_, queued, _)| millis(queued)),
+            forward_ms = pass.map(|(_, _, forward)| millis(forward)),
+        );
+    }
     response
 }
 
@@ -551,15 +594,22 @@ async fn infer(
     });
     let recorder = service.metrics();
     let status = match &result {
-        Ok(response) => response.status(),
+        Ok((response, _)) => response.status(),
         Err(error) => {
             recorder.record_rejection(error.kind);
             error.status
         }
     };
     recorder.record_request(status.as_u16(), started.elapsed(), &request_id);
-    result
+    let (mut response, pass) = result?;
+    response
+        .extensions_mut()
+        .insert(InferenceRecord { service, pass });
+    Ok(response)
 }
+
+/// Rows, queue time and forward time of the pass that answered a request.
+type Pass = (usize, std::time::Duration, std::time::Duration);
 
 async fn infer_on(
     service: &ModelService,
@@ -567,7 +617,7 @@ async fn infer_on(
     request_id: &str,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<(Response, Option<Pass>), ApiError> {
     // Announced before the body is read, so the batcher can wait for this request.
     let arrival = service.arrival();
     let body = read_body(body, state.max_body_bytes).await?;
@@ -620,21 +670,24 @@ async fn infer_on(
             .collect::<Result<_, ApiError>>()?,
     };
     let inference = service.infer(request.inputs, arrival).await?;
-    if let Source::Model {
-        batch_size,
-        queue_time,
-        forward_time,
-    } = inference.source
-    {
-        tracing::info!(
-            event = "model_inference",
-            request_id = %request_id,
-            model = %config.name,
+    let pass = match inference.source {
+        Source::Model {
             batch_size,
-            queue_ms = queue_time.as_secs_f64() * 1e3,
-            forward_ms = forward_time.as_secs_f64() * 1e3,
-        );
-    }
+            queue_time,
+            forward_time,
+        } => {
+            tracing::debug!(
+                event = "model_inference",
+                request_id = %request_id,
+                model = %config.name,
+                batch_size,
+                queue_ms = queue_time.as_secs_f64() * 1e3,
+                forward_ms = forward_time.as_secs_f64() * 1e3,
+            );
+            Some((batch_size, queue_time, forward_time))
+        }
+        Source::Cache => None,
+    };
     let outputs: Vec<ResponseOutput<'_>> = selected
         .iter()
         .map(|&(index, binary)| ResponseOutput {
@@ -661,5 +714,5 @@ async fn infer_on(
             );
         }
     }
-    Ok(response)
+    Ok((response, pass))
 }

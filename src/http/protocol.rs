@@ -5,10 +5,11 @@
 use bytes::{Bytes, BytesMut};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::serve::NamedInputs;
-use crate::tensor::{DataType, HostTensor, JsonValues, Scalar};
+use crate::tensor::{DataType, HostTensor, JsonValues};
 
 /// The header that gives the JSON part's length in binary-extension messages.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -76,21 +77,23 @@ impl From<String> for DecodeError {
     }
 }
 
-struct RequestJson {
+struct RequestJson<'a> {
     id: Option<String>,
     parameters: Map<String, Value>,
-    inputs: Vec<InputJson>,
+    inputs: Vec<InputJson<'a>>,
     outputs: Option<Vec<OutputJson>>,
 }
 
 #[derive(Deserialize)]
-struct InputJson {
+struct InputJson<'a> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
     #[serde(default)]
     parameters: Map<String, Value>,
-    data: Option<FlatData>,
+    /// Read once the datatype is known, wherever it stood in the object.
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -153,9 +156,7 @@ pub fn decode_request(
                 )));
             }
             (None, None) => return Err(format!("input '{name}' has no 'data'").into()),
-            (None, Some(FlatData(values))) => {
-                HostTensor::from_scalars(datatype, input.shape, &values)
-            }
+            (None, Some(data)) => super::tensor_json::read_data(data.get(), datatype, input.shape),
             (Some(size), None) => {
                 let size = usize::try_from(size).unwrap_or(usize::MAX);
                 if size > binary.len() {
@@ -237,20 +238,23 @@ fn nesting_exceeds(json: &[u8], max: usize) -> bool {
 struct RequestSeed<'a>(&'a DecodeLimits);
 
 impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
-    type Value = RequestJson;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RequestJson, D::Error> {
+    type Value = RequestJson<'de>;
+    fn deserialize<D: Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<RequestJson<'de>, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for RequestSeed<'_> {
-    type Value = RequestJson;
+    type Value = RequestJson<'de>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an inference request object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestJson, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestJson<'de>, A::Error> {
         let mut id = None;
         let mut parameters = None;
         let mut inputs = None;
@@ -287,26 +291,26 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
 struct InputsSeed<'a>(&'a DecodeLimits);
 
 impl<'de> DeserializeSeed<'de> for InputsSeed<'_> {
-    type Value = Vec<InputJson>;
+    type Value = Vec<InputJson<'de>>;
     fn deserialize<D: Deserializer<'de>>(
         self,
         deserializer: D,
-    ) -> Result<Vec<InputJson>, D::Error> {
+    ) -> Result<Vec<InputJson<'de>>, D::Error> {
         deserializer.deserialize_seq(self)
     }
 }
 
 impl<'de> Visitor<'de> for InputsSeed<'_> {
-    type Value = Vec<InputJson>;
+    type Value = Vec<InputJson<'de>>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an array of inputs")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<InputJson>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<InputJson<'de>>, A::Error> {
         let limits = self.0;
         let mut inputs = Vec::new();
-        while let Some(input) = seq.next_element::<InputJson>()? {
+        while let Some(input) = seq.next_element::<InputJson<'de>>()? {
             if inputs.len() == limits.max_inputs {
                 return Err(de::Error::custom(format!(
                     "more than server.max_inputs ({}) inputs",
@@ -438,69 +442,6 @@ pub fn encode_response(
     }
 }
 
-/// A JSON `data` array, flat or nested row-major, flattened while parsing.
-struct FlatData(Vec<Scalar>);
-
-impl<'de> Deserialize<'de> for FlatData {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut values = Vec::new();
-        deserializer.deserialize_seq(Flatten(&mut values))?;
-        Ok(FlatData(values))
-    }
-}
-
-struct Flatten<'a>(&'a mut Vec<Scalar>);
-
-impl<'de> DeserializeSeed<'de> for Flatten<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Flatten<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an array of numbers or booleans, flat or nested")
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.0.push(Scalar::Bool(v));
-        Ok(())
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.0.push(Scalar::Int(v));
-        Ok(())
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.0
-            .push(i64::try_from(v).map_or(Scalar::UInt(v), Scalar::Int));
-        Ok(())
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.0.push(Scalar::Float(v));
-        Ok(())
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Err(E::custom(
-            "string data (BYTES tensors) is not supported; send numbers or booleans",
-        ))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        if let Some(hint) = seq.size_hint() {
-            self.0.reserve(hint);
-        }
-        while seq.next_element_seed(Flatten(&mut *self.0))?.is_some() {}
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,6 +474,48 @@ mod tests {
         assert_eq!(nested.id.as_deref(), Some("7"));
     }
 
+    /// `data` is read once the whole input is, so where `datatype` stands makes no difference.
+    #[test]
+    fn data_before_or_after_its_datatype_decodes_and_fails_alike() {
+        let cases = [
+            ("[2,2]", "FP32", "[[1,2.5],[3,-4e-3]]"),
+            ("[3]", "INT64", "[9223372036854775807,-1,0]"),
+            ("[2]", "BOOL", "[true,0]"),
+            ("[2]", "UINT8", "[255,256]"),
+            ("[2]", "INT32", "[1,1.5]"),
+            ("[2]", "FP32", "[true,1]"),
+            ("[3]", "FP64", "[1,2]"),
+            ("[-1]", "FP32", "[1]"),
+            ("[1]", "FP32", "null"),
+        ];
+        for (shape, datatype, data) in cases {
+            let first = decode(&format!(
+                r#"{{"inputs":[{{"name":"x","shape":{shape},"datatype":"{datatype}","data":{data}}}]}}"#
+            ));
+            let last = decode(&format!(
+                r#"{{"inputs":[{{"data":{data},"name":"x","shape":{shape},"datatype":"{datatype}"}}]}}"#
+            ));
+            assert_eq!(
+                first.as_ref().map(|r| &r.inputs),
+                last.as_ref().map(|r| &r.inputs),
+                "{datatype} {shape} {data}"
+            );
+        }
+        let error = |data: &str| {
+            decode(&format!(
+                r#"{{"inputs":[{{"name":"x","shape":[2],"datatype":"UINT8","data":{data}}}]}}"#
+            ))
+        };
+        assert_eq!(
+            error("[1,256]").unwrap_err(),
+            "input 'x': data[1]: 256 does not fit UINT8"
+        );
+        assert_eq!(
+            error("[1,256,3]").unwrap_err(),
+            "input 'x': shape [2] needs 2 elements, but data has 3"
+        );
+    }
+
     #[test]
     fn binary_inputs_are_taken_in_order_after_the_header() {
         let header = br#"{"inputs":[{"name":"a","shape":[1],"datatype":"INT32","parameters":{"binary_data_size":4}},{"name":"b","shape":[2],"datatype":"BOOL","parameters":{"binary_data_size":2}}]}"#;
@@ -561,7 +544,11 @@ mod tests {
             ),
             (
                 r#"{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":["a"]}]}"#,
-                "BYTES tensors) is not supported",
+                "unknown or unsupported datatype 'BYTES'",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}]}"#,
+                "input 'x': string data (BYTES tensors) is not supported",
             ),
             (r#"{"inputs": [}"#, "invalid inference request JSON"),
         ];

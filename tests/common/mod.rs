@@ -171,10 +171,20 @@ pub struct Server {
 /// `torchwatch serve` with `models` and extra `server:` keys, on a free port. Returns once it
 /// listens; call [`Server::wait_ready`] before inference.
 pub fn start(tag: &str, models: &[ModelEntry], server_yaml: &str) -> Server {
+    start_with_logging("", tag, models, server_yaml)
+}
+
+/// [`start`] with extra `logging:` keys.
+pub fn start_with_logging(
+    logging_yaml: &str,
+    tag: &str,
+    models: &[ModelEntry],
+    server_yaml: &str,
+) -> Server {
     let dir = TempDir::new(tag);
     let log_file = dir.path().join("torchwatch.log");
     let mut config = format!(
-        "server:\n  listen: 127.0.0.1:0\n{server_yaml}\nlogging:\n  file: {}\nmodels:{}\n",
+        "server:\n  listen: 127.0.0.1:0\n{server_yaml}\nlogging:\n{logging_yaml}\n  file: {}\nmodels:{}\n",
         log_file.display(),
         if models.is_empty() { " []" } else { "" }
     );
