@@ -57,13 +57,18 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     for model in ["mlp", "cnn"] {
         let (shape, data) = reference_input(model);
-        let json = serde_json::json!({"inputs": [{"name": "input__0", "shape": shape,
-            "datatype": "FP32", "data": data}]})
-        .to_string()
+        // In the order clients (tritonclient, the tutorial's) write an input's keys, which
+        // serde_json's sorted maps would not keep.
+        let shape = serde_json::to_string(&shape).expect("shape JSON");
+        let json = format!(
+            r#"{{"inputs":[{{"name":"input__0","shape":{shape},"datatype":"FP32","data":{}}}]}}"#,
+            serde_json::to_string(&data).expect("data JSON")
+        )
         .into_bytes();
-        let header = serde_json::json!({"inputs": [{"name": "input__0", "shape": shape,
-            "datatype": "FP32", "parameters": {"binary_data_size": data.len() * 4}}]})
-        .to_string();
+        let header = format!(
+            r#"{{"inputs":[{{"name":"input__0","shape":{shape},"datatype":"FP32","parameters":{{"binary_data_size":{}}}}}]}}"#,
+            data.len() * 4
+        );
         let mut binary = header.clone().into_bytes();
         binary.extend(data.iter().flat_map(|v| v.to_le_bytes()));
         for (encoding, body, header_length) in [

@@ -15,6 +15,7 @@ pub mod gofmt;
 pub mod http;
 pub mod http_client;
 pub mod logs;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod notify;

@@ -137,14 +137,29 @@ impl HostTensor {
         element_count(self.shape.get(1..).unwrap_or(&[])).unwrap_or(0) * self.datatype.size()
     }
 
+    /// Builds a tensor from JSON numbers, checking that every value fits the datatype.
+    pub fn from_scalars(
+        datatype: DataType,
+        shape: Vec<i64>,
+        values: &[Scalar],
+    ) -> Result<HostTensor, String> {
+        let mut builder = TensorBuilder::new(datatype, values.len());
+        for &value in values {
+            builder.push(value);
+        }
+        builder.finish(shape)
+    }
+
     /// The elements as JSON numbers (or booleans), row-major.
     pub fn json_values(&self) -> JsonValues<'_> {
         JsonValues(self)
     }
 }
 
-/// Writes the elements of a JSON `data` array into a tensor's bytes as they are read. Errors are
-/// kept until `finish`, which reports the shape, then the count, then the first bad element.
+/// Writes the elements of a JSON `data` array into a tensor's bytes as they are parsed, so a
+/// request whose datatype precedes its data never holds the values twice. Errors are kept until
+/// `finish`, which reports the shape, then the count, then the first bad element, as
+/// `from_scalars` does.
 #[derive(Debug)]
 pub struct TensorBuilder {
     datatype: DataType,
@@ -164,37 +179,9 @@ impl TensorBuilder {
         }
     }
 
-    /// Elements so far.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether none has been pushed.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Appends the next element, row-major, from the text of a JSON number. Floats are parsed
-    /// straight to the datatype, so an FP32 value is rounded once, not through f64.
-    pub fn push_number(&mut self, number: &str) {
-        let written = match self.datatype {
-            DataType::Fp32 => parse_float::<f32>(number, self.datatype)
-                .map(|v| self.bytes.extend_from_slice(&v.to_le_bytes())),
-            DataType::Fp64 => parse_float::<f64>(number, self.datatype)
-                .map(|v| self.bytes.extend_from_slice(&v.to_le_bytes())),
-            datatype => Scalar::parse(number).and_then(|v| v.write_as(datatype, &mut self.bytes)),
-        };
-        self.record(written);
-    }
-
-    /// Appends the next element from a JSON `true` or `false`.
-    pub fn push_bool(&mut self, value: bool) {
-        let written = Scalar::Bool(value).write_as(self.datatype, &mut self.bytes);
-        self.record(written);
-    }
-
-    fn record(&mut self, written: Result<(), String>) {
-        if let Err(why) = written
+    /// Appends the next element, row-major.
+    pub fn push(&mut self, value: Scalar) {
+        if let Err(why) = value.write_as(self.datatype, &mut self.bytes)
             && self.first_error.is_none()
         {
             self.first_error = Some(format!("data[{}]: {why}", self.len));
@@ -219,22 +206,9 @@ impl TensorBuilder {
     }
 }
 
-/// A JSON number as a float of the datatype; one too large for it is refused rather than made
-/// infinite, which JSON cannot express.
-fn parse_float<F: std::str::FromStr + Into<f64> + Copy>(
-    number: &str,
-    datatype: DataType,
-) -> Result<F, String> {
-    match number.parse::<F>() {
-        Ok(value) if value.into().is_finite() => Ok(value),
-        Ok(_) => Err(format!("{number} is out of the range of {datatype}")),
-        Err(_) => Err(format!("{number} is not a number")),
-    }
-}
-
-/// A JSON element bound for an integer or boolean tensor, read the way serde_json reads numbers.
+/// One element of a JSON `data` array before its datatype is known.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Scalar {
+pub enum Scalar {
     /// `true` / `false`.
     Bool(bool),
     /// An integer that fits i64.
@@ -246,22 +220,6 @@ enum Scalar {
 }
 
 impl Scalar {
-    fn parse(number: &str) -> Result<Scalar, String> {
-        let integral = !number.contains(['.', 'e', 'E']);
-        if integral {
-            if let Ok(i) = number.parse::<i64>() {
-                return Ok(Scalar::Int(i));
-            }
-            if let Ok(u) = number.parse::<u64>() {
-                return Ok(Scalar::UInt(u));
-            }
-        }
-        number
-            .parse::<f64>()
-            .map(Scalar::Float)
-            .map_err(|_| format!("{number} is not a number"))
-    }
-
     fn write_as(self, datatype: DataType, out: &mut Vec<u8>) -> Result<(), String> {
         fn int<T: TryFrom<i64>>(v: Scalar, datatype: DataType) -> Result<T, String> {
             let wide = match v {
@@ -349,17 +307,18 @@ fn le<const N: usize>(chunk: &[u8]) -> [u8; N] {
 mod tests {
     use super::*;
 
-    fn build(datatype: DataType, shape: &[i64], numbers: &[&str]) -> Result<HostTensor, String> {
-        let mut builder = TensorBuilder::new(datatype, numbers.len());
-        for number in numbers {
-            builder.push_number(number);
-        }
-        builder.finish(shape.to_vec())
+    fn build(datatype: DataType, shape: &[i64], values: &[Scalar]) -> Result<HostTensor, String> {
+        HostTensor::from_scalars(datatype, shape.to_vec(), values)
     }
 
     #[test]
     fn numbers_round_trip_through_bytes() {
-        let t = build(DataType::Fp32, &[1, 3], &["1.5", "-2", "0.1"]).unwrap();
+        let t = build(
+            DataType::Fp32,
+            &[1, 3],
+            &[Scalar::Float(1.5), Scalar::Int(-2), Scalar::Float(0.1)],
+        )
+        .unwrap();
         assert_eq!(t.data.len(), 12);
         let json = serde_json::to_string(&t.json_values()).unwrap();
         assert_eq!(json, "[1.5,-2.0,0.1]");
@@ -367,15 +326,13 @@ mod tests {
 
     #[test]
     fn integers_are_range_checked() {
-        let err = build(DataType::Int8, &[1], &["300"]);
+        let err = build(DataType::Int8, &[1], &[Scalar::Int(300)]);
         assert_eq!(err.unwrap_err(), "data[0]: 300 does not fit INT8");
-        let err = build(DataType::Int32, &[1], &["1.5"]);
+        let err = build(DataType::Int32, &[1], &[Scalar::Float(1.5)]);
         assert_eq!(err.unwrap_err(), "data[0]: 1.5 is not an integer (INT32)");
-        let mut booleans = TensorBuilder::new(DataType::Bool, 2);
-        booleans.push_bool(true);
-        booleans.push_number("2");
+        let err = build(DataType::Bool, &[2], &[Scalar::Bool(true), Scalar::Int(2)]);
         assert_eq!(
-            booleans.finish(vec![2]).unwrap_err(),
+            err.unwrap_err(),
             "data[1]: 2 is not a boolean (true, false, 0 or 1)"
         );
     }
@@ -390,7 +347,7 @@ mod tests {
 
     #[test]
     fn length_mismatch_names_both_counts() {
-        let err = build(DataType::Fp64, &[2, 2], &["1.0"]);
+        let err = build(DataType::Fp64, &[2, 2], &[Scalar::Float(1.0)]);
         assert_eq!(
             err.unwrap_err(),
             "shape [2, 2] needs 4 elements, but data has 1"

@@ -310,19 +310,19 @@ fn corpus() -> Vec<Case> {
             "data an object",
             input(json!([1, 784]), json!("FP32"), json!({"a": 1})),
             400,
-            "input 'input__0': 'data' must be an array",
+            "invalid",
         ),
         json_case(
             "data a string",
             input(json!([1, 784]), json!("FP32"), json!("0.5")),
             400,
-            "input 'input__0': 'data' must be an array",
+            "invalid",
         ),
         json_case(
             "null in data",
             input(json!([1, 2]), json!("FP32"), json!([0.5, null])),
             400,
-            "input 'input__0': data[1]: null is not a number or boolean",
+            "invalid",
         ),
         json_case(
             "booleans as FP32",

@@ -7,7 +7,6 @@ mod deadline;
 pub(crate) mod protocol;
 mod server;
 mod status;
-mod tensor_json;
 mod web;
 
 pub use api::{QueryApi, QueryLimits};

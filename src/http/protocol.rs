@@ -5,11 +5,10 @@
 use bytes::{Bytes, BytesMut};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::serve::NamedInputs;
-use crate::tensor::{DataType, HostTensor, JsonValues};
+use crate::tensor::{DataType, HostTensor, JsonValues, Scalar, TensorBuilder, element_count};
 
 /// The header that gives the JSON part's length in binary-extension messages.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -77,23 +76,36 @@ impl From<String> for DecodeError {
     }
 }
 
-struct RequestJson<'a> {
+struct RequestJson {
     id: Option<String>,
     parameters: Map<String, Value>,
-    inputs: Vec<InputJson<'a>>,
+    inputs: Vec<InputJson>,
     outputs: Option<Vec<OutputJson>>,
 }
 
-#[derive(Deserialize)]
-struct InputJson<'a> {
+struct InputJson {
     name: String,
     shape: Vec<i64>,
     datatype: String,
-    #[serde(default)]
     parameters: Map<String, Value>,
-    /// Read once the datatype is known, wherever it stood in the object.
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
+    data: Option<InputData>,
+}
+
+/// An input's `data`, flattened while parsing.
+enum InputData {
+    /// Already in the tensor's bytes: `datatype` came before `data`, as clients send it.
+    Typed(TensorBuilder),
+    /// Held as JSON numbers until the datatype is known.
+    Scalars(Vec<Scalar>),
+}
+
+impl InputData {
+    fn into_tensor(self, datatype: DataType, shape: Vec<i64>) -> Result<HostTensor, String> {
+        match self {
+            InputData::Typed(builder) => builder.finish(shape),
+            InputData::Scalars(values) => HostTensor::from_scalars(datatype, shape, &values),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -133,7 +145,11 @@ pub fn decode_request(
         )));
     }
     let mut parser = serde_json::Deserializer::from_slice(&json);
-    let request = RequestSeed(limits)
+    let seed = RequestSeed {
+        limits,
+        max_elements: json.len() / 2 + 1,
+    };
+    let request = seed
         .deserialize(&mut parser)
         .and_then(|request| parser.end().map(|()| request))
         .map_err(|e| format!("invalid inference request JSON: {e}"))?;
@@ -156,7 +172,7 @@ pub fn decode_request(
                 )));
             }
             (None, None) => return Err(format!("input '{name}' has no 'data'").into()),
-            (None, Some(data)) => super::tensor_json::read_data(data.get(), datatype, input.shape),
+            (None, Some(data)) => data.into_tensor(datatype, input.shape),
             (Some(size), None) => {
                 let size = usize::try_from(size).unwrap_or(usize::MAX);
                 if size > binary.len() {
@@ -235,26 +251,26 @@ fn nesting_exceeds(json: &[u8], max: usize) -> bool {
 }
 
 /// Reads the request object with `inputs` bounded by the limits as they are read.
-struct RequestSeed<'a>(&'a DecodeLimits);
+struct RequestSeed<'a> {
+    limits: &'a DecodeLimits,
+    max_elements: usize,
+}
 
 impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
-    type Value = RequestJson<'de>;
-    fn deserialize<D: Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<RequestJson<'de>, D::Error> {
+    type Value = RequestJson;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RequestJson, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for RequestSeed<'_> {
-    type Value = RequestJson<'de>;
+    type Value = RequestJson;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an inference request object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestJson<'de>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestJson, A::Error> {
         let mut id = None;
         let mut parameters = None;
         let mut inputs = None;
@@ -268,7 +284,12 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
                 }
                 "parameters" => parameters = Some(map.next_value()?),
                 "inputs" if inputs.is_some() => return Err(de::Error::duplicate_field("inputs")),
-                "inputs" => inputs = Some(map.next_value_seed(InputsSeed(self.0))?),
+                "inputs" => {
+                    inputs = Some(map.next_value_seed(InputsSeed {
+                        limits: self.limits,
+                        max_elements: self.max_elements,
+                    })?);
+                }
                 "outputs" if outputs.is_some() => {
                     return Err(de::Error::duplicate_field("outputs"));
                 }
@@ -288,29 +309,37 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
 }
 
 /// The `inputs` array, refused at the first input past `max_inputs` or over `max_tensor_rank`.
-struct InputsSeed<'a>(&'a DecodeLimits);
+/// `max_elements` bounds what a declared shape may reserve: no JSON element is shorter than two
+/// bytes (`0,`), so no more than half the body's length can follow.
+struct InputsSeed<'a> {
+    limits: &'a DecodeLimits,
+    max_elements: usize,
+}
 
 impl<'de> DeserializeSeed<'de> for InputsSeed<'_> {
-    type Value = Vec<InputJson<'de>>;
+    type Value = Vec<InputJson>;
     fn deserialize<D: Deserializer<'de>>(
         self,
         deserializer: D,
-    ) -> Result<Vec<InputJson<'de>>, D::Error> {
+    ) -> Result<Vec<InputJson>, D::Error> {
         deserializer.deserialize_seq(self)
     }
 }
 
 impl<'de> Visitor<'de> for InputsSeed<'_> {
-    type Value = Vec<InputJson<'de>>;
+    type Value = Vec<InputJson>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an array of inputs")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<InputJson<'de>>, A::Error> {
-        let limits = self.0;
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<InputJson>, A::Error> {
+        let InputsSeed {
+            limits,
+            max_elements,
+        } = self;
         let mut inputs = Vec::new();
-        while let Some(input) = seq.next_element::<InputJson<'de>>()? {
+        while let Some(input) = seq.next_element_seed(InputSeed { max_elements })? {
             if inputs.len() == limits.max_inputs {
                 return Err(de::Error::custom(format!(
                     "more than server.max_inputs ({}) inputs",
@@ -442,6 +471,185 @@ pub fn encode_response(
     }
 }
 
+/// One input object, its `data` parsed straight into the tensor's bytes when `datatype` (and, for
+/// the reservation, `shape`) came first.
+struct InputSeed {
+    max_elements: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for InputSeed {
+    type Value = InputJson;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<InputJson, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for InputSeed {
+    type Value = InputJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an input object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InputJson, A::Error> {
+        let mut name = None;
+        let mut shape: Option<Vec<i64>> = None;
+        let mut datatype: Option<String> = None;
+        let mut parameters = None;
+        let mut data = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "name" if name.is_some() => return Err(de::Error::duplicate_field("name")),
+                "name" => name = Some(map.next_value()?),
+                "shape" if shape.is_some() => return Err(de::Error::duplicate_field("shape")),
+                "shape" => shape = Some(map.next_value()?),
+                "datatype" if datatype.is_some() => {
+                    return Err(de::Error::duplicate_field("datatype"));
+                }
+                "datatype" => datatype = Some(map.next_value()?),
+                "parameters" if parameters.is_some() => {
+                    return Err(de::Error::duplicate_field("parameters"));
+                }
+                "parameters" => parameters = Some(map.next_value()?),
+                "data" if data.is_some() => return Err(de::Error::duplicate_field("data")),
+                "data" => {
+                    data = map.next_value_seed(DataSeed {
+                        typed: datatype.as_deref().and_then(DataType::parse),
+                        elements: shape
+                            .as_deref()
+                            .and_then(element_count)
+                            .unwrap_or(0)
+                            .min(self.max_elements),
+                    })?;
+                }
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(InputJson {
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            shape: shape.ok_or_else(|| de::Error::missing_field("shape"))?,
+            datatype: datatype.ok_or_else(|| de::Error::missing_field("datatype"))?,
+            parameters: parameters.unwrap_or_default(),
+            data,
+        })
+    }
+}
+
+/// An input's `data`: `null` (as absent), or an array, flat or nested row-major.
+struct DataSeed {
+    typed: Option<DataType>,
+    elements: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for DataSeed {
+    type Value = Option<InputData>;
+    fn deserialize<D: Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Option<InputData>, D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DataSeed {
+    type Value = Option<InputData>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of numbers or booleans, flat or nested")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Option<InputData>, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Option<InputData>, D::Error> {
+        Ok(Some(match self.typed {
+            Some(datatype) => {
+                let mut builder = TensorBuilder::new(datatype, self.elements);
+                deserializer.deserialize_seq(Flatten(&mut builder))?;
+                InputData::Typed(builder)
+            }
+            None => {
+                let mut values = Vec::with_capacity(self.elements);
+                deserializer.deserialize_seq(Flatten(&mut values))?;
+                InputData::Scalars(values)
+            }
+        }))
+    }
+}
+
+/// Where `Flatten` puts the elements it reads.
+trait Elements {
+    fn push(&mut self, value: Scalar);
+}
+
+impl Elements for Vec<Scalar> {
+    fn push(&mut self, value: Scalar) {
+        Vec::push(self, value);
+    }
+}
+
+impl Elements for TensorBuilder {
+    fn push(&mut self, value: Scalar) {
+        TensorBuilder::push(self, value);
+    }
+}
+
+/// Reads a JSON array, flat or nested, into `Elements` in row-major order.
+struct Flatten<'a, E>(&'a mut E);
+
+impl<'de, T: Elements> DeserializeSeed<'de> for Flatten<'_, T> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, T: Elements> Visitor<'de> for Flatten<'_, T> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of numbers or booleans, flat or nested")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.0.push(Scalar::Bool(v));
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.0.push(Scalar::Int(v));
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.0
+            .push(i64::try_from(v).map_or(Scalar::UInt(v), Scalar::Int));
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.0.push(Scalar::Float(v));
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom(
+            "string data (BYTES tensors) is not supported; send numbers or booleans",
+        ))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Flatten(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,7 +682,8 @@ mod tests {
         assert_eq!(nested.id.as_deref(), Some("7"));
     }
 
-    /// `data` is read once the whole input is, so where `datatype` stands makes no difference.
+    /// `data` is written straight into the tensor when `datatype` precedes it and held as numbers
+    /// when it follows; both must give the same tensor and the same error.
     #[test]
     fn data_before_or_after_its_datatype_decodes_and_fails_alike() {
         let cases = [
@@ -544,11 +753,11 @@ mod tests {
             ),
             (
                 r#"{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":["a"]}]}"#,
-                "unknown or unsupported datatype 'BYTES'",
+                "BYTES tensors) is not supported",
             ),
             (
                 r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}]}"#,
-                "input 'x': string data (BYTES tensors) is not supported",
+                "string data (BYTES tensors) is not supported",
             ),
             (r#"{"inputs": [}"#, "invalid inference request JSON"),
         ];

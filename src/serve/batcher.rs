@@ -76,6 +76,12 @@ pub struct QueueFull;
 /// How often a batcher waiting for arriving requests looks again when none has been queued.
 const ARRIVAL_POLL: Duration = Duration::from_micros(100);
 
+/// How long a batcher waits without work before it hands the heap's free pages back, so the
+/// memory of a load is released soon after it ends but never between two busy moments.
+const IDLE_BEFORE_TRIM: Duration = Duration::from_secs(1);
+/// A wait that ends only when a job arrives or the batcher retires.
+const IDLE_FOREVER: Duration = Duration::from_secs(24 * 3600);
+
 /// The sending side of a model's queue.
 #[derive(Clone, Debug)]
 pub struct Queue {
@@ -167,20 +173,41 @@ pub fn run(
 ) {
     let receiver = &inbox.receiver;
     let mut carried: Option<Job> = None;
+    // Whether passes ran since the heap was last trimmed.
+    let mut heap_grown = false;
     loop {
         let first = match carried.take() {
             Some(job) => job,
             // Checked before waiting because `select!` picks at random among ready operations: a
             // busy queue would otherwise keep a retiring instance taking jobs.
             None if retiring(retire) => return,
-            None => crossbeam_channel::select! {
-                recv(receiver) -> job => match job {
-                    Ok(job) => job,
-                    Err(_) => return,
-                },
-                recv(retire) -> _ => return,
-            },
+            None => {
+                let idle = if heap_grown {
+                    IDLE_BEFORE_TRIM
+                } else {
+                    IDLE_FOREVER
+                };
+                let job = crossbeam_channel::select! {
+                    recv(receiver) -> job => match job {
+                        Ok(job) => Some(job),
+                        Err(_) => return,
+                    },
+                    recv(retire) -> _ => return,
+                    default(idle) => None,
+                };
+                match job {
+                    Some(job) => job,
+                    None => {
+                        if heap_grown {
+                            crate::memory::release_free_heap();
+                            heap_grown = false;
+                        }
+                        continue;
+                    }
+                }
+            }
         };
+        heap_grown = true;
         let mut batch = vec![first];
         // A retiring batcher runs what it holds alone rather than gathering company, which could
         // carry yet another job over and postpone its exit.
