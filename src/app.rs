@@ -308,7 +308,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let routers = http::router(
         registry.clone(),
         Arc::new(metrics),
-        &config.server,
+        &config,
         web.clone(),
         http::QueryApi {
             storage: storage.clone(),
@@ -328,7 +328,6 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         },
         alertmanager_api,
         Arc::new(move || reloader.reload()),
-        http::RequestLog::from(&config.logging),
     );
     // The self-scrape reads /metrics from whichever router serves it.
     let _ = routes.set(

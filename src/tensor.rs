@@ -189,6 +189,20 @@ impl TensorBuilder {
         self.len += 1;
     }
 
+    /// Appends the next element of an FP32 tensor.
+    pub fn push_f32(&mut self, value: f32) {
+        debug_assert_eq!(self.datatype, DataType::Fp32);
+        self.bytes.extend_from_slice(&value.to_le_bytes());
+        self.len += 1;
+    }
+
+    /// Appends the next element of an FP64 tensor.
+    pub fn push_f64(&mut self, value: f64) {
+        debug_assert_eq!(self.datatype, DataType::Fp64);
+        self.bytes.extend_from_slice(&value.to_le_bytes());
+        self.len += 1;
+    }
+
     /// The tensor, once the elements match `shape` and every one fits the datatype.
     pub fn finish(self, shape: Vec<i64>) -> Result<HostTensor, String> {
         let count = element_count(&shape)
@@ -252,7 +266,15 @@ impl Scalar {
             DataType::Int16 => out.extend_from_slice(&int::<i16>(self, datatype)?.to_le_bytes()),
             DataType::Int32 => out.extend_from_slice(&int::<i32>(self, datatype)?.to_le_bytes()),
             DataType::Int64 => out.extend_from_slice(&int::<i64>(self, datatype)?.to_le_bytes()),
-            DataType::Fp32 => out.extend_from_slice(&(float(self)? as f32).to_le_bytes()),
+            DataType::Fp32 => {
+                let wide = float(self)?;
+                let value = wide as f32;
+                // JSON has no infinity: a number past f32's range is a mistake, not a value.
+                if value.is_infinite() && wide.is_finite() {
+                    return Err(format!("{wide} is out of the range of {datatype}"));
+                }
+                out.extend_from_slice(&value.to_le_bytes());
+            }
             DataType::Fp64 => out.extend_from_slice(&float(self)?.to_le_bytes()),
         }
         Ok(())

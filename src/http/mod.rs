@@ -4,6 +4,7 @@
 mod alertmanager;
 mod api;
 mod deadline;
+mod json_data;
 pub(crate) mod protocol;
 mod server;
 mod status;
@@ -114,20 +115,21 @@ pub struct Routers {
     pub admin: Option<Router>,
 }
 
-/// Builds the routers over the served models, the query API and Alertmanager's API, with the
-/// `server:` limits: bodies above `max_body_bytes` get 413, inferences past `request_timeout`
+/// Builds the routers over the served models, the query API and Alertmanager's API, logging each
+/// request as `logging:` says, with the `server:` limits: bodies above `max_body_bytes` get 413, inferences past `request_timeout`
 /// and bodies of other routes not read by then 504, and state-changing routes 403 unless
 /// `enable_lifecycle`; `web` authenticates every route and adds its headers.
 pub fn router(
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
-    server: &crate::config::ServerConfig,
+    config: &crate::config::Config,
     web: Web,
     query_api: QueryApi,
     alertmanager_api: crate::notify::AlertmanagerApi,
     reload: ReloadHook,
-    request_log: RequestLog,
 ) -> Routers {
+    let server = &config.server;
+    let request_log = RequestLog::from(&config.logging);
     let lifecycle = server.enable_lifecycle;
     let model_routes = Router::new()
         .route("/", get(model_metadata))
@@ -290,7 +292,7 @@ struct InferenceRecord {
 
 /// Which requests get their `response_sent` line: see `logging.success_sample_ratio`.
 #[derive(Clone)]
-pub struct RequestLog {
+struct RequestLog {
     sampler: Arc<crate::logs::Sampler>,
     slow: std::time::Duration,
 }

@@ -2,11 +2,14 @@
 //! tensor data extension: a JSON header of `Inference-Header-Content-Length` bytes followed by the
 //! raw little-endian tensors of every input (or output) that says `binary_data_size`.
 
+use std::ops::Range;
+
 use bytes::{Bytes, BytesMut};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::json_data::{self, Scan};
 use crate::serve::NamedInputs;
 use crate::tensor::{DataType, HostTensor, JsonValues, Scalar, TensorBuilder, element_count};
 
@@ -138,21 +141,21 @@ pub fn decode_request(
         Some(length) => (body.slice(..length), body.slice(length..)),
         None => (body.clone(), Bytes::new()),
     };
-    if nesting_exceeds(&json, limits.max_json_depth) {
-        return Err(DecodeError::Invalid(format!(
-            "invalid inference request JSON: nested deeper than server.max_json_depth ({} levels)",
-            limits.max_json_depth
-        )));
+    let request = match json_data::scan(&json, limits.max_json_depth) {
+        Scan::TooDeep => {
+            return Err(DecodeError::Invalid(format!(
+                "invalid inference request JSON: nested deeper than server.max_json_depth ({} \
+                 levels)",
+                limits.max_json_depth
+            )));
+        }
+        // Whatever the envelope or a cut array does not take, the body read whole reports, with
+        // the line and column a client can find.
+        Scan::Cut(cut) => parse_request(&cut.envelope, limits, Some((&json, &cut.data)))
+            .or_else(|_| parse_request(&json, limits, None)),
+        Scan::Whole => parse_request(&json, limits, None),
     }
-    let mut parser = serde_json::Deserializer::from_slice(&json);
-    let seed = RequestSeed {
-        limits,
-        max_elements: json.len() / 2 + 1,
-    };
-    let request = seed
-        .deserialize(&mut parser)
-        .and_then(|request| parser.end().map(|()| request))
-        .map_err(|e| format!("invalid inference request JSON: {e}"))?;
+    .map_err(|e| format!("invalid inference request JSON: {e}"))?;
     let mut inputs = Vec::with_capacity(request.inputs.len());
     for input in request.inputs {
         let name = input.name;
@@ -218,42 +221,31 @@ pub fn decode_request(
     })
 }
 
-/// Whether arrays and objects in `json` nest deeper than `max`, found by scanning the bytes (strings
-/// skipped) before any parser runs, so no parser recursion or allocation is spent on such a body.
-fn nesting_exceeds(json: &[u8], max: usize) -> bool {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &byte in json {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return true;
-                }
-            }
-            // Unbalanced closers are the parser's to report.
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
+/// Where the cut `data` arrays are: the original body and, per input, its array's range.
+type CutData<'a> = (&'a [u8], &'a [Option<Range<usize>>]);
+
+/// Reads the request object from `json`, which is the body or, with `cut`, its envelope.
+fn parse_request(
+    json: &[u8],
+    limits: &DecodeLimits,
+    cut: Option<CutData<'_>>,
+) -> Result<RequestJson, serde_json::Error> {
+    let mut parser = serde_json::Deserializer::from_slice(json);
+    let seed = RequestSeed {
+        limits,
+        max_elements: json.len() / 2 + 1,
+        cut,
+    };
+    let request = seed.deserialize(&mut parser)?;
+    parser.end()?;
+    Ok(request)
 }
 
 /// Reads the request object with `inputs` bounded by the limits as they are read.
 struct RequestSeed<'a> {
     limits: &'a DecodeLimits,
     max_elements: usize,
+    cut: Option<CutData<'a>>,
 }
 
 impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
@@ -288,6 +280,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
                     inputs = Some(map.next_value_seed(InputsSeed {
                         limits: self.limits,
                         max_elements: self.max_elements,
+                        cut: self.cut,
                     })?);
                 }
                 "outputs" if outputs.is_some() => {
@@ -314,6 +307,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
 struct InputsSeed<'a> {
     limits: &'a DecodeLimits,
     max_elements: usize,
+    cut: Option<CutData<'a>>,
 }
 
 impl<'de> DeserializeSeed<'de> for InputsSeed<'_> {
@@ -337,9 +331,14 @@ impl<'de> Visitor<'de> for InputsSeed<'_> {
         let InputsSeed {
             limits,
             max_elements,
+            cut,
         } = self;
         let mut inputs = Vec::new();
-        while let Some(input) = seq.next_element_seed(InputSeed { max_elements })? {
+        loop {
+            let cut = cut.map(|(json, data)| (json, data.get(inputs.len()).cloned().flatten()));
+            let Some(input) = seq.next_element_seed(InputSeed { max_elements, cut })? else {
+                break;
+            };
             if inputs.len() == limits.max_inputs {
                 return Err(de::Error::custom(format!(
                     "more than server.max_inputs ({}) inputs",
@@ -472,19 +471,21 @@ pub fn encode_response(
 }
 
 /// One input object, its `data` parsed straight into the tensor's bytes when `datatype` (and, for
-/// the reservation, `shape`) came first.
-struct InputSeed {
+/// the reservation, `shape`) came first, or at its end from the original body when its array was
+/// cut out of the envelope (`cut`: the body and that array's range).
+struct InputSeed<'a> {
     max_elements: usize,
+    cut: Option<(&'a [u8], Option<Range<usize>>)>,
 }
 
-impl<'de> DeserializeSeed<'de> for InputSeed {
+impl<'de> DeserializeSeed<'de> for InputSeed<'_> {
     type Value = InputJson;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<InputJson, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for InputSeed {
+impl<'de> Visitor<'de> for InputSeed<'_> {
     type Value = InputJson;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -497,6 +498,8 @@ impl<'de> Visitor<'de> for InputSeed {
         let mut datatype: Option<String> = None;
         let mut parameters = None;
         let mut data = None;
+        let cut_range = self.cut.as_ref().and_then(|(_, range)| range.clone());
+        let mut cut_seen = false;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match &*key {
                 "name" if name.is_some() => return Err(de::Error::duplicate_field("name")),
@@ -511,7 +514,16 @@ impl<'de> Visitor<'de> for InputSeed {
                     return Err(de::Error::duplicate_field("parameters"));
                 }
                 "parameters" => parameters = Some(map.next_value()?),
-                "data" if data.is_some() => return Err(de::Error::duplicate_field("data")),
+                "data" if data.is_some() || cut_seen => {
+                    return Err(de::Error::duplicate_field("data"));
+                }
+                "data" if cut_range.is_some() => {
+                    // The scan put `null` where this array stood.
+                    if map.next_value::<Option<de::IgnoredAny>>()?.is_some() {
+                        return Err(de::Error::custom("data where a cut array should be"));
+                    }
+                    cut_seen = true;
+                }
                 "data" => {
                     data = map.next_value_seed(DataSeed {
                         typed: datatype.as_deref().and_then(DataType::parse),
@@ -526,6 +538,19 @@ impl<'de> Visitor<'de> for InputSeed {
                     map.next_value::<de::IgnoredAny>()?;
                 }
             }
+        }
+        if let (Some((json, _)), Some(range), true) = (self.cut, cut_range, cut_seen) {
+            // An unknown datatype is refused later, but only a well-formed array gets that far,
+            // as in the body read whole.
+            let datatype = datatype
+                .as_deref()
+                .and_then(DataType::parse)
+                .unwrap_or(DataType::Fp64);
+            let elements = shape.as_deref().and_then(element_count).unwrap_or(0);
+            let mut tensor = TensorBuilder::new(datatype, elements.min(range.len() / 2 + 1));
+            json_data::parse(&json[range], &mut tensor, datatype)
+                .ok_or_else(|| de::Error::custom("malformed data"))?;
+            data = Some(InputData::Typed(tensor));
         }
         Ok(InputJson {
             name: name.ok_or_else(|| de::Error::missing_field("name"))?,

@@ -1,0 +1,551 @@
+//! The fast path for the `data` arrays of a JSON inference request, which hold nearly all of its
+//! bytes (a 64×64 RGB image is 12,288 numbers). serde_json spends most of a request's decoding on
+//! them, one visitor call per number; here a scan of the body cuts each input's `data` array out
+//! (serde_json then reads an envelope of a few hundred bytes), and once the input's datatype is
+//! known the array is parsed straight into the tensor's bytes, FP32 rounded once from the decimal
+//! text.
+//!
+//! It only takes what it is sure of: anything unusual (escaped keys, a duplicate `data`, strings or
+//! `null` in an array, a number outside JSON's grammar) sends the whole body down the general
+//! serde_json path, which gives the errors, with their line and column, for malformed input.
+
+use std::ops::Range;
+
+use crate::tensor::{DataType, Scalar, TensorBuilder};
+
+/// A request body with the `data` arrays of its inputs cut out.
+pub(super) struct Cut {
+    /// The JSON with `null` where each cut array stood.
+    pub envelope: Vec<u8>,
+    /// Per input, in order: where its `data` array is in the original body, when it was cut.
+    pub data: Vec<Option<Range<usize>>>,
+}
+
+/// What the scan found.
+pub(super) enum Scan {
+    /// Arrays and objects nest deeper than the limit.
+    TooDeep,
+    /// Nothing to cut, or something the fast path does not take: decode the body as it is.
+    Whole,
+    /// The body with its data arrays cut out.
+    Cut(Cut),
+}
+
+/// Scans `json` once: checks the nesting limit (strings skipped) and finds each `inputs[i].data`
+/// array of numbers and booleans.
+pub(super) fn scan(json: &[u8], max_depth: usize) -> Scan {
+    let mut depth = 0usize;
+    // The last key read in the root object was `inputs`.
+    let mut after_inputs_key = false;
+    // The array open at depth 2 is the root's `inputs`.
+    let mut in_inputs = false;
+    // The object open at depth 3 is this input of `inputs`.
+    let mut input: Option<usize> = None;
+    let mut inputs = 0usize;
+    let mut data: Vec<Option<Range<usize>>> = Vec::new();
+    let mut fast = true;
+    let mut at = 0;
+    while let Some(&byte) = json.get(at) {
+        match byte {
+            b'"' => {
+                let Some(end) = string_end(json, at) else {
+                    // An unterminated string: the parser reports it.
+                    return Scan::Whole;
+                };
+                let text = &json[at + 1..end - 1];
+                let colon = skip_whitespace(json, end);
+                at = end;
+                if json.get(colon) != Some(&b':') {
+                    continue;
+                }
+                at = colon + 1;
+                match (depth, input) {
+                    (1, _) => after_inputs_key = text == b"inputs",
+                    (3, Some(index)) if fast && text == b"data" => {
+                        let start = skip_whitespace(json, at);
+                        if json.get(start) != Some(&b'[') {
+                            continue;
+                        }
+                        let Some((end, deepest)) = array_end(json, start) else {
+                            fast = false;
+                            continue;
+                        };
+                        if depth + deepest > max_depth {
+                            return Scan::TooDeep;
+                        }
+                        if data.len() <= index {
+                            data.resize(index + 1, None);
+                        }
+                        if data[index].replace(start..end).is_some() {
+                            // A duplicate `data`: the parser refuses it.
+                            fast = false;
+                        }
+                        at = end;
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Scan::TooDeep;
+                }
+                match depth {
+                    2 => in_inputs = byte == b'[' && after_inputs_key,
+                    3 if in_inputs && byte == b'{' => {
+                        input = Some(inputs);
+                        inputs += 1;
+                    }
+                    _ => {}
+                }
+            }
+            // Unbalanced closers are the parser's to report.
+            b']' | b'}' => {
+                match depth {
+                    2 => in_inputs = false,
+                    3 => input = None,
+                    _ => {}
+                }
+                depth = depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    if !fast || data.iter().all(Option::is_none) {
+        return Scan::Whole;
+    }
+    let mut envelope = Vec::with_capacity(
+        json.len() - data.iter().flatten().map(|r| r.len()).sum::<usize>() + 4 * data.len(),
+    );
+    let mut copied = 0;
+    for range in data.iter().flatten() {
+        envelope.extend_from_slice(&json[copied..range.start]);
+        envelope.extend_from_slice(b"null");
+        copied = range.end;
+    }
+    envelope.extend_from_slice(&json[copied..]);
+    data.resize(inputs, None);
+    Scan::Cut(Cut { envelope, data })
+}
+
+/// The index after the closing quote of the string that opens at `start`.
+fn string_end(json: &[u8], start: usize) -> Option<usize> {
+    let mut at = start + 1;
+    loop {
+        match *json.get(at)? {
+            b'"' => return Some(at + 1),
+            b'\\' => at += 2,
+            _ => at += 1,
+        }
+    }
+}
+
+fn skip_whitespace(json: &[u8], mut at: usize) -> usize {
+    while matches!(json.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
+    }
+    at
+}
+
+/// The index after the `]` that closes the array opening at `start`, and how deep arrays nest in
+/// it (1 for a flat one), when it holds nothing but what a number or boolean array may: anything
+/// else (a string, `null`, an object) is `None`. The grammar is checked by `parse`.
+fn array_end(json: &[u8], start: usize) -> Option<(usize, usize)> {
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
+    for (offset, &byte) in json[start..].iter().enumerate() {
+        // One well-predicted test for the bytes of numbers and separators, most of an array.
+        if IN_NUMBER_ARRAY[usize::from(byte)] {
+            continue;
+        }
+        match byte {
+            b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some((start + offset + 1, deepest));
+                }
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The bytes besides brackets that an array of numbers and booleans may hold.
+const IN_NUMBER_ARRAY: [bool; 256] = {
+    let mut table = [false; 256];
+    let allowed = b"0123456789,.-+eE \n\r\ttruefals";
+    let mut i = 0;
+    while i < allowed.len() {
+        table[allowed[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+/// Parses a cut `data` array into `tensor`, flattening nested arrays row-major; `None` when the
+/// text is not a JSON array of numbers and booleans, for the general path to report.
+pub(super) fn parse(text: &[u8], tensor: &mut TensorBuilder, datatype: DataType) -> Option<()> {
+    // What may come next: a value or the end of the array (just after `[`), a value (after `,`),
+    // or a separator (after a value).
+    #[derive(PartialEq)]
+    enum Expect {
+        ValueOrEnd,
+        Value,
+        Separator,
+    }
+    let mut expect = Expect::Value;
+    let mut depth = 0usize;
+    let mut at = 0;
+    loop {
+        at = skip_whitespace(text, at);
+        let byte = *text.get(at)?;
+        match (&expect, byte) {
+            (Expect::Separator, b',') => {
+                expect = Expect::Value;
+                at += 1;
+            }
+            (Expect::Separator | Expect::ValueOrEnd, b']') => {
+                depth -= 1;
+                at += 1;
+                if depth == 0 {
+                    return (skip_whitespace(text, at) == text.len()).then_some(());
+                }
+                expect = Expect::Separator;
+            }
+            (Expect::Separator, _) => return None,
+            (_, b'[') => {
+                depth += 1;
+                at += 1;
+                expect = Expect::ValueOrEnd;
+            }
+            _ if depth == 0 => return None,
+            (_, b't') if text[at..].starts_with(b"true") => {
+                tensor.push(Scalar::Bool(true));
+                at += 4;
+                expect = Expect::Separator;
+            }
+            (_, b'f') if text[at..].starts_with(b"false") => {
+                tensor.push(Scalar::Bool(false));
+                at += 5;
+                expect = Expect::Separator;
+            }
+            (_, b'-' | b'0'..=b'9') => {
+                let number = Number::read(text, at)?;
+                let token = &text[at..number.end];
+                match datatype {
+                    DataType::Fp32 => match number.exact_f32().or_else(|| std_parse(token)) {
+                        Some(value) if value.is_finite() => tensor.push_f32(value),
+                        // Past f32's range: refused by the builder, naming the number.
+                        _ => tensor.push(number.scalar(token)?),
+                    },
+                    DataType::Fp64 => {
+                        let value = number.exact_f64().or_else(|| std_parse(token))?;
+                        // Past f64's range, which serde_json refuses as JSON.
+                        if !value.is_finite() {
+                            return None;
+                        }
+                        tensor.push_f64(value);
+                    }
+                    _ => tensor.push(number.scalar(token)?),
+                }
+                at = number.end;
+                expect = Expect::Separator;
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn std_parse<F: std::str::FromStr>(token: &[u8]) -> Option<F> {
+    std::str::from_utf8(token).ok()?.parse().ok()
+}
+
+/// A JSON number's parts as read from its text.
+struct Number {
+    negative: bool,
+    /// The decimal digits as an integer, exact when `exact_digits`.
+    significand: u64,
+    /// The significand fits 19 digits (no digit was dropped).
+    exact_digits: bool,
+    /// The power of ten to apply, fraction digits and exponent together.
+    exponent: i64,
+    /// Written with a fraction or an exponent.
+    float: bool,
+    /// The index after its last character.
+    end: usize,
+}
+
+impl Number {
+    /// Reads the number at `start` by JSON's grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)?
+    /// ([eE] [+-]? [0-9]+)?`; `None` for anything else.
+    fn read(text: &[u8], start: usize) -> Option<Number> {
+        let mut at = start;
+        let negative = text[at] == b'-';
+        at += usize::from(negative);
+        let mut significand = 0u64;
+        let mut digits = 0u32;
+        let mut exponent = 0i64;
+        let mut digit = |byte: u8, significand: &mut u64, exponent: &mut i64, fraction: bool| {
+            if digits < 19 {
+                *significand = *significand * 10 + u64::from(byte - b'0');
+                if *significand > 0 {
+                    digits += 1;
+                }
+                *exponent -= i64::from(fraction);
+            } else {
+                // Past 19 digits only the exponent is kept exact; the standard parser reads
+                // such a number from its text.
+                digits += 1;
+                *exponent += i64::from(!fraction);
+            }
+        };
+        match text.get(at) {
+            Some(b'0') => at += 1,
+            Some(b'1'..=b'9') => {
+                while let Some(&byte @ b'0'..=b'9') = text.get(at) {
+                    digit(byte, &mut significand, &mut exponent, false);
+                    at += 1;
+                }
+            }
+            _ => return None,
+        }
+        let mut float = false;
+        if text.get(at) == Some(&b'.') {
+            float = true;
+            at += 1;
+            if !matches!(text.get(at), Some(b'0'..=b'9')) {
+                return None;
+            }
+            while let Some(&byte @ b'0'..=b'9') = text.get(at) {
+                digit(byte, &mut significand, &mut exponent, true);
+                at += 1;
+            }
+        }
+        if matches!(text.get(at), Some(b'e' | b'E')) {
+            float = true;
+            at += 1;
+            let negative_exponent = text.get(at) == Some(&b'-');
+            at += usize::from(matches!(text.get(at), Some(b'+' | b'-')));
+            if !matches!(text.get(at), Some(b'0'..=b'9')) {
+                return None;
+            }
+            let mut written = 0i64;
+            while let Some(&byte @ b'0'..=b'9') = text.get(at) {
+                written = (written * 10 + i64::from(byte - b'0')).min(1 << 40);
+                at += 1;
+            }
+            exponent += if negative_exponent { -written } else { written };
+        }
+        Some(Number {
+            negative,
+            significand,
+            exact_digits: digits <= 19,
+            exponent,
+            float,
+            end: at,
+        })
+    }
+
+    #[inline]
+    /// Clinger's fast path: a significand and a power of ten both exact in the type give the
+    /// correctly rounded value in one operation; `None` leaves the number to the standard parser.
+    fn exact_f32(&self) -> Option<f32> {
+        const POWERS: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
+        if !self.exact_digits || self.significand > 1 << 24 {
+            return None;
+        }
+        let power = *POWERS.get(usize::try_from(self.exponent.unsigned_abs()).ok()?)?;
+        let significand = self.significand as f32;
+        let magnitude = if self.exponent < 0 {
+            significand / power
+        } else {
+            significand * power
+        };
+        Some(if self.negative { -magnitude } else { magnitude })
+    }
+
+    fn exact_f64(&self) -> Option<f64> {
+        const POWERS: [f64; 23] = [
+            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+        ];
+        if !self.exact_digits || self.significand > 1 << 53 {
+            return None;
+        }
+        let power = *POWERS.get(usize::try_from(self.exponent.unsigned_abs()).ok()?)?;
+        let significand = self.significand as f64;
+        let magnitude = if self.exponent < 0 {
+            significand / power
+        } else {
+            significand * power
+        };
+        Some(if self.negative { -magnitude } else { magnitude })
+    }
+
+    /// The number as serde_json hands it over: an integer when written as one and it fits i64 or
+    /// u64, otherwise a float.
+    fn scalar(&self, token: &[u8]) -> Option<Scalar> {
+        // serde_json reads `-0` as the float -0.0, which no integer type takes.
+        let minus_zero = self.negative && self.significand == 0;
+        if !(self.float || minus_zero) {
+            if let Some(int) = std_parse::<i64>(token) {
+                return Some(Scalar::Int(int));
+            }
+            if let Some(uint) = std_parse::<u64>(token) {
+                return Some(Scalar::UInt(uint));
+            }
+        }
+        // Past f64's range serde_json refuses the JSON.
+        std_parse::<f64>(token)
+            .filter(|value| value.is_finite())
+            .map(Scalar::Float)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::http::protocol::{DecodeError, DecodeLimits, decode_request};
+
+    fn limits() -> DecodeLimits {
+        DecodeLimits::from(&crate::config::ServerConfig::default())
+    }
+
+    /// The decoded inputs, or the error without serde_json's position, which moves when a key is
+    /// spelled differently.
+    fn decode(json: &str) -> Result<Vec<(String, crate::tensor::HostTensor)>, String> {
+        decode_request(
+            &bytes::Bytes::copy_from_slice(json.as_bytes()),
+            None,
+            &limits(),
+        )
+        .map(|request| request.inputs)
+        .map_err(|error| {
+            let (DecodeError::Invalid(message) | DecodeError::TooLarge(message)) = error;
+            message
+                .split(" at line ")
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+    }
+
+    /// The same request with `data` written `d\u0061ta`: serde_json reads the same key, the scan
+    /// does not recognise it, so the body is read whole.
+    fn whole(json: &str) -> String {
+        json.replace("\"data\"", "\"d\\u0061ta\"")
+    }
+
+    fn element() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (-300i64..300).prop_map(|i| i.to_string()),
+            any::<f32>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| f.to_string()),
+            (0u64..10_000_000, 0u32..8, -12i32..12).prop_map(|(digits, point, exponent)| {
+                let digits = digits.to_string();
+                let point = (point as usize).min(digits.len() - 1);
+                let (whole, fraction) = digits.split_at(digits.len() - point);
+                let fraction = if fraction.is_empty() {
+                    String::new()
+                } else {
+                    format!(".{fraction}")
+                };
+                format!("{whole}{fraction}e{exponent}")
+            }),
+            Just("true".to_owned()),
+            Just("-0".to_owned()),
+            Just("1e39".to_owned()),
+            Just("1e400".to_owned()),
+            Just("01".to_owned()),
+            Just("1.".to_owned()),
+            Just("null".to_owned()),
+            Just("\"a\"".to_owned()),
+        ]
+    }
+
+    fn input() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec![
+                "FP32", "FP64", "INT32", "INT64", "UINT8", "BOOL", "FP16",
+            ]),
+            prop::collection::vec(element(), 0..7),
+            1usize..4,
+            any::<bool>(),
+            any::<bool>(),
+            prop::sample::select(vec!["", " ", "\n\t"]),
+        )
+            .prop_map(|(datatype, elements, rows, nested, data_first, space)| {
+                let columns = elements.len().div_ceil(rows).max(1);
+                let data = if nested {
+                    let rows: Vec<String> = elements
+                        .chunks(columns)
+                        .map(|row| format!("[{}]", row.join(&format!(",{space}"))))
+                        .collect();
+                    format!("[{space}{}{space}]", rows.join(","))
+                } else {
+                    format!("[{}]", elements.join(&format!("{space},")))
+                };
+                let shape = if nested {
+                    format!("[{},{columns}]", elements.len().div_ceil(columns))
+                } else {
+                    format!("[{}]", elements.len())
+                };
+                let described = format!(r#""name":"x","shape":{shape},"datatype":"{datatype}""#);
+                if data_first {
+                    format!(r#"{{"data":{space}{data},{described}}}"#)
+                } else {
+                    format!(r#"{{{described},"data":{data}}}"#)
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn the_cut_arrays_decode_as_the_whole_body_does(inputs in prop::collection::vec(input(), 1..3)) {
+            let json = format!(r#"{{"id":"r","inputs":[{}]}}"#, inputs.join(","));
+            prop_assert_eq!(decode(&json), decode(&whole(&json)), "{}", json);
+        }
+    }
+
+    #[test]
+    fn only_the_data_of_inputs_is_cut() {
+        let json = br#"{"parameters":{"data":[1]},"inputs":[{"name":"x","data":[[1, 2]],"p":{"data":[3]}}],"outputs":[{"data":[4]}]}"#;
+        let Scan::Cut(cut) = scan(json, 10) else {
+            panic!("nothing cut");
+        };
+        assert_eq!(
+            String::from_utf8(cut.envelope).unwrap(),
+            r#"{"parameters":{"data":[1]},"inputs":[{"name":"x","data":null,"p":{"data":[3]}}],"outputs":[{"data":[4]}]}"#
+        );
+        let start = json.windows(8).position(|w| w == b"[[1, 2]]").unwrap();
+        assert_eq!(cut.data, [Some(start..start + 8)]);
+        assert!(matches!(scan(json, 4), Scan::TooDeep));
+        assert!(matches!(
+            scan(br#"{"inputs":[{"data":["a"]}]}"#, 10),
+            Scan::Whole
+        ));
+    }
+
+    #[test]
+    fn fp32_is_rounded_once_from_the_decimal() {
+        // Just above halfway between two f32: rounded to f64 first it lands on the halfway point
+        // and then goes to even, down; rounded once it goes up.
+        let token = "1.0000000596046448";
+        let mut tensor = TensorBuilder::new(DataType::Fp32, 1);
+        parse(format!("[{token}]").as_bytes(), &mut tensor, DataType::Fp32).unwrap();
+        let value =
+            f32::from_le_bytes(tensor.finish(vec![1]).unwrap().data[..].try_into().unwrap());
+        assert_eq!(value, token.parse::<f32>().unwrap());
+        assert_ne!(value, token.parse::<f64>().unwrap() as f32);
+    }
+}
