@@ -206,7 +206,7 @@ async fn cache_answers_repeats_without_a_forward_pass() {
         .wait_for_logs("three responses", |lines| {
             lines
                 .iter()
-                .filter(|l| l["event"] == "response_sent" && l["status"] == 200)
+                .filter(|l| l["event"] == "response_sent" && l["model"] == "mlp_cached")
                 .count()
                 >= 3
         })

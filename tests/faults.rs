@@ -137,11 +137,16 @@ async fn a_model_that_raises_fails_only_the_requests_that_made_it_raise() {
         value("torchwatch_inference_count_total{model=\"picky\"}"),
         good as f64 + 2.0
     );
-    let rejected = server
-        .log_lines()
-        .into_iter()
-        .filter(|l| l["event"] == "error_occurred" && l["error_type"] == "model_error")
-        .count();
+    let model_errors = |lines: &[Value]| {
+        lines
+            .iter()
+            .filter(|l| l["event"] == "error_occurred" && l["error_type"] == "model_error")
+            .count()
+    };
+    let lines = server
+        .wait_for_logs("the model errors", |lines| model_errors(lines) >= bad)
+        .await;
+    let rejected = model_errors(&lines);
     assert_eq!(rejected, bad, "one error line per failed request");
 }
 
@@ -245,7 +250,10 @@ async fn a_target_that_never_answers_is_down_at_its_timeout_and_holds_up_no_othe
         "{accepted} accepted, {closed} closed"
     );
     let failed: Vec<Value> = server
-        .log_lines()
+        .wait_for_logs("scrape_failed", |lines| {
+            lines.iter().any(|l| l["event"] == "scrape_failed")
+        })
+        .await
         .into_iter()
         .filter(|l| l["event"] == "scrape_failed")
         .collect();
@@ -326,8 +334,16 @@ async fn a_relay_and_an_alertmanager_that_were_down_get_the_alert_once_they_are_
             "{receiver}: nothing delivered while down"
         );
     }
+    let failed_on = |lines: &[Value], integration: &str| {
+        lines
+            .iter()
+            .any(|l| l["event"] == "notification_failed" && l["integration"] == integration)
+    };
     let failed: Vec<Value> = server
-        .log_lines()
+        .wait_for_logs("failed notifications", |lines| {
+            failed_on(lines, "email") && failed_on(lines, "alertmanager")
+        })
+        .await
         .into_iter()
         .filter(|l| l["event"] == "notification_failed")
         .collect();

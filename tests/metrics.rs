@@ -306,11 +306,18 @@ async fn metrics_match_the_readme_and_the_traffic() {
         256.0
     );
     // Without a GPU: one log line at start, and no per-scrape complaint.
-    let gpu_lines = server
-        .log_lines()
-        .iter()
-        .filter(|l| l["event"] == "gpu_metrics_unavailable")
-        .count();
+    let gpu_complaints = |lines: &[serde_json::Value]| {
+        lines
+            .iter()
+            .filter(|l| l["event"] == "gpu_metrics_unavailable")
+            .count()
+    };
+    let expected = usize::from(!gpu);
+    let gpu_lines = gpu_complaints(
+        &server
+            .wait_for_logs("the GPU line", |lines| gpu_complaints(lines) >= expected)
+            .await,
+    );
     assert_eq!(gpu_lines, usize::from(!gpu));
 
     // OpenMetrics, as Prometheus asks for it: exemplars name request ids from the logs.
@@ -343,7 +350,12 @@ async fn metrics_match_the_readme_and_the_traffic() {
         })
         .expect("an exemplar with a request id");
     let logged: BTreeSet<String> = server
-        .log_lines()
+        .wait_for_logs("the exemplar's request", |lines| {
+            lines
+                .iter()
+                .any(|l| l["request_id"] == exemplar_id.as_str())
+        })
+        .await
         .iter()
         .filter_map(|l| l["request_id"].as_str().map(str::to_owned))
         .collect();

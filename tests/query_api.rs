@@ -151,7 +151,14 @@ async fn scrapes_records_and_answers_prometheus_queries() {
     );
     assert_eq!(api.vector("up{job=\"torchwatch\"}").await[0].1, 1.0);
     let failures: Vec<Value> = server
-        .log_lines()
+        .wait_for_logs("two scrape failures", |lines| {
+            lines
+                .iter()
+                .filter(|l| l["event"] == "scrape_failed")
+                .count()
+                >= 2
+        })
+        .await
         .into_iter()
         .filter(|l| l["event"] == "scrape_failed")
         .collect();

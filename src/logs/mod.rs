@@ -4,19 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufWriter, Write};
+use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use anyhow::Context;
 use serde_json::Value;
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::writer::MakeWriterExt;
 
-/// Bytes of log lines gathered before a write(2), when the writer thread is behind.
-const WRITE_BUFFER: usize = 64 * 1024;
+mod writer;
 
 /// Picks an even share of events, `ratio` of them (0 none, 1 all), deterministically: the n-th
 /// event is taken when `floor(n * ratio)` steps up, so 0.25 takes every fourth.
@@ -45,50 +42,40 @@ impl Sampler {
     }
 }
 
-/// Keeps the background log writers flushing; drop it last, at exit.
+/// Keeps the background log writer writing; drop it last, at exit.
 pub struct LogGuards {
-    _writers: Vec<WorkerGuard>,
+    _writer: writer::WriterGuard,
 }
 
-/// Installs the JSON subscriber. `level` is a level or an `EnvFilter` directive.
+/// Installs the JSON-lines subscriber writing to stdout and, when given, to `file`.
 pub fn init(level: &str, file: Option<&Path>) -> anyhow::Result<LogGuards> {
     let filter = EnvFilter::try_new(level)
         .with_context(|| format!("logging.level: '{level}' is not a level or filter directive"))?;
-    // Writes go through a background thread so a slow terminal never stalls a request; lossy is
-    // off because dropping log lines is worse than back-pressure. The thread flushes whenever it
-    // has emptied its queue, so behind a buffer the lines of a busy moment share one write(2)
-    // and none waits longer than the queue takes to drain.
-    let (stdout, stdout_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(BufWriter::with_capacity(WRITE_BUFFER, std::io::stdout()));
-    let builder = tracing_subscriber::fmt()
+    let mut outputs: Vec<Box<dyn Write + Send>> = vec![Box::new(std::io::stdout())];
+    if let Some(path) = file {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create log directory {}", dir.display()))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open log file {}", path.display()))?;
+        outputs.push(Box::new(file));
+    }
+    // A slow terminal or disk never stalls a request, and no line is dropped: see `writer`.
+    let (lines, guard) = writer::start(outputs).context("cannot start the log writer thread")?;
+    tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
         .with_target(false)
-        .with_env_filter(filter);
-    let mut guards = vec![stdout_guard];
-    match file {
-        Some(path) => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create log directory {}", dir.display()))?;
-            }
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open log file {}", path.display()))?;
-            let (file, file_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-                .lossy(false)
-                .finish(BufWriter::with_capacity(WRITE_BUFFER, file));
-            guards.push(file_guard);
-            builder.with_writer(stdout.and(file)).init();
-        }
-        None => builder.with_writer(stdout).init(),
-    }
-    Ok(LogGuards { _writers: guards })
+        .with_env_filter(filter)
+        .with_writer(lines)
+        .init();
+    Ok(LogGuards { _writer: guard })
 }
 
 /// The filters of `torchwatch logs search`.
