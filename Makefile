@@ -46,7 +46,7 @@ test: test-deps
 	cargo test --locked
 
 bench: setup
-	cargo bench --locked --bench metrics --bench rules --bench notify --bench cache
+	cargo bench --locked --bench metrics --bench rules --bench notify --bench cache --bench decode
 	bench/run
 
 # torchwatch and the tutorial's FastAPI + prometheus_client app on the same models, load and machine

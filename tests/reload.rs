@@ -125,7 +125,10 @@ async fn reload_keeps_state_refuses_bad_files_and_retires_targets() {
         0.0
     );
     let logged = server
-        .log_lines()
+        .wait_for_logs("config_reload_failed", |lines| {
+            lines.iter().any(|l| l["event"] == "config_reload_failed")
+        })
+        .await
         .into_iter()
         .find(|l| l["event"] == "config_reload_failed")
         .expect("config_reload_failed logged");

@@ -225,10 +225,20 @@ async fn hpa_policy_scales_model_instances_up_and_down_without_failing_a_request
     assert!(readiness.len() > 20, "{readiness:?}");
     assert!(readiness.iter().all(|s| *s == 200), "{readiness:?}");
 
-    let decisions: Vec<Value> = server
-        .log_lines()
-        .into_iter()
+    let changes_logged = |lines: &[Value]| {
+        lines
+            .iter()
+            .filter(|l| l["event"] == "instances_changed")
+            .count()
+            >= 2
+    };
+    let lines = server
+        .wait_for_logs("both instance changes", changes_logged)
+        .await;
+    let decisions: Vec<Value> = lines
+        .iter()
         .filter(|l| l["event"] == "scale_decision")
+        .cloned()
         .collect();
     assert!(
         decisions.iter().any(|d| d["from"] == 1 && d["to"] == 2),
@@ -238,8 +248,7 @@ async fn hpa_policy_scales_model_instances_up_and_down_without_failing_a_request
         decisions.iter().any(|d| d["from"] == 2 && d["to"] == 1),
         "{decisions:?}"
     );
-    let changes: Vec<Value> = server
-        .log_lines()
+    let changes: Vec<Value> = lines
         .into_iter()
         .filter(|l| l["event"] == "instances_changed")
         .collect();
@@ -339,10 +348,14 @@ async fn webhook_and_command_actuators_get_the_count_and_failures_are_retried_an
         ),
         Some(3.0)
     );
+    let failed = |l: &Value| l["event"] == "scale_actuator_failed" && l["policy"] == "broken";
     let logged: Vec<Value> = server
-        .log_lines()
+        .wait_for_logs("four failed calls", |lines| {
+            lines.iter().filter(|l| failed(l)).count() >= 4
+        })
+        .await
         .into_iter()
-        .filter(|l| l["event"] == "scale_actuator_failed" && l["policy"] == "broken")
+        .filter(failed)
         .collect();
     assert!(logged.len() >= 4, "{logged:?}");
     assert_eq!(

@@ -100,7 +100,10 @@ async fn sigterm_keeps_every_sample_and_kill_9_loses_at_most_a_flush_interval() 
     let (mut check, after) = replayed(&state).await;
     assert_kept(&before, &after, "after SIGTERM");
     let replay = check
-        .log_lines()
+        .wait_for_logs("storage_replayed", |lines| {
+            lines.iter().any(|l| l["event"] == "storage_replayed")
+        })
+        .await
         .into_iter()
         .find(|l| l["event"] == "storage_replayed")
         .expect("a storage_replayed line");
@@ -196,7 +199,10 @@ async fn a_full_state_directory_is_counted_and_caught_up_when_space_returns() {
         .await;
     assert!(!later.is_empty());
     let warnings: Vec<_> = server
-        .log_lines()
+        .wait_for_logs("state_not_saved", |lines| {
+            lines.iter().any(|l| l["event"] == "state_not_saved")
+        })
+        .await
         .into_iter()
         .filter(|l| l["event"] == "state_not_saved")
         .collect();
