@@ -156,10 +156,8 @@ impl HostTensor {
     }
 }
 
-/// Writes the elements of a JSON `data` array into a tensor's bytes as they are parsed, so a
-/// request whose datatype precedes its data never holds the values twice. Errors are kept until
-/// `finish`, which reports the shape, then the count, then the first bad element, as
-/// `from_scalars` does.
+/// Writes the elements of a JSON `data` array into a tensor's bytes as they are read. Errors are
+/// kept until `finish`, which reports the shape, then the count, then the first bad element.
 #[derive(Debug)]
 pub struct TensorBuilder {
     datatype: DataType,
@@ -177,6 +175,11 @@ impl TensorBuilder {
             len: 0,
             first_error: None,
         }
+    }
+
+    /// The datatype it writes.
+    pub fn datatype(&self) -> DataType {
+        self.datatype
     }
 
     /// Appends the next element, row-major.
@@ -329,18 +332,10 @@ fn le<const N: usize>(chunk: &[u8]) -> [u8; N] {
 mod tests {
     use super::*;
 
-    fn build(datatype: DataType, shape: &[i64], values: &[Scalar]) -> Result<HostTensor, String> {
-        HostTensor::from_scalars(datatype, shape.to_vec(), values)
-    }
-
     #[test]
-    fn numbers_round_trip_through_bytes() {
-        let t = build(
-            DataType::Fp32,
-            &[1, 3],
-            &[Scalar::Float(1.5), Scalar::Int(-2), Scalar::Float(0.1)],
-        )
-        .unwrap();
+    fn scalars_round_trip_through_bytes() {
+        let values = [Scalar::Float(1.5), Scalar::Int(-2), Scalar::Float(0.1)];
+        let t = HostTensor::from_scalars(DataType::Fp32, vec![1, 3], &values).unwrap();
         assert_eq!(t.data.len(), 12);
         let json = serde_json::to_string(&t.json_values()).unwrap();
         assert_eq!(json, "[1.5,-2.0,0.1]");
@@ -348,11 +343,12 @@ mod tests {
 
     #[test]
     fn integers_are_range_checked() {
-        let err = build(DataType::Int8, &[1], &[Scalar::Int(300)]);
+        let err = HostTensor::from_scalars(DataType::Int8, vec![1], &[Scalar::Int(300)]);
         assert_eq!(err.unwrap_err(), "data[0]: 300 does not fit INT8");
-        let err = build(DataType::Int32, &[1], &[Scalar::Float(1.5)]);
+        let err = HostTensor::from_scalars(DataType::Int32, vec![1], &[Scalar::Float(1.5)]);
         assert_eq!(err.unwrap_err(), "data[0]: 1.5 is not an integer (INT32)");
-        let err = build(DataType::Bool, &[2], &[Scalar::Bool(true), Scalar::Int(2)]);
+        let booleans = [Scalar::Bool(true), Scalar::Int(2)];
+        let err = HostTensor::from_scalars(DataType::Bool, vec![2], &booleans);
         assert_eq!(
             err.unwrap_err(),
             "data[1]: 2 is not a boolean (true, false, 0 or 1)"
@@ -369,7 +365,7 @@ mod tests {
 
     #[test]
     fn length_mismatch_names_both_counts() {
-        let err = build(DataType::Fp64, &[2, 2], &[Scalar::Float(1.0)]);
+        let err = HostTensor::from_scalars(DataType::Fp64, vec![2, 2], &[Scalar::Float(1.0)]);
         assert_eq!(
             err.unwrap_err(),
             "shape [2, 2] needs 4 elements, but data has 1"

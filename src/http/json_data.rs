@@ -191,7 +191,7 @@ const IN_NUMBER_ARRAY: [bool; 256] = {
 
 /// Parses a cut `data` array into `tensor`, flattening nested arrays row-major; `None` when the
 /// text is not a JSON array of numbers and booleans, for the general path to report.
-pub(super) fn parse(text: &[u8], tensor: &mut TensorBuilder, datatype: DataType) -> Option<()> {
+pub(super) fn parse(text: &[u8], tensor: &mut TensorBuilder) -> Option<()> {
     // What may come next: a value or the end of the array (just after `[`), a value (after `,`),
     // or a separator (after a value).
     #[derive(PartialEq)]
@@ -239,14 +239,14 @@ pub(super) fn parse(text: &[u8], tensor: &mut TensorBuilder, datatype: DataType)
             (_, b'-' | b'0'..=b'9') => {
                 let number = Number::read(text, at)?;
                 let token = &text[at..number.end];
-                match datatype {
-                    DataType::Fp32 => match number.exact_f32().or_else(|| std_parse(token)) {
+                match tensor.datatype() {
+                    DataType::Fp32 => match number.exact::<f32>().or_else(|| std_parse(token)) {
                         Some(value) if value.is_finite() => tensor.push_f32(value),
                         // Past f32's range: refused by the builder, naming the number.
                         _ => tensor.push(number.scalar(token)?),
                     },
                     DataType::Fp64 => {
-                        let value = number.exact_f64().or_else(|| std_parse(token))?;
+                        let value = number.exact::<f64>().or_else(|| std_parse(token))?;
                         // Past f64's range, which serde_json refuses as JSON.
                         if !value.is_finite() {
                             return None;
@@ -292,25 +292,25 @@ impl Number {
         let mut significand = 0u64;
         let mut digits = 0u32;
         let mut exponent = 0i64;
-        let mut digit = |byte: u8, significand: &mut u64, exponent: &mut i64, fraction: bool| {
+        let mut digit = |byte: u8, fraction: bool| {
             if digits < 19 {
-                *significand = *significand * 10 + u64::from(byte - b'0');
-                if *significand > 0 {
+                significand = significand * 10 + u64::from(byte - b'0');
+                if significand > 0 {
                     digits += 1;
                 }
-                *exponent -= i64::from(fraction);
+                exponent -= i64::from(fraction);
             } else {
                 // Past 19 digits only the exponent is kept exact; the standard parser reads
                 // such a number from its text.
                 digits += 1;
-                *exponent += i64::from(!fraction);
+                exponent += i64::from(!fraction);
             }
         };
         match text.get(at) {
             Some(b'0') => at += 1,
             Some(b'1'..=b'9') => {
                 while let Some(&byte @ b'0'..=b'9') = text.get(at) {
-                    digit(byte, &mut significand, &mut exponent, false);
+                    digit(byte, false);
                     at += 1;
                 }
             }
@@ -324,7 +324,7 @@ impl Number {
                 return None;
             }
             while let Some(&byte @ b'0'..=b'9') = text.get(at) {
-                digit(byte, &mut significand, &mut exponent, true);
+                digit(byte, true);
                 at += 1;
             }
         }
@@ -353,34 +353,14 @@ impl Number {
         })
     }
 
-    #[inline]
     /// Clinger's fast path: a significand and a power of ten both exact in the type give the
     /// correctly rounded value in one operation; `None` leaves the number to the standard parser.
-    fn exact_f32(&self) -> Option<f32> {
-        const POWERS: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
-        if !self.exact_digits || self.significand > 1 << 24 {
+    fn exact<F: ExactFloat>(&self) -> Option<F> {
+        if !self.exact_digits || self.significand > 1 << F::SIGNIFICAND_BITS {
             return None;
         }
-        let power = *POWERS.get(usize::try_from(self.exponent.unsigned_abs()).ok()?)?;
-        let significand = self.significand as f32;
-        let magnitude = if self.exponent < 0 {
-            significand / power
-        } else {
-            significand * power
-        };
-        Some(if self.negative { -magnitude } else { magnitude })
-    }
-
-    fn exact_f64(&self) -> Option<f64> {
-        const POWERS: [f64; 23] = [
-            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
-        ];
-        if !self.exact_digits || self.significand > 1 << 53 {
-            return None;
-        }
-        let power = *POWERS.get(usize::try_from(self.exponent.unsigned_abs()).ok()?)?;
-        let significand = self.significand as f64;
+        let power = *F::POWERS.get(usize::try_from(self.exponent.unsigned_abs()).ok()?)?;
+        let significand = F::from_significand(self.significand);
         let magnitude = if self.exponent < 0 {
             significand / power
         } else {
@@ -406,6 +386,41 @@ impl Number {
         std_parse::<f64>(token)
             .filter(|value| value.is_finite())
             .map(Scalar::Float)
+    }
+}
+
+/// FP32 and FP64 as Clinger's fast path needs them.
+trait ExactFloat:
+    Copy
+    + 'static
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Neg<Output = Self>
+{
+    /// Bits of the significand, the implicit one included.
+    const SIGNIFICAND_BITS: u32;
+    /// The powers of ten that are exact in the type.
+    const POWERS: &'static [Self];
+    /// A significand no larger than `2^SIGNIFICAND_BITS`, exactly.
+    fn from_significand(significand: u64) -> Self;
+}
+
+impl ExactFloat for f32 {
+    const SIGNIFICAND_BITS: u32 = 24;
+    const POWERS: &'static [f32] = &[1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
+    fn from_significand(significand: u64) -> f32 {
+        significand as f32
+    }
+}
+
+impl ExactFloat for f64 {
+    const SIGNIFICAND_BITS: u32 = 53;
+    const POWERS: &'static [f64] = &[
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    fn from_significand(significand: u64) -> f64 {
+        significand as f64
     }
 }
 
@@ -542,7 +557,7 @@ mod tests {
         // and then goes to even, down; rounded once it goes up.
         let token = "1.0000000596046448";
         let mut tensor = TensorBuilder::new(DataType::Fp32, 1);
-        parse(format!("[{token}]").as_bytes(), &mut tensor, DataType::Fp32).unwrap();
+        parse(format!("[{token}]").as_bytes(), &mut tensor).unwrap();
         let value =
             f32::from_le_bytes(tensor.finish(vec![1]).unwrap().data[..].try_into().unwrap());
         assert_eq!(value, token.parse::<f32>().unwrap());

@@ -116,9 +116,10 @@ pub struct Routers {
 }
 
 /// Builds the routers over the served models, the query API and Alertmanager's API, logging each
-/// request as `logging:` says, with the `server:` limits: bodies above `max_body_bytes` get 413, inferences past `request_timeout`
-/// and bodies of other routes not read by then 504, and state-changing routes 403 unless
-/// `enable_lifecycle`; `web` authenticates every route and adds its headers.
+/// request as `logging:` says, with the `server:` limits: bodies above `max_body_bytes` get 413,
+/// inferences past `request_timeout` and bodies of other routes not read by then 504, and
+/// state-changing routes 403 unless `enable_lifecycle`; `web` authenticates every route and adds
+/// its headers.
 pub fn router(
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,

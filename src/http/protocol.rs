@@ -96,16 +96,16 @@ struct InputJson {
 
 /// An input's `data`, flattened while parsing.
 enum InputData {
-    /// Already in the tensor's bytes: `datatype` came before `data`, as clients send it.
-    Typed(TensorBuilder),
-    /// Held as JSON numbers until the datatype is known.
+    /// Parsed into the tensor's bytes from the array cut out of the body.
+    Parsed(TensorBuilder),
+    /// Read by serde_json with the whole body, as JSON numbers.
     Scalars(Vec<Scalar>),
 }
 
 impl InputData {
     fn into_tensor(self, datatype: DataType, shape: Vec<i64>) -> Result<HostTensor, String> {
         match self {
-            InputData::Typed(builder) => builder.finish(shape),
+            InputData::Parsed(builder) => builder.finish(shape),
             InputData::Scalars(values) => HostTensor::from_scalars(datatype, shape, &values),
         }
     }
@@ -231,12 +231,7 @@ fn parse_request(
     cut: Option<CutData<'_>>,
 ) -> Result<RequestJson, serde_json::Error> {
     let mut parser = serde_json::Deserializer::from_slice(json);
-    let seed = RequestSeed {
-        limits,
-        max_elements: json.len() / 2 + 1,
-        cut,
-    };
-    let request = seed.deserialize(&mut parser)?;
+    let request = RequestSeed { limits, cut }.deserialize(&mut parser)?;
     parser.end()?;
     Ok(request)
 }
@@ -244,7 +239,6 @@ fn parse_request(
 /// Reads the request object with `inputs` bounded by the limits as they are read.
 struct RequestSeed<'a> {
     limits: &'a DecodeLimits,
-    max_elements: usize,
     cut: Option<CutData<'a>>,
 }
 
@@ -279,7 +273,6 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
                 "inputs" => {
                     inputs = Some(map.next_value_seed(InputsSeed {
                         limits: self.limits,
-                        max_elements: self.max_elements,
                         cut: self.cut,
                     })?);
                 }
@@ -302,11 +295,8 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
 }
 
 /// The `inputs` array, refused at the first input past `max_inputs` or over `max_tensor_rank`.
-/// `max_elements` bounds what a declared shape may reserve: no JSON element is shorter than two
-/// bytes (`0,`), so no more than half the body's length can follow.
 struct InputsSeed<'a> {
     limits: &'a DecodeLimits,
-    max_elements: usize,
     cut: Option<CutData<'a>>,
 }
 
@@ -328,15 +318,14 @@ impl<'de> Visitor<'de> for InputsSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<InputJson>, A::Error> {
-        let InputsSeed {
-            limits,
-            max_elements,
-            cut,
-        } = self;
+        let InputsSeed { limits, cut } = self;
         let mut inputs = Vec::new();
         loop {
-            let cut = cut.map(|(json, data)| (json, data.get(inputs.len()).cloned().flatten()));
-            let Some(input) = seq.next_element_seed(InputSeed { max_elements, cut })? else {
+            let cut = cut.and_then(|(json, data)| {
+                let range = data.get(inputs.len())?.clone()?;
+                Some((json, range))
+            });
+            let Some(input) = seq.next_element_seed(InputSeed { cut })? else {
                 break;
             };
             if inputs.len() == limits.max_inputs {
@@ -470,12 +459,11 @@ pub fn encode_response(
     }
 }
 
-/// One input object, its `data` parsed straight into the tensor's bytes when `datatype` (and, for
-/// the reservation, `shape`) came first, or at its end from the original body when its array was
-/// cut out of the envelope (`cut`: the body and that array's range).
+/// One input object. Its `data` is read by serde_json, or, when the scan cut this input's array
+/// out of the envelope (`cut`: the body and the array's range), parsed from the body once the
+/// object's `datatype` and `shape` are known, wherever they stand in it.
 struct InputSeed<'a> {
-    max_elements: usize,
-    cut: Option<(&'a [u8], Option<Range<usize>>)>,
+    cut: Option<(&'a [u8], Range<usize>)>,
 }
 
 impl<'de> DeserializeSeed<'de> for InputSeed<'_> {
@@ -498,7 +486,6 @@ impl<'de> Visitor<'de> for InputSeed<'_> {
         let mut datatype: Option<String> = None;
         let mut parameters = None;
         let mut data = None;
-        let cut_range = self.cut.as_ref().and_then(|(_, range)| range.clone());
         let mut cut_seen = false;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match &*key {
@@ -517,7 +504,7 @@ impl<'de> Visitor<'de> for InputSeed<'_> {
                 "data" if data.is_some() || cut_seen => {
                     return Err(de::Error::duplicate_field("data"));
                 }
-                "data" if cut_range.is_some() => {
+                "data" if self.cut.is_some() => {
                     // The scan put `null` where this array stood.
                     if map.next_value::<Option<de::IgnoredAny>>()?.is_some() {
                         return Err(de::Error::custom("data where a cut array should be"));
@@ -525,32 +512,29 @@ impl<'de> Visitor<'de> for InputSeed<'_> {
                     cut_seen = true;
                 }
                 "data" => {
-                    data = map.next_value_seed(DataSeed {
-                        typed: datatype.as_deref().and_then(DataType::parse),
-                        elements: shape
-                            .as_deref()
-                            .and_then(element_count)
-                            .unwrap_or(0)
-                            .min(self.max_elements),
-                    })?;
+                    data = map
+                        .next_value::<Option<FlatData>>()?
+                        .map(|d| InputData::Scalars(d.0))
                 }
                 _ => {
                     map.next_value::<de::IgnoredAny>()?;
                 }
             }
         }
-        if let (Some((json, _)), Some(range), true) = (self.cut, cut_range, cut_seen) {
+        if let (Some((json, range)), true) = (self.cut, cut_seen) {
             // An unknown datatype is refused later, but only a well-formed array gets that far,
             // as in the body read whole.
             let datatype = datatype
                 .as_deref()
                 .and_then(DataType::parse)
                 .unwrap_or(DataType::Fp64);
+            // No element is shorter than two bytes (`0,`), so a shape cannot reserve more than
+            // the text could fill.
             let elements = shape.as_deref().and_then(element_count).unwrap_or(0);
             let mut tensor = TensorBuilder::new(datatype, elements.min(range.len() / 2 + 1));
-            json_data::parse(&json[range], &mut tensor, datatype)
+            json_data::parse(&json[range], &mut tensor)
                 .ok_or_else(|| de::Error::custom("malformed data"))?;
-            data = Some(InputData::Typed(tensor));
+            data = Some(InputData::Parsed(tensor));
         }
         Ok(InputJson {
             name: name.ok_or_else(|| de::Error::missing_field("name"))?,
@@ -562,80 +546,27 @@ impl<'de> Visitor<'de> for InputSeed<'_> {
     }
 }
 
-/// An input's `data`: `null` (as absent), or an array, flat or nested row-major.
-struct DataSeed {
-    typed: Option<DataType>,
-    elements: usize,
-}
+/// A JSON `data` array, flat or nested row-major, flattened while parsing.
+struct FlatData(Vec<Scalar>);
 
-impl<'de> DeserializeSeed<'de> for DataSeed {
-    type Value = Option<InputData>;
-    fn deserialize<D: Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Option<InputData>, D::Error> {
-        deserializer.deserialize_option(self)
+impl<'de> Deserialize<'de> for FlatData {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut values = Vec::new();
+        deserializer.deserialize_seq(Flatten(&mut values))?;
+        Ok(FlatData(values))
     }
 }
 
-impl<'de> Visitor<'de> for DataSeed {
-    type Value = Option<InputData>;
+struct Flatten<'a>(&'a mut Vec<Scalar>);
 
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an array of numbers or booleans, flat or nested")
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Option<InputData>, E> {
-        Ok(None)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Option<InputData>, D::Error> {
-        Ok(Some(match self.typed {
-            Some(datatype) => {
-                let mut builder = TensorBuilder::new(datatype, self.elements);
-                deserializer.deserialize_seq(Flatten(&mut builder))?;
-                InputData::Typed(builder)
-            }
-            None => {
-                let mut values = Vec::with_capacity(self.elements);
-                deserializer.deserialize_seq(Flatten(&mut values))?;
-                InputData::Scalars(values)
-            }
-        }))
-    }
-}
-
-/// Where `Flatten` puts the elements it reads.
-trait Elements {
-    fn push(&mut self, value: Scalar);
-}
-
-impl Elements for Vec<Scalar> {
-    fn push(&mut self, value: Scalar) {
-        Vec::push(self, value);
-    }
-}
-
-impl Elements for TensorBuilder {
-    fn push(&mut self, value: Scalar) {
-        TensorBuilder::push(self, value);
-    }
-}
-
-/// Reads a JSON array, flat or nested, into `Elements` in row-major order.
-struct Flatten<'a, E>(&'a mut E);
-
-impl<'de, T: Elements> DeserializeSeed<'de> for Flatten<'_, T> {
+impl<'de> DeserializeSeed<'de> for Flatten<'_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de, T: Elements> Visitor<'de> for Flatten<'_, T> {
+impl<'de> Visitor<'de> for Flatten<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -670,6 +601,9 @@ impl<'de, T: Elements> Visitor<'de> for Flatten<'_, T> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if let Some(hint) = seq.size_hint() {
+            self.0.reserve(hint);
+        }
         while seq.next_element_seed(Flatten(&mut *self.0))?.is_some() {}
         Ok(())
     }
@@ -707,8 +641,8 @@ mod tests {
         assert_eq!(nested.id.as_deref(), Some("7"));
     }
 
-    /// `data` is written straight into the tensor when `datatype` precedes it and held as numbers
-    /// when it follows; both must give the same tensor and the same error.
+    /// `data` is parsed once its input's `datatype` and `shape` are known, so where they stand in
+    /// the object makes no difference to the tensor or the error.
     #[test]
     fn data_before_or_after_its_datatype_decodes_and_fails_alike() {
         let cases = [

@@ -40,7 +40,6 @@ impl Shared {
 }
 
 /// Appends lines for the background writer; `make_writer` for tracing-subscriber.
-#[derive(Clone)]
 pub(super) struct Lines(Arc<Shared>);
 
 impl Write for &Lines {
