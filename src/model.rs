@@ -34,6 +34,14 @@ pub struct Model {
     device: Device,
 }
 
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The CUDA build of LibTorch only registers its backend when `libtorch.so` is linked (the `cuda`
 /// feature); report which one this binary is for `torchwatch profile` and logs.
 pub fn cuda_available() -> bool {
@@ -78,6 +86,14 @@ pub fn device_name(device: Device) -> String {
 /// Sets LibTorch's intra-op thread count for forward passes started from the calling thread.
 pub fn set_threads(threads: usize) {
     tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
+}
+
+/// [`set_threads`] unless the calling thread already has that count, for a thread that runs
+/// passes of models with different counts.
+pub fn use_threads(threads: usize) {
+    if usize::try_from(tch::get_num_threads()).ok() != Some(threads) {
+        set_threads(threads);
+    }
 }
 
 impl Model {

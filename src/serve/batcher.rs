@@ -11,9 +11,14 @@
 //! being read or decoded ([`Arrival`]). A lone request never pays `max_queue_delay`, so batching
 //! costs nothing at low load; under load, requests that queue while the model is busy are taken
 //! together without waiting at all.
+//!
+//! A request that has had no company for a while (no other request of the model in flight) and
+//! whose pass is short skips the queue and runs its pass on the thread that decoded it
+//! ([`Queue::may_run_alone`], [`run_alone`]): handing it to an instance thread and the answer back
+//! costs two thread wake-ups, which on a small VM cost more CPU than a small model's pass.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
@@ -82,11 +87,52 @@ const IDLE_BEFORE_TRIM: Duration = Duration::from_secs(1);
 /// A wait that ends only when a job arrives or the batcher retires.
 const IDLE_FOREVER: Duration = Duration::from_secs(24 * 3600);
 
+/// The longest pass [`run_alone`] is allowed, estimated from the model's last pass of one
+/// request. The calling thread is a runtime thread, which serves nothing else during the pass
+/// (the other runtime threads do); past a couple of milliseconds the two wake-ups it saves are
+/// not worth holding it.
+const ALONE_PASS_LIMIT: Duration = Duration::from_millis(2);
+
+/// How long after two requests of a model were last in flight together its requests keep going
+/// through the queue. Between two waves of a few clients there is often a moment with one
+/// request in flight; run on its own, it would split the batch about to form. Many passes long,
+/// yet short enough that a load's end soon brings back the cheaper path.
+const CROWD_MEMORY: Duration = Duration::from_millis(50);
+
+/// What is shared by every handle on one model's queue.
+#[derive(Debug)]
+struct Shared {
+    /// Requests announced by [`Queue::arrival`] and not yet submitted.
+    arriving: AtomicUsize,
+    /// Requests announced and not yet answered.
+    in_flight: AtomicUsize,
+    /// Until when (nanoseconds since `epoch`) requests are taken to have company: see
+    /// [`CROWD_MEMORY`].
+    crowded_until: AtomicU64,
+    /// Nanoseconds per row of the last pass that served one request; `u64::MAX` before one ran.
+    lone_pass_per_row: AtomicU64,
+    epoch: Instant,
+}
+
+impl Shared {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn record_lone_pass(&self, rows: usize, took: Duration) {
+        let per_row = took.as_nanos() / rows.max(1) as u128;
+        self.lone_pass_per_row.store(
+            u64::try_from(per_row).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
 /// The sending side of a model's queue.
 #[derive(Clone, Debug)]
 pub struct Queue {
     sender: Sender<Job>,
-    arriving: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
 }
 
 /// The receiving side, drained by [`run`]; every clone takes from the same queue, so several
@@ -94,28 +140,59 @@ pub struct Queue {
 #[derive(Clone, Debug)]
 pub struct Inbox {
     receiver: Receiver<Job>,
-    arriving: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
 }
 
-/// A request on its way to the queue (its body being read or decoded). While any exists the
-/// batcher may wait for it, up to `max_queue_delay`.
+/// A request in flight: announced before its body is read, submitted (or run alone) once decoded,
+/// dropped once answered. Until it is submitted the batcher may wait for it, up to
+/// `max_queue_delay`.
 pub struct Arrival {
-    arriving: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+    submitted: bool,
+}
+
+impl Arrival {
+    /// The request has left the stage a batcher waits for: it is queued, runs alone, or fails.
+    pub fn submitted(&mut self) {
+        if !self.submitted {
+            self.submitted = true;
+            self.shared.arriving.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl Drop for Arrival {
     fn drop(&mut self) {
-        self.arriving.fetch_sub(1, Ordering::AcqRel);
+        self.submitted();
+        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Queue {
-    /// Announces a request that will be submitted soon; drop the guard once it is (or is not).
+    /// Announces a request that will be submitted soon; keep the guard until it is answered.
     pub fn arrival(&self) -> Arrival {
-        self.arriving.fetch_add(1, Ordering::AcqRel);
-        Arrival {
-            arriving: self.arriving.clone(),
+        let shared = &self.shared;
+        shared.arriving.fetch_add(1, Ordering::AcqRel);
+        if shared.in_flight.fetch_add(1, Ordering::AcqRel) >= 1 {
+            let until = shared.now().saturating_add(CROWD_MEMORY.as_nanos() as u64);
+            shared.crowded_until.fetch_max(until, Ordering::Relaxed);
         }
+        Arrival {
+            shared: shared.clone(),
+            submitted: false,
+        }
+    }
+
+    /// Whether a request of `rows` rows may run its pass itself with [`run_alone`]: it has been
+    /// the model's only request in flight for [`CROWD_MEMORY`], nothing is queued, and the
+    /// model's last pass of one request says this one ends within [`ALONE_PASS_LIMIT`] (before
+    /// such a pass has run, requests go through the queue).
+    pub fn may_run_alone(&self, rows: usize) -> bool {
+        let shared = &self.shared;
+        let estimate = u128::from(shared.lone_pass_per_row.load(Ordering::Relaxed)) * rows as u128;
+        shared.now() >= shared.crowded_until.load(Ordering::Relaxed)
+            && self.sender.is_empty()
+            && estimate <= ALONE_PASS_LIMIT.as_nanos()
     }
 
     /// Queues a request without waiting; the receiver resolves when its forward pass is done.
@@ -149,14 +226,44 @@ impl Queue {
 /// Creates a queue holding at most `capacity` requests and the inbox that [`run`] drains.
 pub fn queue(capacity: usize) -> (Queue, Inbox) {
     let (sender, receiver) = crossbeam_channel::bounded(capacity);
-    let arriving = Arc::new(AtomicUsize::new(0));
+    let shared = Arc::new(Shared {
+        arriving: AtomicUsize::new(0),
+        in_flight: AtomicUsize::new(0),
+        crowded_until: AtomicU64::new(0),
+        lone_pass_per_row: AtomicU64::new(u64::MAX),
+        epoch: Instant::now(),
+    });
     (
         Queue {
             sender,
-            arriving: arriving.clone(),
+            shared: shared.clone(),
         },
-        Inbox { receiver, arriving },
+        Inbox { receiver, shared },
     )
+}
+
+/// Runs one request's pass on the calling thread, exactly as an instance thread runs a batch of
+/// one (the same error handling and `on_pass` report), with no time queued. Ask
+/// [`Queue::may_run_alone`] first, and mark the request's [`Arrival`] submitted before calling,
+/// so an instance thread gathering a batch does not wait for it.
+pub fn run_alone(
+    queue: &Queue,
+    inputs: Vec<HostTensor>,
+    model: &mut impl Forward,
+    on_pass: &dyn Fn(usize, Duration),
+) -> Result<Batched, ForwardError> {
+    let (reply, mut answer) = oneshot::channel();
+    let job = Job {
+        rows: inputs.first().map_or(0, HostTensor::rows),
+        inputs,
+        queued_at: Instant::now(),
+        reply,
+    };
+    execute(model, vec![job], on_pass, &queue.shared);
+    // `execute` answers every job it is given before it returns.
+    answer
+        .try_recv()
+        .unwrap_or_else(|_| Err("the forward pass ended without an answer".to_owned()))
 }
 
 /// Serves batches until every [`Queue`] handle is dropped and the queue is empty, or until
@@ -214,7 +321,7 @@ pub fn run(
         if policy.enabled && !retiring(retire) {
             carried = fill(&inbox, &policy, &mut batch);
         }
-        execute(model, batch, on_pass);
+        execute(model, batch, on_pass, &inbox.shared);
     }
 }
 
@@ -232,7 +339,7 @@ fn fill(inbox: &Inbox, policy: &Policy, batch: &mut Vec<Job>) -> Option<Job> {
             Ok(job) => job,
             Err(_) => {
                 let now = Instant::now();
-                if now >= deadline || inbox.arriving.load(Ordering::Acquire) == 0 {
+                if now >= deadline || inbox.shared.arriving.load(Ordering::Acquire) == 0 {
                     return None;
                 }
                 match inbox
@@ -271,7 +378,12 @@ fn compatible(a: &Job, b: &Job) -> bool {
 /// running every request alone would cost one per request, which a client sending bad requests
 /// under load could use to divide throughput by the batch size. Only passes that succeed are told
 /// to `on_pass`, so the inference and execution counts are of answered work, as Triton's are.
-fn execute(model: &mut impl Forward, mut batch: Vec<Job>, on_pass: &dyn Fn(usize, Duration)) {
+fn execute(
+    model: &mut impl Forward,
+    mut batch: Vec<Job>,
+    on_pass: &dyn Fn(usize, Duration),
+    shared: &Shared,
+) {
     let rows: usize = batch.iter().map(|j| j.rows).sum();
     let started = Instant::now();
     let result = if batch.len() == 1 {
@@ -290,6 +402,9 @@ fn execute(model: &mut impl Forward, mut batch: Vec<Job>, on_pass: &dyn Fn(usize
     match shares {
         Ok(shares) => {
             on_pass(rows, forward_time);
+            if batch.len() == 1 {
+                shared.record_lone_pass(rows, forward_time);
+            }
             for (job, outputs) in batch.into_iter().zip(shares) {
                 let _ = job.reply.send(Ok(Batched {
                     outputs,
@@ -305,8 +420,8 @@ fn execute(model: &mut impl Forward, mut batch: Vec<Job>, on_pass: &dyn Fn(usize
         }
         Err(_) => {
             let second = batch.split_off(batch.len() / 2);
-            execute(model, batch, on_pass);
-            execute(model, second, on_pass);
+            execute(model, batch, on_pass, shared);
+            execute(model, second, on_pass, shared);
         }
     }
 }
@@ -561,6 +676,76 @@ mod tests {
             reply.await.unwrap().unwrap();
         }
         assert_eq!(*seen.lock().unwrap(), vec![1, 1, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_request_runs_alone_only_after_a_lone_pass_and_without_company() {
+        let (queue, inbox) = queue(16);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut model = doubler(seen.clone());
+        let first = queue.arrival();
+        // No pass has run yet, so nothing says how long one takes.
+        assert!(!queue.may_run_alone(1));
+        let reply = queue.submit(vec![rows_of(&[1.0], 1)]).unwrap();
+        let worker = std::thread::spawn(move || {
+            let mut instance = doubler(Arc::new(Mutex::new(Vec::new())));
+            run(inbox, &never(), policy(4), &mut instance, &|_, _| {});
+        });
+        reply.await.unwrap().unwrap();
+        drop(first);
+
+        let mut lone = queue.arrival();
+        assert!(queue.may_run_alone(1));
+        lone.submitted();
+        let passes = Arc::new(Mutex::new(Vec::new()));
+        let record = passes.clone();
+        let answer = run_alone(
+            &queue,
+            vec![rows_of(&[1.5, 2.0], 2)],
+            &mut model,
+            &move |rows, _| record.lock().unwrap().push(rows),
+        )
+        .unwrap();
+        drop(lone);
+        assert_eq!(answer.batch_size, 1);
+        assert_eq!(answer.outputs[0].data, rows_of(&[3.0, 4.0], 2).data);
+        // It ran on this thread, with the model it was given, and was reported as a pass.
+        assert_eq!(*seen.lock().unwrap(), vec![1]);
+        assert_eq!(*passes.lock().unwrap(), vec![1]);
+
+        // Two requests in flight together: neither, nor the next ones for a while, runs alone.
+        let one = queue.arrival();
+        let two = queue.arrival();
+        let crowded_at = Instant::now();
+        assert!(!queue.may_run_alone(1));
+        drop((one, two));
+        let after = queue.arrival();
+        assert!(!queue.may_run_alone(1) || crowded_at.elapsed() >= CROWD_MEMORY);
+        drop(after);
+        drop(queue);
+        worker.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_long_pass_is_not_run_alone() {
+        let (queue, inbox) = queue(16);
+        // Each pass takes at least 3 ms, more than the limit for a pass run alone.
+        let mut slow = |inputs: &[HostTensor]| {
+            std::thread::sleep(Duration::from_millis(3));
+            Ok(inputs.to_vec())
+        };
+        let arrival = queue.arrival();
+        let reply = queue.submit(vec![rows_of(&[1.0], 1)]).unwrap();
+        drop(arrival);
+        let worker = std::thread::spawn(move || {
+            run(inbox, &never(), policy(4), &mut slow, &|_, _| {});
+        });
+        reply.await.unwrap().unwrap();
+        let next = queue.arrival();
+        assert!(!queue.may_run_alone(1));
+        drop(next);
+        drop(queue);
+        worker.join().unwrap();
     }
 
     /// Doubles like [`doubler`] and records the first value of every row it ran.

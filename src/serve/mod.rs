@@ -1,7 +1,9 @@
 //! Serving models: per model one or more instances (worker threads, each owning its own copy of
 //! the LibTorch module and running the batcher) that all take work from the model's one bounded
-//! queue, and an optional result cache in front of the queue. The number of instances can change
-//! at run time between the configured limits ([`ModelService::scale_instances`]).
+//! queue, and an optional result cache in front of the queue. A lone request with a short pass
+//! borrows an idle instance's module and runs its pass on its own thread instead (see the
+//! batcher). The number of instances can change at run time between the configured limits
+//! ([`ModelService::scale_instances`]).
 //!
 //! Requests are checked against the model's declared inputs here, independently of the wire
 //! protocol, so every front end gets the same validation and the same error texts.
@@ -118,10 +120,15 @@ struct Instance {
     id: u64,
     /// Loaded, warmed up and taking work.
     serving: bool,
+    /// The instance's module once it serves, lent to lone requests while the instance is idle.
+    module: Option<Arc<Mutex<Model>>>,
     /// Held only to be dropped: never sent on, its disconnection (when the entry is removed) is
     /// what retires the instance.
     _retire: crossbeam_channel::Sender<()>,
 }
+
+/// What one request gets from a forward pass.
+type PassOutcome = Result<batcher::Batched, batcher::ForwardError>;
 
 /// An instance's load outcome during start-up.
 type LoadReport = std::sync::mpsc::Sender<Result<(), String>>;
@@ -156,6 +163,7 @@ impl Instances {
         table.active.push(Instance {
             id,
             serving: false,
+            module: None,
             _retire: retire,
         });
         table.threads.push(thread);
@@ -191,6 +199,7 @@ impl Instances {
                 return;
             }
         };
+        let model = Arc::new(Mutex::new(model));
         let serving = self.start_serving(id, &model);
         // Reported even when the instance was retired while loading: its load succeeded, and the
         // target it was retired for is still at least `min`.
@@ -205,7 +214,9 @@ impl Instances {
             max_batch_size: self.config.batching.max_batch_size,
             max_queue_delay: self.config.batching.max_queue_delay,
         };
-        let mut forward = |inputs: &[HostTensor]| model.forward(inputs).map_err(|e| e.to_string());
+        // Locked per pass, never across the wait for work, so lone requests can borrow it.
+        let mut forward =
+            |inputs: &[HostTensor]| batcher::Forward::forward(&mut *lock(&model), inputs);
         batcher::run(
             self.inbox.clone(),
             retired,
@@ -216,19 +227,30 @@ impl Instances {
     }
 
     /// Marks a warm instance as serving; false when it was retired while it loaded.
-    fn start_serving(&self, id: u64, model: &Model) -> bool {
+    fn start_serving(&self, id: u64, model: &Arc<Mutex<Model>>) -> bool {
         let mut table = self.table();
         let Some(instance) = table.active.iter_mut().find(|i| i.id == id) else {
             return false;
         };
         instance.serving = true;
+        instance.module = Some(model.clone());
         if table.active.iter().filter(|i| i.serving).count() >= self.config.instances.min {
             let _ = self.loaded.set(Loaded {
-                device: model::device_name(model.device()),
+                device: model::device_name(lock(model).device()),
                 seconds: self.started.elapsed().as_secs_f64(),
             });
         }
         true
+    }
+
+    /// The module of a serving instance that is between passes, if any.
+    fn idle_module(&self) -> Option<Arc<Mutex<Model>>> {
+        self.table()
+            .active
+            .iter()
+            .filter_map(|i| i.module.as_ref())
+            .find(|module| try_lock(module).is_some())
+            .cloned()
     }
 
     fn scale(self: &Arc<Self>, target: usize) -> Result<(), String> {
@@ -271,6 +293,25 @@ impl Instances {
             );
         }
         spawned.map_err(|reason| format!("model '{name}': {reason}"))
+    }
+}
+
+/// A pass that panicked inside LibTorch leaves the module as usable as any failed pass does.
+fn lock(model: &Mutex<Model>) -> MutexGuard<'_, Model> {
+    model.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn try_lock(model: &Mutex<Model>) -> Option<MutexGuard<'_, Model>> {
+    match model.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
+impl batcher::Forward for Model {
+    fn forward(&mut self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, String> {
+        Model::forward(self, inputs).map_err(|e| e.to_string())
     }
 }
 
@@ -366,8 +407,8 @@ impl ModelService {
         }
     }
 
-    /// Announces a request whose inputs are still being read, so the batcher may wait for it.
-    /// Pass the guard to [`ModelService::infer`].
+    /// Announces a request whose inputs are still being read, so the batcher may wait for it
+    /// and a lone request can tell it has company. Pass the guard to [`ModelService::infer`].
     pub fn arrival(&self) -> Arrival {
         self.queue.arrival()
     }
@@ -376,7 +417,7 @@ impl ModelService {
     pub async fn infer(
         &self,
         inputs: NamedInputs,
-        arrival: Arrival,
+        mut arrival: Arrival,
     ) -> Result<Inference, InferError> {
         // Requests accepted during a drain are still served: only loading gates inference.
         if self.instances.loaded.get().is_none() {
@@ -392,13 +433,19 @@ impl ModelService {
                 source: Source::Cache,
             });
         }
-        let submitted = self.queue.submit(inputs);
-        drop(arrival);
-        let reply = submitted.map_err(|_| InferError::Overloaded(self.config.name.clone()))?;
-        let batched = reply
-            .await
-            .map_err(|_| InferError::NotReady(self.config.name.clone()))?
-            .map_err(InferError::Model)?;
+        let batched = match self.try_run_alone(inputs, &mut arrival) {
+            Ok(answered) => answered,
+            Err(inputs) => {
+                let submitted = self.queue.submit(inputs);
+                arrival.submitted();
+                let reply =
+                    submitted.map_err(|_| InferError::Overloaded(self.config.name.clone()))?;
+                reply
+                    .await
+                    .map_err(|_| InferError::NotReady(self.config.name.clone()))?
+            }
+        }
+        .map_err(InferError::Model)?;
         self.metrics.record_queue_wait(batched.queue_time);
         let outputs = Arc::new(self.name_outputs(batched.outputs)?);
         if let (Some(cache), Some(key)) = (&self.cache, key) {
@@ -412,6 +459,37 @@ impl ModelService {
                 forward_time: batched.forward_time,
             },
         })
+    }
+
+    /// Runs the pass on the calling thread with an idle instance's module when
+    /// [`batcher::Queue::may_run_alone`] allows it; otherwise hands the request back for the
+    /// queue. An instance thread that wants the module meanwhile waits for this one pass.
+    fn try_run_alone(
+        &self,
+        inputs: Vec<HostTensor>,
+        arrival: &mut Arrival,
+    ) -> Result<PassOutcome, Vec<HostTensor>> {
+        let rows = inputs.first().map_or(0, HostTensor::rows);
+        if !self.queue.may_run_alone(rows) {
+            return Err(inputs);
+        }
+        let Some(module) = self.instances.idle_module() else {
+            return Err(inputs);
+        };
+        // Taken since it was found idle: the queue does not wait for it.
+        let Some(mut module) = try_lock(&module) else {
+            return Err(inputs);
+        };
+        arrival.submitted();
+        // LibTorch's intra-op thread count belongs to the calling thread (OpenMP's setting), and
+        // this one did not load the model.
+        model::use_threads(self.config.threads);
+        Ok(batcher::run_alone(
+            &self.queue,
+            inputs,
+            &mut *module,
+            &|rows, took| self.metrics.record_batch(rows, took),
+        ))
     }
 
     /// Puts the inputs in the model's declared order and checks each against its declaration.
