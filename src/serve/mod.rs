@@ -809,13 +809,16 @@ mod tests {
             .collect()
     }
 
-    async fn infer(service: &ModelService) -> Vec<f32> {
+    fn input() -> HostTensor {
         let values: Vec<u8> = (0..784)
             .flat_map(|i| ((i % 7) as f32 * 0.25).to_le_bytes())
             .collect();
-        let input = HostTensor::new(DataType::Fp32, vec![1, 784], values.into()).unwrap();
+        HostTensor::new(DataType::Fp32, vec![1, 784], values.into()).unwrap()
+    }
+
+    async fn infer(service: &ModelService) -> Vec<f32> {
         let inference = service
-            .infer(vec![("input__0".to_owned(), input)], service.arrival())
+            .infer(vec![("input__0".to_owned(), input())], service.arrival())
             .await
             .unwrap_or_else(|e| panic!("an inference failed: {e}"));
         assert_eq!(inference.outputs[0].shape, vec![1, 10]);
@@ -902,6 +905,47 @@ mod tests {
         // Every instance thread, the retired ones included, has ended.
         assert!(pool.table().active.is_empty());
         assert!(pool.table().threads.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_lone_request_borrows_an_idle_instance_and_answers_as_the_queue_does() {
+        let metrics = Metrics::new(&BucketsConfig::default());
+        let (registry, loaded) = Registry::start(&[mlp("{min: 1, max: 1}")], &metrics);
+        loaded.await.unwrap().unwrap();
+        let service = registry.get("mlp").unwrap().clone();
+        let mut arrival = service.arrival();
+        // Before any pass of one request nothing says how long one takes: the queue it is.
+        assert!(service.try_run_alone(vec![input()], &mut arrival).is_err());
+        drop(arrival);
+        let queued = infer(&service).await;
+
+        let module = service.instances.table().active[0]
+            .module
+            .clone()
+            .expect("a serving instance lends its module");
+        {
+            let _busy = lock(&module);
+            let mut arrival = service.arrival();
+            assert!(
+                service.try_run_alone(vec![input()], &mut arrival).is_err(),
+                "ran alone with the only instance busy"
+            );
+        }
+        let mut arrival = service.arrival();
+        let alone = service
+            .try_run_alone(vec![input()], &mut arrival)
+            .unwrap_or_else(|_| panic!("an idle instance was not lent"))
+            .unwrap();
+        drop(arrival);
+        assert_eq!(alone.batch_size, 1);
+        assert_eq!(floats(&alone.outputs[0]), queued);
+        // The request path takes the same way and gets the same answer.
+        assert_eq!(infer(&service).await, queued);
+
+        drop(service);
+        tokio::task::spawn_blocking(move || registry.join())
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
