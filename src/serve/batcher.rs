@@ -183,14 +183,15 @@ impl Queue {
         }
     }
 
-    /// Whether a request of `rows` rows may run its pass itself with [`run_alone`]: it has been
-    /// the model's only request in flight for [`CROWD_MEMORY`], nothing is queued, and the
-    /// model's last pass of one request says this one ends within [`ALONE_PASS_LIMIT`] (before
-    /// such a pass has run, requests go through the queue).
+    /// Whether a request of `rows` rows may run its pass itself with [`run_alone`]: it is the
+    /// model's only request in flight, no two were in flight together for [`CROWD_MEMORY`],
+    /// nothing is queued, and the model's last pass of one request says this one ends within
+    /// [`ALONE_PASS_LIMIT`] (before such a pass has run, requests go through the queue).
     pub fn may_run_alone(&self, rows: usize) -> bool {
         let shared = &self.shared;
         let estimate = u128::from(shared.lone_pass_per_row.load(Ordering::Relaxed)) * rows as u128;
-        shared.now() >= shared.crowded_until.load(Ordering::Relaxed)
+        shared.in_flight.load(Ordering::Acquire) <= 1
+            && shared.now() >= shared.crowded_until.load(Ordering::Relaxed)
             && self.sender.is_empty()
             && estimate <= ALONE_PASS_LIMIT.as_nanos()
     }
@@ -686,7 +687,9 @@ mod tests {
         let first = queue.arrival();
         // No pass has run yet, so nothing says how long one takes.
         assert!(!queue.may_run_alone(1));
-        let reply = queue.submit(vec![rows_of(&[1.0], 1)]).unwrap();
+        // A pass of many rows gives a time per row far under the limit for one row, however
+        // loaded the machine is.
+        let reply = queue.submit(vec![rows_of(&[1.0; 1000], 1)]).unwrap();
         let worker = std::thread::spawn(move || {
             let mut instance = doubler(Arc::new(Mutex::new(Vec::new())));
             run(inbox, &never(), policy(4), &mut instance, &|_, _| {});
@@ -722,6 +725,21 @@ mod tests {
         let after = queue.arrival();
         assert!(!queue.may_run_alone(1) || crowded_at.elapsed() >= CROWD_MEMORY);
         drop(after);
+
+        let waiting = queue.arrival();
+        let companion = queue.arrival();
+        // Waiting out the memory is the point here: it is a span of time, not an event.
+        std::thread::sleep(CROWD_MEMORY);
+        assert!(
+            !queue.may_run_alone(1),
+            "two in flight, long after the crowd"
+        );
+        drop(companion);
+        assert!(
+            queue.may_run_alone(1),
+            "alone again once the memory has passed"
+        );
+        drop(waiting);
         drop(queue);
         worker.join().unwrap();
     }
