@@ -118,9 +118,8 @@ struct Table {
 #[derive(Debug)]
 struct Instance {
     id: u64,
-    /// Loaded, warmed up and taking work.
-    serving: bool,
-    /// The instance's module once it serves, lent to lone requests while the instance is idle.
+    /// Set once the module is loaded and warmed up: the instance is serving, and lends the module
+    /// to lone requests while it is between passes.
     module: Option<Arc<Mutex<Model>>>,
     /// Held only to be dropped: never sent on, its disconnection (when the entry is removed) is
     /// what retires the instance.
@@ -141,7 +140,11 @@ impl Instances {
     }
 
     fn serving(&self) -> usize {
-        self.table().active.iter().filter(|i| i.serving).count()
+        self.table()
+            .active
+            .iter()
+            .filter(|i| i.is_serving())
+            .count()
     }
 
     /// Starts one instance thread, counted toward the target from now on. `report` (start-up
@@ -162,7 +165,6 @@ impl Instances {
         // The caller holds the lock, so the thread cannot look itself up before this entry exists.
         table.active.push(Instance {
             id,
-            serving: false,
             module: None,
             _retire: retire,
         });
@@ -199,8 +201,9 @@ impl Instances {
                 return;
             }
         };
+        let device = model::device_name(model.device());
         let model = Arc::new(Mutex::new(model));
-        let serving = self.start_serving(id, &model);
+        let serving = self.start_serving(id, &model, device);
         // Reported even when the instance was retired while loading: its load succeeded, and the
         // target it was retired for is still at least `min`.
         if let Some(report) = report {
@@ -227,16 +230,15 @@ impl Instances {
     }
 
     /// Marks a warm instance as serving; false when it was retired while it loaded.
-    fn start_serving(&self, id: u64, model: &Arc<Mutex<Model>>) -> bool {
+    fn start_serving(&self, id: u64, model: &Arc<Mutex<Model>>, device: String) -> bool {
         let mut table = self.table();
         let Some(instance) = table.active.iter_mut().find(|i| i.id == id) else {
             return false;
         };
-        instance.serving = true;
         instance.module = Some(model.clone());
-        if table.active.iter().filter(|i| i.serving).count() >= self.config.instances.min {
+        if table.active.iter().filter(|i| i.is_serving()).count() >= self.config.instances.min {
             let _ = self.loaded.set(Loaded {
-                device: model::device_name(lock(model).device()),
+                device,
                 seconds: self.started.elapsed().as_secs_f64(),
             });
         }
@@ -278,7 +280,7 @@ impl Instances {
             let victim = table
                 .active
                 .iter()
-                .rposition(|i| !i.serving)
+                .rposition(|i| !i.is_serving())
                 .unwrap_or(newest);
             table.active.remove(victim);
         }
@@ -293,6 +295,12 @@ impl Instances {
             );
         }
         spawned.map_err(|reason| format!("model '{name}': {reason}"))
+    }
+}
+
+impl Instance {
+    fn is_serving(&self) -> bool {
+        self.module.is_some()
     }
 }
 
@@ -809,10 +817,6 @@ mod tests {
             .collect()
     }
 
-    fn input() -> HostTensor {
-        rows(1)
-    }
-
     fn rows(count: usize) -> HostTensor {
         let values: Vec<u8> = (0..784 * count)
             .flat_map(|i| ((i % 7) as f32 * 0.25).to_le_bytes())
@@ -822,7 +826,7 @@ mod tests {
 
     async fn infer(service: &ModelService) -> Vec<f32> {
         let inference = service
-            .infer(vec![("input__0".to_owned(), input())], service.arrival())
+            .infer(vec![("input__0".to_owned(), rows(1))], service.arrival())
             .await
             .unwrap_or_else(|e| panic!("an inference failed: {e}"));
         assert_eq!(inference.outputs[0].shape, vec![1, 10]);
@@ -926,7 +930,7 @@ mod tests {
         let service = registry.get("mlp").unwrap().clone();
         let mut arrival = service.arrival();
         // Before any pass of one request nothing says how long one takes: the queue it is.
-        assert!(service.try_run_alone(vec![input()], &mut arrival).is_err());
+        assert!(service.try_run_alone(vec![rows(1)], &mut arrival).is_err());
         drop(arrival);
         // A pass of many rows gives a time per row that stays far under the limit for one row
         // however loaded the machine is. Its first row is the one-row input.
@@ -944,13 +948,13 @@ mod tests {
             let _busy = lock(&module);
             let mut arrival = service.arrival();
             assert!(
-                service.try_run_alone(vec![input()], &mut arrival).is_err(),
+                service.try_run_alone(vec![rows(1)], &mut arrival).is_err(),
                 "ran alone with the only instance busy"
             );
         }
         let mut arrival = service.arrival();
         let alone = service
-            .try_run_alone(vec![input()], &mut arrival)
+            .try_run_alone(vec![rows(1)], &mut arrival)
             .unwrap_or_else(|_| panic!("an idle instance was not lent"))
             .unwrap();
         drop(arrival);
