@@ -395,8 +395,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.logging.level = level;
             }
             let _logs = logs::init(&config.logging.level, config.logging.file.as_deref())?;
-            let runtime =
-                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .on_thread_park(torchwatch::memory::prepare_release_when_parking)
+                .build()
+                .context("cannot start the async runtime")?;
             let served = runtime.block_on(app::serve(config, path));
             // The drain already gave in-flight work its time: a blocking task still running
             // (an evaluation that ignores its flag) must not keep the process alive.
