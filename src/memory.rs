@@ -4,7 +4,7 @@
 //! arena, but it never shrinks the free space at the top of a thread's arena: only a `free` in
 //! that arena does, and only past the trim threshold, which glibc raises to twice the largest
 //! buffer it has handed out (up to 64 MiB). After a burst of CNN batches each model and runtime
-//! thread kept several MiB of such top space resident while the server sat idle (40–60 MB of RSS
+//! thread kept several MiB of such top space resident while the server sat idle (30–60 MB of RSS
 //! above the pre-load figure with three model entries). So serving fixes the thresholds at the
 //! values glibc would reach on its own, and the idle release lowers the trim threshold for the
 //! moment it takes to free one block in each thread's arena: its own, and one that each runtime
@@ -115,25 +115,26 @@ pub fn release_free_heap() {
     {
         use std::sync::atomic::Ordering::Relaxed;
         if TUNED.load(Relaxed) {
-            let triggers = std::mem::take(
-                &mut *TRIGGERS
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
+            // Held throughout, so two model threads going idle together cannot restore the busy
+            // threshold while the other is still freeing.
+            let mut triggers = TRIGGERS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             // SAFETY: mallopt only sets a parameter under the allocator's lock. Each block is
-            // freed once: the runtime thread's one taken from the list above, and the calling
+            // freed once: the runtime threads' ones drained from the list, and the calling
             // thread's own right after it is allocated. Another thread freeing meanwhile trims
             // its own arena's top too, which is the point.
             unsafe {
                 libc::mallopt(libc::M_TRIM_THRESHOLD, 0);
                 // black_box: the compiler would otherwise drop an allocation nothing reads.
                 libc::free(std::hint::black_box(libc::malloc(TRIM_TRIGGER_BYTES)));
-                for Trigger(block) in triggers {
+                for Trigger(block) in triggers.drain(..) {
                     libc::free(block);
                 }
                 libc::mallopt(libc::M_TRIM_THRESHOLD, BUSY_TRIM_THRESHOLD);
             }
             RELEASES.fetch_add(1, Relaxed);
+            drop(triggers);
         }
         // SAFETY: malloc_trim walks the allocator's own free lists, under its locks.
         unsafe {
