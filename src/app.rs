@@ -196,7 +196,6 @@ fn engine(config: &Config) -> Engine {
 /// Runs the server until a shutdown signal, then drains. Errors are one line for the terminal.
 /// SIGHUP and `POST /-/reload` re-read `config_path`'s scrape and rule settings.
 pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
-    crate::memory::tune_for_serving();
     let web = http::Web::load(config.server.web_config_file.as_deref())
         .map_err(|e| anyhow::anyhow!("server.web_config_file: {e}"))?;
     let listen = config.server.listen;

@@ -395,6 +395,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.logging.level = level;
             }
             let _logs = logs::init(&config.logging.level, config.logging.file.as_deref())?;
+            torchwatch::memory::tune_for_serving();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .on_thread_park(torchwatch::memory::prepare_release_when_parking)

@@ -10,43 +10,87 @@
 //! moment it takes to free one block in each thread's arena: its own, and one that each runtime
 //! thread set aside from its arena when it last parked (glibc trims the arena a freed block came
 //! from, whichever thread frees it), since a parked runtime thread cannot be asked to run code.
-
-/// glibc's largest dynamic mmap threshold on 64-bit: buffers below it come from the arenas, so a
-/// batch's tensors reuse pages already faulted in rather than mapping fresh ones every pass.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 32 << 20;
-/// What glibc's own trim threshold grows to beside that mmap threshold: while serving, freed top
-/// space stays for the next pass.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const BUSY_TRIM_THRESHOLD: libc::c_int = 2 * MMAP_THRESHOLD;
-/// glibc trims an arena's top from `free` only for a chunk at least this large
-/// (`FASTBIN_CONSOLIDATION_THRESHOLD`).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const TRIM_TRIGGER_BYTES: usize = 64 << 10;
-
-/// Settings a user gave glibc's allocator through the environment, which serving then leaves
-/// alone.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn user_tuned(tunables: Option<&str>, has_env: impl Fn(&str) -> bool) -> bool {
-    let tuned_by_tunable = tunables.is_some_and(|t| {
-        t.split(':').any(|setting| {
-            setting.starts_with("glibc.malloc.mmap_threshold=")
-                || setting.starts_with("glibc.malloc.trim_threshold=")
-        })
-    });
-    tuned_by_tunable || has_env("MALLOC_MMAP_THRESHOLD_") || has_env("MALLOC_TRIM_THRESHOLD_")
-}
-
-/// Whether `tune_for_serving` fixed the thresholds (and the idle release may move the trim one).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-static TUNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+//!
+//! Elsewhere than glibc every function here does nothing.
 
 /// Fixes glibc's mmap and trim thresholds for serving, unless the environment already sets them
 /// (`GLIBC_TUNABLES`' `glibc.malloc.mmap_threshold` / `trim_threshold`, or
-/// `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_`). Elsewhere than glibc this does nothing.
+/// `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_`). Called before the runtime threads start,
+/// so their first park already sets a block aside.
 pub fn tune_for_serving() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
+    glibc::tune_for_serving();
+}
+
+/// For the async runtime's `on_thread_park`: sets a block of this thread's arena aside for the
+/// next release, once per release (a load and a compare on every other park). Does nothing
+/// unless `tune_for_serving` fixed the thresholds.
+pub fn prepare_release_when_parking() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    glibc::prepare_release_when_parking();
+}
+
+/// Returns the free pages of every malloc arena to the system (glibc's `malloc_trim`) and, when
+/// serving tuned the thresholds, the free tops of the calling thread's arena and of the runtime
+/// threads' arenas too. Called by a thread that has gone idle after work, for the buffers of
+/// LibTorch and of request bodies that would otherwise stay resident.
+pub fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    glibc::release_free_heap();
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod glibc {
+    use std::cell::Cell;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::{Mutex, PoisonError};
+
+    /// glibc's largest dynamic mmap threshold on 64-bit: buffers below it come from the arenas,
+    /// so a batch's tensors reuse pages already faulted in rather than mapping fresh ones every
+    /// pass.
+    const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+    /// What glibc's own trim threshold grows to beside that mmap threshold: while serving, freed
+    /// top space stays for the next pass.
+    const BUSY_TRIM_THRESHOLD: libc::c_int = 2 * MMAP_THRESHOLD;
+    /// glibc trims an arena's top from `free` only for a chunk at least this large
+    /// (`FASTBIN_CONSOLIDATION_THRESHOLD`).
+    const TRIM_TRIGGER_BYTES: usize = 64 << 10;
+
+    /// Whether `tune_for_serving` fixed the thresholds (and the idle release may move the trim
+    /// one).
+    static TUNED: AtomicBool = AtomicBool::new(false);
+
+    /// A block set aside in a runtime thread's arena for the next release to free.
+    struct Trigger(*mut libc::c_void);
+
+    // SAFETY: glibc's free may be called from any thread for any block malloc returned.
+    unsafe impl Send for Trigger {}
+
+    /// The blocks runtime threads set aside since the last release.
+    static TRIGGERS: Mutex<Vec<Trigger>> = Mutex::new(Vec::new());
+
+    /// How many releases have run; a runtime thread sets a block aside once per release.
+    static RELEASES: AtomicU64 = AtomicU64::new(0);
+
+    thread_local! {
+        /// The release count when this thread last set a block aside; none yet is `u64::MAX`.
+        static ARMED_AT: Cell<u64> = const { Cell::new(u64::MAX) };
+    }
+
+    /// Settings a user gave glibc's allocator through the environment, which serving then leaves
+    /// alone.
+    fn user_tuned(tunables: Option<&str>, has_env: impl Fn(&str) -> bool) -> bool {
+        let tuned_by_tunable = tunables.is_some_and(|t| {
+            t.split(':').any(|setting| {
+                setting.starts_with("glibc.malloc.mmap_threshold=")
+                    || setting.starts_with("glibc.malloc.trim_threshold=")
+            })
+        });
+        tuned_by_tunable || has_env("MALLOC_MMAP_THRESHOLD_") || has_env("MALLOC_TRIM_THRESHOLD_")
+    }
+
+    pub(super) fn tune_for_serving() {
         let tunables = std::env::var("GLIBC_TUNABLES").ok();
         if user_tuned(tunables.as_deref(), |name| std::env::var_os(name).is_some()) {
             return;
@@ -56,39 +100,10 @@ pub fn tune_for_serving() {
             libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, BUSY_TRIM_THRESHOLD) == 1
         };
-        TUNED.store(fixed, std::sync::atomic::Ordering::Relaxed);
+        TUNED.store(fixed, Relaxed);
     }
-}
 
-/// A block set aside in a runtime thread's arena for the next release to free.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-struct Trigger(*mut libc::c_void);
-
-// SAFETY: glibc's free may be called from any thread for any block malloc returned.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-unsafe impl Send for Trigger {}
-
-/// The blocks runtime threads set aside since the last release.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-static TRIGGERS: std::sync::Mutex<Vec<Trigger>> = std::sync::Mutex::new(Vec::new());
-
-/// How many releases have run; a runtime thread sets a block aside once per release.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-static RELEASES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-thread_local! {
-    /// The release count when this thread last set a block aside; none yet is `u64::MAX`.
-    static ARMED_AT: std::cell::Cell<u64> = const { std::cell::Cell::new(u64::MAX) };
-}
-
-/// For the async runtime's `on_thread_park`: sets a block of this thread's arena aside for the
-/// next release, once per release (a load and a compare on every other park). Does nothing
-/// unless `tune_for_serving` fixed the thresholds, or elsewhere than glibc.
-pub fn prepare_release_when_parking() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        use std::sync::atomic::Ordering::Relaxed;
+    pub(super) fn prepare_release_when_parking() {
         let releases = RELEASES.load(Relaxed);
         if !TUNED.load(Relaxed) || ARMED_AT.get() == releases {
             return;
@@ -97,29 +112,15 @@ pub fn prepare_release_when_parking() {
         // SAFETY: a plain allocation; it is freed once, by the release that takes it.
         let block = unsafe { libc::malloc(TRIM_TRIGGER_BYTES) };
         if !block.is_null() {
-            TRIGGERS
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(Trigger(block));
+            triggers().push(Trigger(block));
         }
     }
-}
 
-/// Returns the free pages of every malloc arena to the system (glibc's `malloc_trim`) and, when
-/// serving tuned the thresholds, the free tops of the calling thread's arena and of the runtime
-/// threads' arenas too. Called by a thread that has gone idle after work, for the buffers of
-/// LibTorch and of request bodies that would otherwise stay resident. Elsewhere than glibc this
-/// does nothing.
-pub fn release_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        use std::sync::atomic::Ordering::Relaxed;
+    pub(super) fn release_free_heap() {
         if TUNED.load(Relaxed) {
             // Held throughout, so two model threads going idle together cannot restore the busy
             // threshold while the other is still freeing.
-            let mut triggers = TRIGGERS
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut triggers = triggers();
             // SAFETY: mallopt only sets a parameter under the allocator's lock. Each block is
             // freed once: the runtime threads' ones drained from the list, and the calling
             // thread's own right after it is allocated. Another thread freeing meanwhile trims
@@ -134,31 +135,35 @@ pub fn release_free_heap() {
                 libc::mallopt(libc::M_TRIM_THRESHOLD, BUSY_TRIM_THRESHOLD);
             }
             RELEASES.fetch_add(1, Relaxed);
-            drop(triggers);
         }
         // SAFETY: malloc_trim walks the allocator's own free lists, under its locks.
         unsafe {
             libc::malloc_trim(0);
         }
     }
-}
 
-#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
-mod tests {
-    use super::user_tuned;
+    /// The list holds plain pointers, so a panic elsewhere cannot leave it inconsistent.
+    fn triggers() -> std::sync::MutexGuard<'static, Vec<Trigger>> {
+        TRIGGERS.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 
-    #[test]
-    fn thresholds_set_in_the_environment_are_left_alone() {
-        let none = |_: &str| false;
-        assert!(!user_tuned(None, none));
-        assert!(!user_tuned(Some("glibc.malloc.arena_max=2"), none));
-        assert!(user_tuned(
-            Some("glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=1048576"),
-            none
-        ));
-        assert!(user_tuned(Some("glibc.malloc.mmap_threshold=65536"), none));
-        assert!(user_tuned(None, |name| name == "MALLOC_TRIM_THRESHOLD_"));
-        assert!(user_tuned(None, |name| name == "MALLOC_MMAP_THRESHOLD_"));
-        assert!(!user_tuned(None, |name| name == "MALLOC_ARENA_MAX"));
+    #[cfg(test)]
+    mod tests {
+        use super::user_tuned;
+
+        #[test]
+        fn thresholds_set_in_the_environment_are_left_alone() {
+            let none = |_: &str| false;
+            assert!(!user_tuned(None, none));
+            assert!(!user_tuned(Some("glibc.malloc.arena_max=2"), none));
+            assert!(user_tuned(
+                Some("glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=1048576"),
+                none
+            ));
+            assert!(user_tuned(Some("glibc.malloc.mmap_threshold=65536"), none));
+            assert!(user_tuned(None, |name| name == "MALLOC_TRIM_THRESHOLD_"));
+            assert!(user_tuned(None, |name| name == "MALLOC_MMAP_THRESHOLD_"));
+            assert!(!user_tuned(None, |name| name == "MALLOC_ARENA_MAX"));
+        }
     }
 }
