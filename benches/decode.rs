@@ -60,24 +60,34 @@ fn main() {
         // In the order clients (tritonclient, the tutorial's) write an input's keys, which
         // serde_json's sorted maps would not keep.
         let shape = serde_json::to_string(&shape).expect("shape JSON");
-        let json = format!(
-            r#"{{"inputs":[{{"name":"input__0","shape":{shape},"datatype":"FP32","data":{}}}]}}"#,
-            serde_json::to_string(&data).expect("data JSON")
-        )
-        .into_bytes();
+        let json_body = |data: &str| {
+            format!(
+                r#"{{"inputs":[{{"name":"input__0","shape":{shape},"datatype":"FP32","data":{data}}}]}}"#
+            )
+            .into_bytes()
+        };
+        let json = json_body(&serde_json::to_string(&data).expect("data JSON"));
+        // The reference values are short binary fractions (`-1.625`). A client that builds the
+        // body from a tensor in Python (`tolist()`, then `json.dumps`) writes each FP32 value as
+        // the shortest text of the f64 it widens to: 16-17 digits.
+        let full: Vec<f32> = data.iter().map(|v| v * 1.1).collect();
+        let widened: Vec<f64> = full.iter().map(|&v| f64::from(v)).collect();
+        let python = json_body(&serde_json::to_string(&widened).expect("data JSON"));
         let header = format!(
             r#"{{"inputs":[{{"name":"input__0","shape":{shape},"datatype":"FP32","parameters":{{"binary_data_size":{}}}}}]}}"#,
             data.len() * 4
         );
         let mut binary = header.clone().into_bytes();
         binary.extend(data.iter().flat_map(|v| v.to_le_bytes()));
-        for (encoding, body, header_length) in [
-            ("json", &json, None),
-            ("binary", &binary, Some(header.len())),
+        for (encoding, body, header_length, values) in [
+            ("json", &json, None, &data),
+            ("json, Python floats", &python, None, &full),
+            ("binary", &binary, Some(header.len()), &data),
         ] {
             let decoded = decode_inference_request(body, header_length, &limits)
                 .expect("the reference input decodes");
-            assert_eq!(decoded[0].1.data.len(), data.len() * 4);
+            let expected: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            assert_eq!(decoded[0].1.data[..], expected[..]);
             let decode = per_op(|| {
                 black_box(decode_inference_request(black_box(body), header_length, &limits).ok());
             });

@@ -150,17 +150,15 @@ fn skip_whitespace(json: &[u8], mut at: usize) -> usize {
 }
 
 /// The index after the `]` that closes the array opening at `start`, and how deep arrays nest in
-/// it (1 for a flat one), when it holds nothing but what a number or boolean array may: anything
-/// else (a string, `null`, an object) is `None`. The grammar is checked by `parse`.
+/// it (1 for a flat one); `None` when it holds a string, whose brackets and quotes the scan would
+/// misread, or is not closed. Anything else that is no number array (`null`, an object) fails in
+/// `parse`, which checks the grammar, and the body is then read whole.
 fn array_end(json: &[u8], start: usize) -> Option<(usize, usize)> {
     let mut depth = 0usize;
     let mut deepest = 0usize;
-    for (offset, &byte) in json[start..].iter().enumerate() {
-        // One well-predicted test for the bytes of numbers and separators, most of an array.
-        if IN_NUMBER_ARRAY[usize::from(byte)] {
-            continue;
-        }
-        match byte {
+    // Only brackets and quotes matter here: memchr finds them many bytes at a time.
+    for offset in memchr::memchr3_iter(b'[', b']', b'"', &json[start..]) {
+        match json[start + offset] {
             b'[' => {
                 depth += 1;
                 deepest = deepest.max(depth);
@@ -176,18 +174,6 @@ fn array_end(json: &[u8], start: usize) -> Option<(usize, usize)> {
     }
     None
 }
-
-/// The bytes besides brackets that an array of numbers and booleans may hold.
-const IN_NUMBER_ARRAY: [bool; 256] = {
-    let mut table = [false; 256];
-    let allowed = b"0123456789,.-+eE \n\r\ttruefals";
-    let mut i = 0;
-    while i < allowed.len() {
-        table[allowed[i] as usize] = true;
-        i += 1;
-    }
-    table
-};
 
 /// Parses a cut `data` array into `tensor`, flattening nested arrays row-major; `None` when the
 /// text is not a JSON array of numbers and booleans, for the general path to report.
@@ -237,30 +223,45 @@ pub(super) fn parse(text: &[u8], tensor: &mut TensorBuilder) -> Option<()> {
                 expect = Expect::Separator;
             }
             (_, b'-' | b'0'..=b'9') => {
-                let number = Number::read(text, at)?;
-                let token = &text[at..number.end];
-                match tensor.datatype() {
-                    DataType::Fp32 => match number.exact::<f32>().or_else(|| std_parse(token)) {
-                        Some(value) if value.is_finite() => tensor.push_f32(value),
-                        // Past f32's range: refused by the builder, naming the number.
-                        _ => tensor.push(number.scalar(token)?),
-                    },
-                    DataType::Fp64 => {
-                        let value = number.exact::<f64>().or_else(|| std_parse(token))?;
-                        // Past f64's range, which serde_json refuses as JSON.
-                        if !value.is_finite() {
-                            return None;
-                        }
-                        tensor.push_f64(value);
+                at = push_number(text, at, tensor)?;
+                // Most of an array is the run `n, n, n`: it is read here without a trip round
+                // the state machine per number.
+                while text.get(at) == Some(&b',') {
+                    let next = skip_whitespace(text, at + 1);
+                    if !matches!(text.get(next), Some(b'-' | b'0'..=b'9')) {
+                        break;
                     }
-                    _ => tensor.push(number.scalar(token)?),
+                    at = push_number(text, next, tensor)?;
                 }
-                at = number.end;
                 expect = Expect::Separator;
             }
             _ => return None,
         }
     }
+}
+
+/// Reads the number at `at` into `tensor` and returns the index after it; `None` when it is not
+/// a JSON number or past FP64's range.
+fn push_number(text: &[u8], at: usize, tensor: &mut TensorBuilder) -> Option<usize> {
+    let number = Number::read(text, at)?;
+    let token = &text[at..number.end];
+    match tensor.datatype() {
+        DataType::Fp32 => match number.fp32(token) {
+            Some(value) if value.is_finite() => tensor.push_f32(value),
+            // Past f32's range: refused by the builder, naming the number.
+            _ => tensor.push(number.scalar(token)?),
+        },
+        DataType::Fp64 => {
+            let value = number.exact::<f64>().or_else(|| std_parse(token))?;
+            // Past f64's range, which serde_json refuses as JSON.
+            if !value.is_finite() {
+                return None;
+            }
+            tensor.push_f64(value);
+        }
+        _ => tensor.push(number.scalar(token)?),
+    }
+    Some(number.end)
 }
 
 fn std_parse<F: std::str::FromStr>(token: &[u8]) -> Option<F> {
@@ -270,9 +271,9 @@ fn std_parse<F: std::str::FromStr>(token: &[u8]) -> Option<F> {
 /// A JSON number's parts as read from its text.
 struct Number {
     negative: bool,
-    /// The decimal digits as an integer, exact when `exact_digits`.
+    /// The decimal digits as an integer; meaningful only when `exact_digits`.
     significand: u64,
-    /// The significand fits 19 digits (no digit was dropped).
+    /// Written with at most 19 digits, so `significand` holds them all.
     exact_digits: bool,
     /// The power of ten to apply, fraction digits and exponent together.
     exponent: i64,
@@ -286,48 +287,37 @@ impl Number {
     /// Reads the number at `start` by JSON's grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)?
     /// ([eE] [+-]? [0-9]+)?`; `None` for anything else.
     fn read(text: &[u8], start: usize) -> Option<Number> {
-        let mut at = start;
-        let negative = text[at] == b'-';
-        at += usize::from(negative);
+        let negative = text[start] == b'-';
+        let integer_start = start + usize::from(negative);
+        // Wrapping: past 19 digits the value is not used (`exact_digits` is false), and the
+        // loop stays one add and one multiply per digit.
         let mut significand = 0u64;
-        let mut digits = 0u32;
-        let mut exponent = 0i64;
-        let mut digit = |byte: u8, fraction: bool| {
-            if digits < 19 {
-                significand = significand * 10 + u64::from(byte - b'0');
-                if significand > 0 {
-                    digits += 1;
-                }
-                exponent -= i64::from(fraction);
-            } else {
-                // Past 19 digits only the exponent is kept exact; the standard parser reads
-                // such a number from its text.
-                digits += 1;
-                exponent += i64::from(!fraction);
+        let mut digits = |mut at: usize| {
+            while let Some(&byte @ b'0'..=b'9') = text.get(at) {
+                significand = significand
+                    .wrapping_mul(10)
+                    .wrapping_add(u64::from(byte - b'0'));
+                at += 1;
             }
+            at
         };
-        match text.get(at) {
-            Some(b'0') => at += 1,
-            Some(b'1'..=b'9') => {
-                while let Some(&byte @ b'0'..=b'9') = text.get(at) {
-                    digit(byte, false);
-                    at += 1;
-                }
-            }
-            _ => return None,
+        let mut at = digits(integer_start);
+        let integer_digits = at - integer_start;
+        if integer_digits == 0 || (integer_digits > 1 && text[integer_start] == b'0') {
+            return None;
         }
+        let mut fraction_digits = 0;
         let mut float = false;
         if text.get(at) == Some(&b'.') {
             float = true;
-            at += 1;
-            if !matches!(text.get(at), Some(b'0'..=b'9')) {
+            let fraction_start = at + 1;
+            at = digits(fraction_start);
+            fraction_digits = at - fraction_start;
+            if fraction_digits == 0 {
                 return None;
             }
-            while let Some(&byte @ b'0'..=b'9') = text.get(at) {
-                digit(byte, true);
-                at += 1;
-            }
         }
+        let mut exponent = -(fraction_digits as i64);
         if matches!(text.get(at), Some(b'e' | b'E')) {
             float = true;
             at += 1;
@@ -346,7 +336,7 @@ impl Number {
         Some(Number {
             negative,
             significand,
-            exact_digits: digits <= 19,
+            exact_digits: integer_digits + fraction_digits <= 19,
             exponent,
             float,
             end: at,
@@ -369,11 +359,34 @@ impl Number {
         Some(if self.negative { -magnitude } else { magnitude })
     }
 
+    /// The nearest f32 to the decimal, rounded once. Clients that write FP32 tensors from
+    /// Python floats (`tolist()`) send up to 17 digits, past f32's exact fast path; f64's takes
+    /// 16 of them, and rounding its result again to f32 is exact unless it landed precisely
+    /// halfway between two f32s, where the decimal may lie on either side: those, and what
+    /// neither fast path takes, go to the standard parser.
+    fn fp32(&self, token: &[u8]) -> Option<f32> {
+        if let Some(value) = self.exact::<f32>() {
+            return Some(value);
+        }
+        const DROPPED_BITS: u32 = f64::MANTISSA_DIGITS - f32::MANTISSA_DIGITS;
+        let halfway =
+            |wide: f64| wide.to_bits() & ((1 << DROPPED_BITS) - 1) == 1 << (DROPPED_BITS - 1);
+        match self.exact::<f64>() {
+            Some(wide)
+                if (f64::from(f32::MIN_POSITIVE)..=f64::from(f32::MAX)).contains(&wide.abs())
+                    && !halfway(wide) =>
+            {
+                Some(wide as f32)
+            }
+            _ => std_parse(token),
+        }
+    }
+
     /// The number as serde_json hands it over: an integer when written as one and it fits i64 or
     /// u64, otherwise a float.
     fn scalar(&self, token: &[u8]) -> Option<Scalar> {
         // serde_json reads `-0` as the float -0.0, which no integer type takes.
-        let minus_zero = self.negative && self.significand == 0;
+        let minus_zero = self.negative && self.exact_digits && self.significand == 0;
         if !(self.float || minus_zero) {
             if let Some(int) = std_parse::<i64>(token) {
                 return Some(Scalar::Int(int));
@@ -551,15 +564,61 @@ mod tests {
         ));
     }
 
+    /// The FP32 value the fast path reads from one number.
+    fn fp32(token: &str) -> f32 {
+        let mut tensor = TensorBuilder::new(DataType::Fp32, 1);
+        parse(format!("[{token}]").as_bytes(), &mut tensor).unwrap();
+        f32::from_le_bytes(tensor.finish(vec![1]).unwrap().data[..].try_into().unwrap())
+    }
+
+    proptest! {
+        #[test]
+        fn fp32_is_the_nearest_to_any_decimal(
+            significand in 0u64..100_000_000_000_000_000,
+            point in 0usize..18,
+            exponent in prop::option::of(-50i32..50),
+            negative in any::<bool>(),
+        ) {
+            let digits = significand.to_string();
+            let point = point.min(digits.len() - 1);
+            let (whole, fraction) = digits.split_at(digits.len() - point);
+            let mut token = format!("{}{whole}", if negative { "-" } else { "" });
+            if !fraction.is_empty() {
+                token = format!("{token}.{fraction}");
+            }
+            if let Some(exponent) = exponent {
+                token = format!("{token}e{exponent}");
+            }
+            let expected: f32 = token.parse().unwrap();
+            prop_assume!(expected.is_finite());
+            prop_assert_eq!(fp32(&token).to_bits(), expected.to_bits(), "{}", token);
+        }
+
+        #[test]
+        fn fp32_written_as_a_python_float_reads_back(value in any::<f32>()) {
+            prop_assume!(value.is_finite());
+            // What `tensor.tolist()` and `json.dumps` send: the shortest f64 text of the value.
+            let token = f64::from(value).to_string();
+            prop_assert_eq!(fp32(&token).to_bits(), value.to_bits(), "{}", token);
+        }
+    }
+
+    #[test]
+    fn fp32_halfway_after_the_f64_fast_path_is_rounded_from_the_decimal() {
+        // 16 digits, so f64's fast path takes it, and its nearest f64 is exactly halfway
+        // between two f32s; the decimal itself is just below, so the lower one is nearest.
+        let token = "0.7524273097515106";
+        assert_eq!(fp32(token).to_bits(), 0x3f40_9f13);
+        assert_eq!(fp32(token), token.parse::<f32>().unwrap());
+        assert_ne!(fp32(token), token.parse::<f64>().unwrap() as f32);
+    }
+
     #[test]
     fn fp32_is_rounded_once_from_the_decimal() {
         // Just above halfway between two f32: rounded to f64 first it lands on the halfway point
         // and then goes to even, down; rounded once it goes up.
         let token = "1.0000000596046448";
-        let mut tensor = TensorBuilder::new(DataType::Fp32, 1);
-        parse(format!("[{token}]").as_bytes(), &mut tensor).unwrap();
-        let value =
-            f32::from_le_bytes(tensor.finish(vec![1]).unwrap().data[..].try_into().unwrap());
+        let value = fp32(token);
         assert_eq!(value, token.parse::<f32>().unwrap());
         assert_ne!(value, token.parse::<f64>().unwrap() as f32);
     }
