@@ -361,9 +361,9 @@ impl Number {
 
     /// The nearest f32 to the decimal, rounded once. Clients that write FP32 tensors from
     /// Python floats (`tolist()`) send up to 17 digits, past f32's exact fast path; f64's takes
-    /// 16 of them, and rounding its result again to f32 is exact unless it landed precisely
-    /// halfway between two f32s, where the decimal may lie on either side: those, and what
-    /// neither fast path takes, go to the standard parser.
+    /// significands up to 2^53 (most of 16 digits), and rounding its result again to f32 is
+    /// exact unless it landed precisely halfway between two f32s, where the decimal may lie on
+    /// either side: those, and what neither fast path takes, go to the standard parser.
     fn fp32(&self, token: &[u8]) -> Option<f32> {
         if let Some(value) = self.exact::<f32>() {
             return Some(value);
