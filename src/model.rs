@@ -121,11 +121,31 @@ impl Model {
 
     /// Runs one forward pass on host tensors and returns the outputs in host memory.
     pub fn forward(&self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, ModelError> {
-        let tensors = inputs
-            .iter()
-            .map(|input| {
-                Tensor::f_from_data_size(&input.data, &input.shape, kind(input.datatype))
-                    .and_then(|t| t.f_to_device(self.device))
+        self.forward_joined(&[inputs])
+    }
+
+    /// Runs one forward pass over the rows of several requests (each its inputs in the model's
+    /// order), joined along dimension 0 as each input tensor is built: every request's bytes
+    /// are copied once, straight into LibTorch's memory, and the outputs hold all the rows.
+    pub fn forward_joined(
+        &self,
+        requests: &[&[HostTensor]],
+    ) -> Result<Vec<HostTensor>, ModelError> {
+        let inputs = requests.first().map_or(0, |r| r.len());
+        let tensors = (0..inputs)
+            .map(|i| {
+                let parts = requests
+                    .iter()
+                    .map(|r| r.get(i))
+                    .collect::<Option<Vec<&HostTensor>>>()
+                    .ok_or_else(|| {
+                        ModelError::Forward(
+                            "requests joined into one pass differ in their number of inputs"
+                                .to_owned(),
+                        )
+                    })?;
+                joined(&parts)?
+                    .f_to_device(self.device)
                     .map_err(forward_error)
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -152,6 +172,53 @@ impl Model {
             tch::Cuda::synchronize(index as i64);
         }
     }
+}
+
+/// One CPU tensor of `parts` stacked along dimension 0, their bytes copied in once.
+fn joined(parts: &[&HostTensor]) -> Result<Tensor, ModelError> {
+    let Some(first) = parts.first() else {
+        return Err(ModelError::Forward(
+            "a forward pass needs at least one request".to_owned(),
+        ));
+    };
+    if parts.len() == 1 {
+        return Tensor::f_from_data_size(&first.data, &first.shape, kind(first.datatype))
+            .map_err(forward_error);
+    }
+    let mismatch = parts.iter().any(|p| {
+        p.datatype != first.datatype
+            || p.shape.len() != first.shape.len()
+            || p.shape.get(1..) != first.shape.get(1..)
+    });
+    if mismatch || first.shape.is_empty() {
+        return Err(ModelError::Forward(
+            "requests joined into one pass differ in datatype or in a dimension past the first"
+                .to_owned(),
+        ));
+    }
+    let mut shape = first.shape.clone();
+    shape[0] = parts.iter().map(|p| p.shape[0]).sum();
+    let bytes: usize = parts.iter().map(|p| p.data.len()).sum();
+    let tensor =
+        Tensor::f_empty(&shape, (kind(first.datatype), Device::Cpu)).map_err(forward_error)?;
+    if tensor.numel() * first.datatype.size() != bytes {
+        return Err(ModelError::Forward(format!(
+            "requests joined into one pass hold {bytes} bytes, not the {} of shape {shape:?}",
+            tensor.numel() * first.datatype.size()
+        )));
+    }
+    if bytes > 0 {
+        // SAFETY: `tensor` was just allocated by LibTorch as a contiguous CPU tensor of exactly
+        // `bytes` bytes (checked above), and nothing else refers to it until it is returned.
+        let memory =
+            unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr().cast::<u8>(), bytes) };
+        let mut at = 0;
+        for part in parts {
+            memory[at..at + part.data.len()].copy_from_slice(&part.data);
+            at += part.data.len();
+        }
+    }
+    Ok(tensor)
 }
 
 fn flatten_output(output: IValue) -> Result<Vec<Tensor>, ModelError> {
@@ -240,7 +307,37 @@ fn first_line(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::first_line;
+    use super::{first_line, joined, to_host};
+    use crate::tensor::{DataType, HostTensor, fp32_rows as rows};
+
+    #[test]
+    fn requests_are_joined_row_after_row() {
+        let (a, b, c) = (
+            rows(&[1.0, 2.0], 2),
+            rows(&[3.0, 4.0, 5.0, 6.0], 2),
+            rows(&[], 2),
+        );
+        let tensor = joined(&[&a, &b, &c]).unwrap();
+        assert_eq!(
+            to_host(&tensor).unwrap(),
+            rows(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2)
+        );
+        assert_eq!(to_host(&joined(&[&b]).unwrap()).unwrap(), b);
+    }
+
+    #[test]
+    fn requests_of_other_widths_or_types_are_not_joined() {
+        let narrow = rows(&[1.0, 2.0], 1);
+        let wide = rows(&[1.0, 2.0], 2);
+        let error = joined(&[&narrow, &wide]).unwrap_err().to_string();
+        assert!(
+            error.contains("differ in datatype or in a dimension"),
+            "{error}"
+        );
+        let int = HostTensor::new(DataType::Int32, vec![1, 2], vec![0; 8].into()).unwrap();
+        assert!(joined(&[&wide, &int]).is_err());
+        assert!(joined(&[]).is_err());
+    }
 
     #[test]
     fn torchscript_errors_give_the_raised_message() {

@@ -328,6 +328,18 @@ fn le<const N: usize>(chunk: &[u8]) -> [u8; N] {
     bytes
 }
 
+/// FP32 rows of `width` values each, for tests.
+#[cfg(test)]
+pub(crate) fn fp32_rows(values: &[f32], width: i64) -> HostTensor {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    HostTensor::new(
+        DataType::Fp32,
+        vec![values.len() as i64 / width, width],
+        bytes.into(),
+    )
+    .expect("the values fill whole rows")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

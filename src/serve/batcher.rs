@@ -28,13 +28,15 @@ use crate::tensor::HostTensor;
 
 /// What the batcher needs from a model.
 pub trait Forward {
-    /// One forward pass over inputs whose dimension 0 is the batch.
-    fn forward(&mut self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, String>;
+    /// One forward pass over the rows of `requests` (each one request's inputs), joined along
+    /// dimension 0 by the model itself, so it can copy each request's bytes once, into the
+    /// memory the pass reads. The outputs hold every row, in the order of `requests`.
+    fn forward(&mut self, requests: &[&[HostTensor]]) -> Result<Vec<HostTensor>, String>;
 }
 
-impl<F: FnMut(&[HostTensor]) -> Result<Vec<HostTensor>, String>> Forward for F {
-    fn forward(&mut self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, String> {
-        self(inputs)
+impl<F: FnMut(&[&[HostTensor]]) -> Result<Vec<HostTensor>, String>> Forward for F {
+    fn forward(&mut self, requests: &[&[HostTensor]]) -> Result<Vec<HostTensor>, String> {
+        self(requests)
     }
 }
 
@@ -386,12 +388,9 @@ fn execute(
     shared: &Shared,
 ) {
     let rows: usize = batch.iter().map(|j| j.rows).sum();
+    let requests: Vec<&[HostTensor]> = batch.iter().map(|job| job.inputs.as_slice()).collect();
     let started = Instant::now();
-    let result = if batch.len() == 1 {
-        model.forward(&batch[0].inputs)
-    } else {
-        model.forward(&concat(&batch))
-    };
+    let result = model.forward(&requests);
     let forward_time = started.elapsed();
     let shares = result.and_then(|outputs| {
         if batch.len() == 1 {
@@ -425,25 +424,6 @@ fn execute(
             execute(model, second, on_pass, shared);
         }
     }
-}
-
-fn concat(batch: &[Job]) -> Vec<HostTensor> {
-    (0..batch[0].inputs.len())
-        .map(|i| {
-            let first = &batch[0].inputs[i];
-            let mut data = Vec::with_capacity(batch.iter().map(|j| j.inputs[i].data.len()).sum());
-            for job in batch {
-                data.extend_from_slice(&job.inputs[i].data);
-            }
-            let mut shape = first.shape.clone();
-            shape[0] = batch.iter().map(|j| j.rows as i64).sum();
-            HostTensor {
-                datatype: first.datatype,
-                shape,
-                data: data.into(),
-            }
-        })
-        .collect()
 }
 
 /// Cuts every output into each job's rows, without copying.
@@ -488,25 +468,29 @@ fn split(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::DataType;
+    use crate::tensor::{DataType, fp32_rows};
     use crossbeam_channel::never;
     use std::sync::{Arc, Mutex};
 
-    fn rows_of(values: &[f32], width: i64) -> HostTensor {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        HostTensor::new(
-            DataType::Fp32,
-            vec![values.len() as i64 / width, width],
-            bytes.into(),
-        )
-        .unwrap()
+    /// The requests' inputs joined the way the real model joins them: each request's rows
+    /// after the previous request's.
+    fn join(requests: &[&[HostTensor]]) -> Vec<HostTensor> {
+        (0..requests[0].len())
+            .map(|i| {
+                let data: Vec<u8> = requests.iter().flat_map(|r| r[i].data.to_vec()).collect();
+                let mut shape = requests[0][i].shape.clone();
+                shape[0] = requests.iter().map(|r| r[i].shape[0]).sum();
+                HostTensor::new(requests[0][i].datatype, shape, data.into()).unwrap()
+            })
+            .collect()
     }
 
     /// Doubles every element and records the batch sizes it saw.
     fn doubler(
         seen: Arc<Mutex<Vec<i64>>>,
-    ) -> impl FnMut(&[HostTensor]) -> Result<Vec<HostTensor>, String> {
-        move |inputs: &[HostTensor]| {
+    ) -> impl FnMut(&[&[HostTensor]]) -> Result<Vec<HostTensor>, String> {
+        move |requests: &[&[HostTensor]]| {
+            let inputs = join(requests);
             seen.lock().unwrap().push(inputs[0].shape[0]);
             let doubled: Vec<u8> = inputs[0]
                 .data
@@ -536,7 +520,7 @@ mod tests {
         let pending: Vec<_> = (0..5)
             .map(|i| {
                 queue
-                    .submit(vec![rows_of(&[i as f32, 10.0 + i as f32], 2)])
+                    .submit(vec![fp32_rows(&[i as f32, 10.0 + i as f32], 2)])
                     .unwrap()
             })
             .collect();
@@ -549,7 +533,7 @@ mod tests {
             let batched = reply.await.unwrap().unwrap();
             assert_eq!(
                 batched.outputs[0],
-                rows_of(&[2.0 * i as f32, 20.0 + 2.0 * i as f32], 2)
+                fp32_rows(&[2.0 * i as f32, 20.0 + 2.0 * i as f32], 2)
             );
         }
         worker.join().unwrap();
@@ -559,8 +543,8 @@ mod tests {
     #[tokio::test]
     async fn incompatible_shapes_start_a_new_batch() {
         let (queue, inbox) = queue(16);
-        let a = queue.submit(vec![rows_of(&[1.0, 2.0], 2)]).unwrap();
-        let b = queue.submit(vec![rows_of(&[1.0, 2.0, 3.0], 3)]).unwrap();
+        let a = queue.submit(vec![fp32_rows(&[1.0, 2.0], 2)]).unwrap();
+        let b = queue.submit(vec![fp32_rows(&[1.0, 2.0, 3.0], 3)]).unwrap();
         drop(queue);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut model = doubler(seen.clone());
@@ -574,7 +558,7 @@ mod tests {
     async fn waits_for_an_arriving_request_but_not_for_nobody() {
         let (queue, inbox) = queue(16);
         let arrival = queue.arrival();
-        let first = queue.submit(vec![rows_of(&[1.0], 1)]).unwrap();
+        let first = queue.submit(vec![fp32_rows(&[1.0], 1)]).unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut model = doubler(seen.clone());
         let patient = Policy {
@@ -584,13 +568,13 @@ mod tests {
         let worker =
             std::thread::spawn(move || run(inbox, &never(), patient, &mut model, &|_, _| {}));
         // The batcher holds the first request while the second is announced...
-        let second = queue.submit(vec![rows_of(&[2.0], 1)]).unwrap();
+        let second = queue.submit(vec![fp32_rows(&[2.0], 1)]).unwrap();
         drop(arrival);
         assert_eq!(first.await.unwrap().unwrap().batch_size, 2);
         assert_eq!(second.await.unwrap().unwrap().batch_size, 2);
         // ...but with nothing announced a lone request goes at once, despite the 30 s delay.
         let started = Instant::now();
-        let lone = queue.submit(vec![rows_of(&[3.0], 1)]).unwrap();
+        let lone = queue.submit(vec![fp32_rows(&[3.0], 1)]).unwrap();
         assert_eq!(lone.await.unwrap().unwrap().batch_size, 1);
         assert!(started.elapsed() < Duration::from_secs(10));
         drop(queue);
@@ -601,9 +585,9 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_instead_of_growing() {
         let (queue, _inbox) = queue(2);
-        assert!(queue.submit(vec![rows_of(&[1.0], 1)]).is_ok());
-        assert!(queue.submit(vec![rows_of(&[1.0], 1)]).is_ok());
-        assert!(queue.submit(vec![rows_of(&[1.0], 1)]).is_err());
+        assert!(queue.submit(vec![fp32_rows(&[1.0], 1)]).is_ok());
+        assert!(queue.submit(vec![fp32_rows(&[1.0], 1)]).is_ok());
+        assert!(queue.submit(vec![fp32_rows(&[1.0], 1)]).is_err());
         assert_eq!(queue.depth(), 2);
     }
 
@@ -614,15 +598,15 @@ mod tests {
         let replies: Vec<_> = (0..8)
             .map(|i| {
                 let value = if i == 5 { -1.0 } else { i as f32 };
-                queue.submit(vec![rows_of(&[value], 1)]).unwrap()
+                queue.submit(vec![fp32_rows(&[value], 1)]).unwrap()
             })
             .collect();
         drop(queue);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut double = doubler(seen.clone());
-        let mut model = move |inputs: &[HostTensor]| -> Result<Vec<HostTensor>, String> {
-            let outputs = double(inputs)?;
-            let negative = inputs[0]
+        let mut model = move |requests: &[&[HostTensor]]| -> Result<Vec<HostTensor>, String> {
+            let outputs = double(requests)?;
+            let negative = join(requests)[0]
                 .data
                 .chunks_exact(4)
                 .any(|c| f32::from_le_bytes(c.try_into().unwrap()) < 0.0);
@@ -645,7 +629,11 @@ mod tests {
                 continue;
             }
             let batched = result.unwrap();
-            assert_eq!(batched.outputs[0], rows_of(&[2.0 * i as f32], 1), "job {i}");
+            assert_eq!(
+                batched.outputs[0],
+                fp32_rows(&[2.0 * i as f32], 1),
+                "job {i}"
+            );
             let expected_batch = match i {
                 0..=3 => 4,
                 4 => 1,
@@ -663,7 +651,7 @@ mod tests {
     async fn disabled_batching_runs_each_request_alone() {
         let (queue, inbox) = queue(16);
         let replies: Vec<_> = (0..3)
-            .map(|_| queue.submit(vec![rows_of(&[1.0], 1)]).unwrap())
+            .map(|_| queue.submit(vec![fp32_rows(&[1.0], 1)]).unwrap())
             .collect();
         drop(queue);
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -689,7 +677,7 @@ mod tests {
         assert!(!queue.may_run_alone(1));
         // A pass of many rows gives a time per row far under the limit for one row, however
         // loaded the machine is.
-        let reply = queue.submit(vec![rows_of(&[1.0; 1000], 1)]).unwrap();
+        let reply = queue.submit(vec![fp32_rows(&[1.0; 1000], 1)]).unwrap();
         let worker = std::thread::spawn(move || {
             let mut instance = doubler(Arc::new(Mutex::new(Vec::new())));
             run(inbox, &never(), policy(4), &mut instance, &|_, _| {});
@@ -704,14 +692,14 @@ mod tests {
         let record = passes.clone();
         let answer = run_alone(
             &queue,
-            vec![rows_of(&[1.5, 2.0], 2)],
+            vec![fp32_rows(&[1.5, 2.0], 2)],
             &mut model,
             &move |rows, _| record.lock().unwrap().push(rows),
         )
         .unwrap();
         drop(lone);
         assert_eq!(answer.batch_size, 1);
-        assert_eq!(answer.outputs[0].data, rows_of(&[3.0, 4.0], 2).data);
+        assert_eq!(answer.outputs[0].data, fp32_rows(&[3.0, 4.0], 2).data);
         // It ran on this thread, with the model it was given, and was reported as a pass.
         assert_eq!(*seen.lock().unwrap(), vec![1]);
         assert_eq!(*passes.lock().unwrap(), vec![1]);
@@ -748,12 +736,12 @@ mod tests {
     async fn a_long_pass_is_not_run_alone() {
         let (queue, inbox) = queue(16);
         // Each pass takes at least 3 ms, more than the limit for a pass run alone.
-        let mut slow = |inputs: &[HostTensor]| {
+        let mut slow = |requests: &[&[HostTensor]]| {
             std::thread::sleep(Duration::from_millis(3));
-            Ok(inputs.to_vec())
+            Ok(join(requests))
         };
         let arrival = queue.arrival();
-        let reply = queue.submit(vec![rows_of(&[1.0], 1)]).unwrap();
+        let reply = queue.submit(vec![fp32_rows(&[1.0], 1)]).unwrap();
         drop(arrival);
         let worker = std::thread::spawn(move || {
             run(inbox, &never(), policy(4), &mut slow, &|_, _| {});
@@ -769,9 +757,10 @@ mod tests {
     /// Doubles like [`doubler`] and records the first value of every row it ran.
     fn recording(
         ran: Arc<Mutex<Vec<f32>>>,
-    ) -> impl FnMut(&[HostTensor]) -> Result<Vec<HostTensor>, String> {
+    ) -> impl FnMut(&[&[HostTensor]]) -> Result<Vec<HostTensor>, String> {
         let mut double = doubler(Arc::new(Mutex::new(Vec::new())));
-        move |inputs: &[HostTensor]| {
+        move |requests: &[&[HostTensor]]| {
+            let inputs = join(requests);
             let width = inputs[0].row_bytes();
             ran.lock().unwrap().extend(
                 inputs[0]
@@ -779,7 +768,7 @@ mod tests {
                     .chunks_exact(width)
                     .map(|row| f32::from_le_bytes(row[..4].try_into().unwrap())),
             );
-            double(inputs)
+            double(requests)
         }
     }
 
@@ -790,14 +779,17 @@ mod tests {
         // over to its next batch, the case a retirement must not drop.
         let mut submitted = vec![0.0, 1.0];
         let mut replies = vec![
-            (0.0, queue.submit(vec![rows_of(&[0.0, 0.0], 2)]).unwrap()),
-            (1.0, queue.submit(vec![rows_of(&[1.0; 3], 3)]).unwrap()),
+            (0.0, queue.submit(vec![fp32_rows(&[0.0, 0.0], 2)]).unwrap()),
+            (1.0, queue.submit(vec![fp32_rows(&[1.0; 3], 3)]).unwrap()),
         ];
         let submit = |from: usize, to: usize, submitted: &mut Vec<f32>, replies: &mut Vec<_>| {
             for i in from..to {
                 let value = i as f32;
                 submitted.push(value);
-                replies.push((value, queue.submit(vec![rows_of(&[value; 2], 2)]).unwrap()));
+                replies.push((
+                    value,
+                    queue.submit(vec![fp32_rows(&[value; 2], 2)]).unwrap(),
+                ));
             }
         };
         submit(2, 100, &mut submitted, &mut replies);
@@ -809,13 +801,13 @@ mod tests {
         let shapes = retiree_shapes.clone();
         let mut record = recording(ran.clone());
         // Holds its first forward pass until told, so it is retired in the middle of it.
-        let mut retiree = move |inputs: &[HostTensor]| {
+        let mut retiree = move |requests: &[&[HostTensor]]| {
             if shapes.lock().unwrap().is_empty() {
                 in_pass.send(()).unwrap();
                 gate.recv().unwrap();
             }
-            shapes.lock().unwrap().push(inputs[0].shape.clone());
-            record(inputs)
+            shapes.lock().unwrap().push(join(requests)[0].shape.clone());
+            record(requests)
         };
         let (retire, retired) = crossbeam_channel::bounded::<()>(0);
         let retiree_inbox = inbox.clone();
@@ -852,7 +844,7 @@ mod tests {
             let width = if value == 1.0 { 3 } else { 2 };
             assert_eq!(
                 batched.outputs[0],
-                rows_of(&vec![2.0 * value; width], width as i64)
+                fp32_rows(&vec![2.0 * value; width], width as i64)
             );
         }
         for other in others {
@@ -880,7 +872,7 @@ mod tests {
         // A deadline only, so a hang fails the test instead of stalling the suite.
         exit.recv_timeout(Duration::from_secs(30))
             .expect("the retired instance exits while its queue is open");
-        let _reply = queue.submit(vec![rows_of(&[1.0], 1)]).unwrap();
+        let _reply = queue.submit(vec![fp32_rows(&[1.0], 1)]).unwrap();
         assert_eq!(queue.depth(), 1);
     }
 }

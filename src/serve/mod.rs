@@ -219,7 +219,7 @@ impl Instances {
         };
         // Locked per pass, never across the wait for work, so lone requests can borrow it.
         let mut forward =
-            |inputs: &[HostTensor]| batcher::Forward::forward(&mut *lock(&model), inputs);
+            |requests: &[&[HostTensor]]| batcher::Forward::forward(&mut *lock(&model), requests);
         batcher::run(
             self.inbox.clone(),
             retired,
@@ -318,8 +318,8 @@ fn try_lock(model: &Mutex<Model>) -> Option<MutexGuard<'_, Model>> {
 }
 
 impl batcher::Forward for Model {
-    fn forward(&mut self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, String> {
-        Model::forward(self, inputs).map_err(|e| e.to_string())
+    fn forward(&mut self, requests: &[&[HostTensor]]) -> Result<Vec<HostTensor>, String> {
+        self.forward_joined(requests).map_err(|e| e.to_string())
     }
 }
 
