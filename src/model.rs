@@ -185,12 +185,7 @@ fn joined(parts: &[&HostTensor]) -> Result<Tensor, ModelError> {
         return Tensor::f_from_data_size(&first.data, &first.shape, kind(first.datatype))
             .map_err(forward_error);
     }
-    let mismatch = parts.iter().any(|p| {
-        p.datatype != first.datatype
-            || p.shape.len() != first.shape.len()
-            || p.shape.get(1..) != first.shape.get(1..)
-    });
-    if mismatch || first.shape.is_empty() {
+    if !parts.iter().all(|p| first.stacks_with(p)) {
         return Err(ModelError::Forward(
             "requests joined into one pass differ in datatype or in a dimension past the first"
                 .to_owned(),

@@ -132,6 +132,15 @@ impl HostTensor {
             .map_or(1, |&d| usize::try_from(d).unwrap_or(0))
     }
 
+    /// Whether `other`'s rows can follow this tensor's in one tensor along dimension 0: the same
+    /// datatype and the same dimensions past the first (a scalar has no rows to join).
+    pub fn stacks_with(&self, other: &HostTensor) -> bool {
+        self.datatype == other.datatype
+            && !self.shape.is_empty()
+            && self.shape.len() == other.shape.len()
+            && self.shape[1..] == other.shape[1..]
+    }
+
     /// Bytes per row along dimension 0.
     pub fn row_bytes(&self) -> usize {
         element_count(self.shape.get(1..).unwrap_or(&[])).unwrap_or(0) * self.datatype.size()
@@ -343,6 +352,17 @@ pub(crate) fn fp32_rows(values: &[f32], width: i64) -> HostTensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_stack_only_under_the_same_datatype_and_row_shape() {
+        let two = fp32_rows(&[1.0, 2.0], 2);
+        assert!(two.stacks_with(&fp32_rows(&[3.0, 4.0, 5.0, 6.0], 2)));
+        assert!(!two.stacks_with(&fp32_rows(&[1.0, 2.0], 1)));
+        let int = HostTensor::new(DataType::Int32, vec![1, 2], vec![0; 8].into()).unwrap();
+        assert!(!two.stacks_with(&int));
+        let scalar = HostTensor::new(DataType::Fp32, vec![], vec![0; 4].into()).unwrap();
+        assert!(!scalar.stacks_with(&scalar));
+    }
 
     #[test]
     fn scalars_round_trip_through_bytes() {

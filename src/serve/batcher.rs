@@ -367,11 +367,10 @@ fn fill(inbox: &Inbox, policy: &Policy, batch: &mut Vec<Job>) -> Option<Job> {
 /// Jobs can share a forward pass when their inputs agree in everything but dimension 0.
 fn compatible(a: &Job, b: &Job) -> bool {
     a.inputs.len() == b.inputs.len()
-        && a.inputs.iter().zip(&b.inputs).all(|(x, y)| {
-            x.datatype == y.datatype
-                && x.shape.len() == y.shape.len()
-                && x.shape[1..] == y.shape[1..]
-        })
+        && a.inputs
+            .iter()
+            .zip(&b.inputs)
+            .all(|(x, y)| x.stacks_with(y))
 }
 
 /// Runs `batch` as one forward pass. A pass that fails is split in halves, each run again, until
