@@ -280,7 +280,7 @@ async fn query(State(api): State<QueryApi>, Form(params): Params) -> Result<Resp
     let limit = timeout(&params, &api.limits)?;
     let value = evaluate(&api.limits.clone(), limit, move |limits| {
         api.engine
-            .instant_limited(api.storage.as_ref(), &expr, t, limits)
+            .instant_limited(&api.storage.view(), &expr, t, limits)
     })
     .await?;
     let result = match &value {
@@ -325,7 +325,7 @@ async fn query_range(
     let limit = timeout(&params, &api.limits)?;
     let series = evaluate(&api.limits.clone(), limit, move |limits| {
         api.engine
-            .range_limited(api.storage.as_ref(), &expr, start, end, step, limits)
+            .range_limited(&api.storage.view(), &expr, start, end, step, limits)
     })
     .await?;
     Ok(success(

@@ -292,7 +292,7 @@ mod tests {
             ..Limits::default()
         };
         let err = engine
-            .instant_limited(&db, &expr, 100_000, &limits)
+            .instant_limited(&db.view(), &expr, 100_000, &limits)
             .unwrap_err();
         assert_eq!(err.0, TIMED_OUT);
         let flag = Arc::new(AtomicBool::new(false));
@@ -305,7 +305,7 @@ mod tests {
             flag.store(true, std::sync::atomic::Ordering::Relaxed);
         });
         let err = engine
-            .instant_limited(&db, &expr, 100_000, &limits)
+            .instant_limited(&db.view(), &expr, 100_000, &limits)
             .unwrap_err();
         stopper.join().unwrap();
         assert_eq!(err.0, CANCELED);
@@ -321,18 +321,18 @@ mod tests {
         };
         // 10 series × 61 points in the minute up to t=99s.
         let expr = parse("count_over_time(up[1m])").unwrap();
-        let ok = engine.instant_limited(&db, &expr, 99_000, &limits(610));
+        let ok = engine.instant_limited(&db.view(), &expr, 99_000, &limits(610));
         assert!(ok.is_ok(), "{ok:?}");
         let err = engine
-            .instant_limited(&db, &expr, 99_000, &limits(609))
+            .instant_limited(&db.view(), &expr, 99_000, &limits(609))
             .unwrap_err();
         assert_eq!(err.0, TOO_MANY_SAMPLES);
         // A range query releases each step's samples but holds its result: 10 series × 11 steps.
         let up = parse("up").unwrap();
-        let ok = engine.range_limited(&db, &up, 0, 10_000, 1000, &limits(120));
+        let ok = engine.range_limited(&db.view(), &up, 0, 10_000, 1000, &limits(120));
         assert!(ok.is_ok(), "{ok:?}");
         let err = engine
-            .range_limited(&db, &up, 0, 10_000, 1000, &limits(100))
+            .range_limited(&db.view(), &up, 0, 10_000, 1000, &limits(100))
             .unwrap_err();
         assert_eq!(err.0, TOO_MANY_SAMPLES);
     }

@@ -27,7 +27,7 @@ pub struct LocalQuery {
 
 impl QueryFn for LocalQuery {
     fn query(&self, expr: &Expr, _text: &str, t: i64) -> Result<Vec<Sample>, RuleError> {
-        match self.engine.instant(self.storage.as_ref(), expr, t) {
+        match self.engine.instant(&self.storage.view(), expr, t) {
             Ok(promql::Value::Vector(v)) => Ok(v),
             Ok(promql::Value::Scalar(v)) => Ok(vec![Sample {
                 labels: Labels::default(),

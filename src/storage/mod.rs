@@ -1,5 +1,10 @@
 //! In-memory series store: samples per series, a postings index for selector
 //! matching, time-based retention and a cap on the number of series.
+//!
+//! Reads go through a [`View`], which sees every appender dropped before it was opened and
+//! nothing of those dropped after, as Prometheus' isolation has it: a rule evaluated while a
+//! scrape is being stored sees all of that scrape or none of it, never its first series without
+//! the rest (a ratio of two of its counters would be off by a scrape).
 
 mod labels;
 mod persist;
@@ -12,9 +17,10 @@ pub use labels::{
 pub use persist::{Persistence, Replayed};
 
 use promql_parser::label::{MatchOp, Matcher};
+use std::collections::BTreeMap;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 /// Prometheus' staleness marker: a NaN with a payload no computation produces.
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
@@ -47,7 +53,7 @@ pub struct SeriesPoints {
     pub points: Vec<Point>,
 }
 
-/// Read access the PromQL engine needs; implemented by [`Storage`].
+/// Read access the PromQL engine needs; implemented by [`View`].
 pub trait Queryable: Send + Sync {
     /// Every series matching all `matchers` (an empty value matches an absent
     /// label), with its points in `[mint, maxt]`; series without points there are
@@ -133,6 +139,21 @@ struct MemSeries {
     points: Vec<Point>,
     /// Whether the current write-ahead log has named this series' labels.
     logged: bool,
+    /// For appenders that open views must not see yet: the appender's id and how many points
+    /// the series held before it, oldest first. Empty while no view is open.
+    appends: Vec<(u64, usize)>,
+}
+
+impl MemSeries {
+    /// The points appenders up to `read_point` left.
+    fn visible(&self, read_point: u64) -> &[Point] {
+        let len = self
+            .appends
+            .iter()
+            .find(|(appender, _)| *appender > read_point)
+            .map_or(self.points.len(), |&(_, len)| len);
+        &self.points[..len]
+    }
 }
 
 #[derive(Default)]
@@ -143,6 +164,8 @@ struct Inner {
     /// label name -> label value -> ids of series carrying that pair, ascending.
     postings: HashMap<String, HashMap<String, BTreeSet<u32>>>,
     newest: i64,
+    /// The id of the last appender dropped; a view opened now reads up to it.
+    committed: u64,
     /// Appends not yet in the write-ahead log; `None` while nothing is persisted.
     journal: Option<Vec<u8>>,
 }
@@ -154,6 +177,8 @@ pub struct Storage {
     refused_series_limit: AtomicU64,
     refused_out_of_order: AtomicU64,
     durability: Durability,
+    /// Open views by read point, with how many are open at each.
+    views: Mutex<BTreeMap<u64, usize>>,
 }
 
 /// A series' slot in the store, for repeated appends without a label lookup.
@@ -161,10 +186,21 @@ pub struct Storage {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeriesRef(u32);
 
-/// Writes many samples under one lock; see [`Storage::appender`].
+/// Writes many samples under one lock; see [`Storage::appender`]. Views opened after it is
+/// dropped see its samples, views opened before do not.
 pub struct Appender<'a> {
     inner: std::sync::RwLockWriteGuard<'a, Inner>,
     storage: &'a Storage,
+    id: u64,
+    /// The oldest read point of the views open when it was made: what they need kept of the
+    /// series' `appends`. `None` when no view is open.
+    oldest_view: Option<u64>,
+}
+
+impl Drop for Appender<'_> {
+    fn drop(&mut self) {
+        self.inner.committed = self.id;
+    }
 }
 
 impl Appender<'_> {
@@ -227,6 +263,15 @@ impl Appender<'_> {
                 return Err(AppendError::Duplicate);
             }
         }
+        // No view can open while this appender holds the lock, so only those open now can
+        // read past what it appends.
+        let needless = series.appends.partition_point(|&(appender, _)| {
+            self.oldest_view.is_none_or(|oldest| appender <= oldest)
+        });
+        series.appends.drain(..needless);
+        if self.oldest_view.is_some() && series.appends.last().map(|a| a.0) != Some(self.id) {
+            series.appends.push((self.id, series.points.len()));
+        }
         series.points.push(Point { t, v });
         if let Some(journal) = journal {
             persist::journal_sample(journal, id, &mut series.logged, &series.labels, t, v);
@@ -242,6 +287,7 @@ impl Inner {
             labels: labels.clone(),
             points: Vec::new(),
             logged: false,
+            appends: Vec::new(),
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -365,6 +411,30 @@ impl Storage {
             refused_series_limit: AtomicU64::new(0),
             refused_out_of_order: AtomicU64::new(0),
             durability: Durability::default(),
+            views: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn views(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, usize>> {
+        self.views.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A consistent read of the store: every appender dropped until now, none dropped later.
+    /// Evaluate a whole query over one view.
+    pub fn view(&self) -> View<'_> {
+        // Registered under the read lock, so an appender (which takes the write lock before it
+        // looks at the open views) cannot miss it.
+        let inner = self.read();
+        let read_point = inner.committed;
+        *self.views().entry(read_point).or_default() += 1;
+        drop(inner);
+        View {
+            storage: self,
+            read_point,
         }
     }
 
@@ -379,9 +449,14 @@ impl Storage {
 
     /// Takes the write lock once for many appends (one scrape, one rule result).
     pub fn appender(&self) -> Appender<'_> {
+        let inner = self.write();
+        let id = inner.committed + 1;
+        let oldest_view = self.views().keys().next().copied();
         Appender {
-            inner: self.write(),
+            inner,
             storage: self,
+            id,
+            oldest_view,
         }
     }
 
@@ -395,6 +470,9 @@ impl Storage {
                 let old = series.points.partition_point(|p| p.t < cutoff);
                 if old > 0 {
                     series.points.drain(..old);
+                    for (_, len) in &mut series.appends {
+                        *len = len.saturating_sub(old);
+                    }
                     series.points.shrink_to(series.points.len() * 2);
                 }
                 if series.points.is_empty() {
@@ -409,7 +487,7 @@ impl Storage {
 
     /// Counts and sizes.
     pub fn stats(&self) -> StorageStats {
-        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let inner = self.read();
         let mut stats = StorageStats {
             refused_series_limit: self.refused_series_limit.load(Ordering::Relaxed),
             refused_out_of_order: self.refused_out_of_order.load(Ordering::Relaxed),
@@ -441,7 +519,7 @@ impl Storage {
     /// Label sets of series matching any of the selector sets and holding a
     /// point in `[mint, maxt]`; all series when `selectors` is empty.
     pub fn series(&self, selectors: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<Labels> {
-        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let inner = self.read();
         let mut ids: BTreeSet<u32> = BTreeSet::new();
         if selectors.is_empty() {
             ids.extend(inner.by_labels.values().copied());
@@ -460,15 +538,33 @@ impl Storage {
     }
 }
 
-impl Queryable for Storage {
+/// A consistent read of a [`Storage`]; see [`Storage::view`].
+pub struct View<'a> {
+    storage: &'a Storage,
+    read_point: u64,
+}
+
+impl Drop for View<'_> {
+    fn drop(&mut self) {
+        let mut views = self.storage.views();
+        if let Some(open) = views.get_mut(&self.read_point) {
+            *open -= 1;
+            if *open == 0 {
+                views.remove(&self.read_point);
+            }
+        }
+    }
+}
+
+impl Queryable for View<'_> {
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesPoints> {
-        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let inner = self.storage.read();
         inner
             .matching_ids(matchers)
             .into_iter()
             .filter_map(|id| {
                 let series = inner.series[id as usize].as_ref()?;
-                let points = window(&series.points, mint, maxt);
+                let points = window(series.visible(self.read_point), mint, maxt);
                 (!points.is_empty()).then(|| SeriesPoints {
                     labels: series.labels.clone(),
                     points: points.to_vec(),
@@ -478,13 +574,13 @@ impl Queryable for Storage {
     }
 
     fn select_latest(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<(Labels, Point)> {
-        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let inner = self.storage.read();
         inner
             .matching_ids(matchers)
             .into_iter()
             .filter_map(|id| {
                 let series = inner.series[id as usize].as_ref()?;
-                let last = *window(&series.points, mint, maxt).last()?;
+                let last = *window(series.visible(self.read_point), mint, maxt).last()?;
                 Some((series.labels.clone(), last))
             })
             .collect()
@@ -497,6 +593,61 @@ mod tests {
 
     fn eq(name: &str, value: &str) -> Matcher {
         Matcher::new(MatchOp::Equal, name, value)
+    }
+
+    #[test]
+    fn a_view_sees_whole_appenders_dropped_before_it_and_nothing_later() {
+        let s = Storage::new(StorageOptions {
+            retention_ms: 1500,
+            ..StorageOptions::default()
+        });
+        let series = |job: &str| Labels::from_pairs([("__name__", "requests"), ("job", job)]);
+        let (a, b, c) = (series("a"), series("b"), series("c"));
+        let mut app = s.appender();
+        app.append(&a, 1000, 0.0).unwrap();
+        app.append(&b, 1000, 0.0).unwrap();
+        drop(app);
+        let before = s.view();
+        let mut app = s.appender();
+        app.append(&a, 2000, 90.0).unwrap();
+        // A view cannot open while an appender holds the store, so it cannot see half of one.
+        app.append(&b, 2000, 10.0).unwrap();
+        app.append(&c, 2000, 1.0).unwrap();
+        drop(app);
+        let after = s.view();
+        let times = |view: &View, job: &str| -> Vec<i64> {
+            view.select(&[eq("job", job)], 0, 10_000)
+                .iter()
+                .flat_map(|series| series.points.iter().map(|p| p.t))
+                .collect()
+        };
+        assert_eq!(
+            (times(&before, "a"), times(&before, "b")),
+            (vec![1000], vec![1000])
+        );
+        assert_eq!(times(&before, "c"), Vec::<i64>::new());
+        let latest = before.select_latest(&[eq("__name__", "requests")], 0, 10_000);
+        assert!(latest.iter().all(|(_, p)| p.t == 1000), "{latest:?}");
+        assert_eq!(times(&after, "a"), vec![1000, 2000]);
+        assert_eq!(times(&after, "c"), vec![2000]);
+        // Retention trims the front under an open view and the view's cut stays where it was.
+        let mut app = s.appender();
+        app.append(&a, 3000, 95.0).unwrap();
+        drop(app);
+        s.truncate(3000);
+        assert_eq!(times(&after, "a"), vec![2000]);
+        assert_eq!(times(&s.view(), "a"), vec![2000, 3000]);
+        // With no view open, an append drops what the series kept for views.
+        drop((before, after));
+        let mut app = s.appender();
+        app.append(&a, 4000, 99.0).unwrap();
+        drop(app);
+        let inner = s.read();
+        let kept = inner
+            .by_labels
+            .get(&a)
+            .map(|&id| inner.series[id as usize].as_ref());
+        assert_eq!(kept.flatten().map(|series| series.appends.len()), Some(0));
     }
 
     #[test]
@@ -516,14 +667,21 @@ mod tests {
         let rb = app.append_ref(Some(r), &b, 9500, 2.0).unwrap();
         assert_ne!(r, rb);
         drop(app);
-        let got = s.select(&[eq("__name__", "up"), eq("job", "b")], 2000, 4000);
+        let got = s
+            .view()
+            .select(&[eq("__name__", "up"), eq("job", "b")], 2000, 4000);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].points.len(), 3);
-        assert_eq!(s.select(&[eq("job", "b")], 9500, 9500)[0].points[0].v, 2.0);
+        assert_eq!(
+            s.view().select(&[eq("job", "b")], 9500, 9500)[0].points[0].v,
+            2.0
+        );
         assert_eq!(got[0].points[2], Point { t: 4000, v: -4.0 });
-        let absent = s.select(&[eq("__name__", "up"), eq("zone", "")], 0, 9000);
+        let absent = s
+            .view()
+            .select(&[eq("__name__", "up"), eq("zone", "")], 0, 9000);
         assert_eq!(absent.len(), 2, "an empty value matches a missing label");
-        let latest = s.select_latest(&[eq("__name__", "up")], 0, 4500);
+        let latest = s.view().select_latest(&[eq("__name__", "up")], 0, 4500);
         assert!(latest.iter().all(|(_, p)| p.t == 4000));
     }
 

@@ -493,6 +493,7 @@ mod tests {
 
     fn everything(s: &Storage) -> Vec<(String, Vec<(i64, u64)>)> {
         let mut all: Vec<_> = s
+            .view()
             .select(&[], i64::MIN, i64::MAX)
             .into_iter()
             .map(|sp| {
@@ -545,7 +546,7 @@ mod tests {
         assert_eq!(replayed.series, 3);
         assert_eq!(replayed.samples, 3 * 160);
         assert_eq!(everything(&second), expected);
-        let stale = second.select(&[], 0, 0);
+        let stale = second.view().select(&[], 0, 0);
         assert!(
             is_stale(stale[0].points[0].v),
             "the staleness marker survives"
