@@ -17,8 +17,7 @@ pub use labels::{
 pub use persist::{Persistence, Replayed};
 
 use promql_parser::label::{MatchOp, Matcher};
-use std::collections::BTreeMap;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
